@@ -1,0 +1,51 @@
+"""Configuration: TOML parsed once into frozen records (`records`), by `loader`, with the
+value syntaxes in `values`."""
+
+from pixelpost.config.loader import (
+    BUILTIN_DEFAULTS,
+    DEFAULT_FILE,
+    load_config,
+    parse_config,
+    parse_config_text,
+)
+from pixelpost.config.records import (
+    Config,
+    ConfigSet,
+    Destination,
+    FileDestination,
+    MaildirUpstream,
+    RelayConfig,
+    RelayTLS,
+    RelayUser,
+    SigningConfig,
+    SMTPUpstream,
+    StoreConfig,
+    TrackerConfig,
+    Upstream,
+    WebhookDestination,
+)
+from pixelpost.config.values import HostPort, IPNetwork
+
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "DEFAULT_FILE",
+    "Config",
+    "ConfigSet",
+    "Destination",
+    "FileDestination",
+    "HostPort",
+    "IPNetwork",
+    "MaildirUpstream",
+    "RelayConfig",
+    "RelayTLS",
+    "RelayUser",
+    "SMTPUpstream",
+    "SigningConfig",
+    "StoreConfig",
+    "TrackerConfig",
+    "Upstream",
+    "WebhookDestination",
+    "load_config",
+    "parse_config",
+    "parse_config_text",
+]

@@ -1,0 +1,603 @@
+"""Reads TOML into the configuration records, collecting every problem on the way.
+
+Problems are gathered rather than raised one at a time so that `check-config` can list
+them all, one line each, naming the key and the bad value. The environment is passed in
+(never read at import time) so tests can give their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from pixelpost.config.records import (
+    Config,
+    ConfigSet,
+    Destination,
+    FileDestination,
+    MaildirUpstream,
+    RelayConfig,
+    RelayTLS,
+    RelayUser,
+    SigningConfig,
+    SMTPUpstream,
+    StoreConfig,
+    TrackerConfig,
+    Upstream,
+    WebhookDestination,
+)
+from pixelpost.config.values import (
+    interpolate,
+    parse_duration,
+    parse_host_port,
+    parse_http_url,
+    parse_network,
+)
+from pixelpost.errors import ConfigError
+from pixelpost.event_types import ALL, EventType
+from pixelpost.keys import decode_signing_key, decode_webhook_secret
+from pixelpost.passwords import check_hash
+
+T = TypeVar("T")
+
+DEFAULT_FILE: Final = Path("pixelpost.toml")
+"""Read when no `-c` is given; without it, the built-in defaults apply."""
+
+BUILTIN_DEFAULTS: Final = """
+default_config_set = "default"
+
+[config_sets.default]
+destinations = ["events"]
+
+[destinations.events]
+type = "file"
+path = "./var/events.jsonl"
+"""
+"""What `pixelpost serve` runs on without a configuration file; every key left out here
+takes its documented default."""
+
+RELAY_LISTEN_DEFAULT: Final = "127.0.0.1:2525"
+TRACKER_LISTEN_DEFAULT: Final = "127.0.0.1:8080"
+MAX_MESSAGE_BYTES_DEFAULT: Final = 25 * 1024 * 1024
+ALLOW_NETWORKS_DEFAULT: Final = ("127.0.0.0/8", "::1/128")
+TRUSTED_PROXIES_DEFAULT: Final = ("127.0.0.1/32", "::1/128")
+SPOOL_DEFAULT: Final = "./var/spool"
+RETRY_DELAYS_DEFAULT: Final = ("1m", "5m", "15m", "30m", "1h", "2h", "4h")
+MAX_QUEUE_LIFETIME_DEFAULT: Final = "2d"
+UPSTREAM_URL_DEFAULT: Final = "maildir:./var/outbox"
+UPSTREAM_TIMEOUT_DEFAULT: Final = "60s"
+STORE_URL_DEFAULT: Final = "sqlite:///./var/pixelpost.db"
+RETENTION_DAYS_DEFAULT: Final = 60
+KEY_FILE_DEFAULT: Final = "./var/signing.key"
+WEBHOOK_RETRY_DELAYS_DEFAULT: Final = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
+WEBHOOK_TIMEOUT_DEFAULT: Final = "15s"
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
+_SMTP_SCHEMES: Final = {
+    "smtp": ("opportunistic", 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
+_SECRET_SHOWN: Final = '"<secret>"'  # noqa: S105 (a placeholder, not a secret)
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML, for error messages."""
+    if isinstance(value, dict):
+        return "a table"
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        return repr(value)
+
+
+def _kind(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+class _Table:
+    """One TOML table being read: every accessor marks its key as known, and problems
+    are reported against the key's dotted path."""
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        problems: list[str],
+        environ: Mapping[str, str],
+    ) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self.environ = environ
+        self._known: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.key(key)}: {message}")
+
+    def _raw(self, key: str) -> object:
+        self._known.add(key)
+        return self.data.get(key, _MISSING)
+
+    def _interpolated(self, key: str, value: str, *, secret: bool) -> str | _Missing:
+        result, missing = interpolate(value, self.environ)
+        for name in missing:
+            shown = _SECRET_SHOWN if secret else _show(value)
+            self.problem(key, f"environment variable {name} is not set (in {shown})")
+        return _MISSING if missing else result
+
+    def _typed(self, key: str, value: object, expected: type, *, secret: bool = False) -> object:
+        if isinstance(value, str) and expected is str:
+            return self._interpolated(key, value, secret=secret)
+        if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+            return value
+        shown = _SECRET_SHOWN if secret else _show(value)
+        self.problem(key, f"expected {_kind(expected())}, got {shown} ({_kind(value)})")
+        return _MISSING
+
+    def get(self, key: str, expected: type[T], default: T, *, secret: bool = False) -> T:
+        raw = self._raw(key)
+        if isinstance(raw, _Missing):
+            return default
+        value = self._typed(key, raw, expected, secret=secret)
+        return default if isinstance(value, _Missing) else value  # type: ignore[return-value]
+
+    def optional(self, key: str, expected: type[T], *, secret: bool = False) -> T | None:
+        return self.get(key, expected, None, secret=secret)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = self.get(key, int, default)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            self.problem(key, f"{value} is out of range (it must be {bound})")
+            return default
+        return value
+
+    def parsed(self, key: str, default: str, parse: Callable[[str], T]) -> T:
+        """A string value run through `parse`; a bad one is reported and the default used."""
+        text = self.get(key, str, default)
+        try:
+            return parse(text)
+        except ValueError as exc:
+            self.problem(key, f"{_show(text)} is {exc}")
+            return parse(default)
+
+    def parsed_optional(self, key: str, parse: Callable[[str], T]) -> T | None:
+        """Like `parsed`, for a key without a default: None when absent or bad."""
+        text = self.optional(key, str)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            self.problem(key, f"{_show(text)} is {exc}")
+            return None
+
+    def strings(
+        self, key: str, default: Sequence[str], *, secret: bool = False
+    ) -> tuple[str, ...]:
+        raw = self._raw(key)
+        if isinstance(raw, _Missing):
+            return tuple(default)
+        if not isinstance(raw, list):
+            self.problem(key, f"expected an array of strings, got {_show(raw)} ({_kind(raw)})")
+            return tuple(default)
+        result: list[str] = []
+        for index, item in enumerate(raw):
+            value = self._typed(f"{key}[{index}]", item, str, secret=secret)
+            if isinstance(value, str):
+                result.append(value)
+        return tuple(result)
+
+    def parsed_list(
+        self, key: str, default: Sequence[str], parse: Callable[[str], T]
+    ) -> tuple[T, ...]:
+        result: list[T] = []
+        for index, text in enumerate(self.strings(key, default)):
+            try:
+                result.append(parse(text))
+            except ValueError as exc:
+                self.problem(f"{key}[{index}]", f"{_show(text)} is {exc}")
+        return tuple(result)
+
+    def table(self, key: str) -> _Table | None:
+        raw = self._raw(key)
+        if isinstance(raw, _Missing):
+            return None
+        if not isinstance(raw, dict):
+            self.problem(key, f"expected a table, got {_show(raw)} ({_kind(raw)})")
+            return None
+        return _Table(raw, self.key(key), self.problems, self.environ)
+
+    def tables(self, key: str) -> list[_Table]:
+        """An array of tables (`[[relay.users]]`)."""
+        raw = self._raw(key)
+        if isinstance(raw, _Missing):
+            return []
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.problem(
+                key, f"expected an array of tables ([[{self.key(key)}]]), got {_show(raw)}"
+            )
+            return []
+        return [
+            _Table(item, f"{self.key(key)}[{index}]", self.problems, self.environ)
+            for index, item in enumerate(raw)
+        ]
+
+    def subtables(self, key: str) -> dict[str, _Table]:
+        """A table of named tables (`[config_sets.NAME]`)."""
+        outer = self.table(key)
+        if outer is None:
+            return {}
+        result = {}
+        for name in outer.data:
+            inner = outer.table(name)
+            if inner is not None:
+                result[name] = inner
+        return result
+
+    def finish(self) -> None:
+        """Report every key that no accessor asked for."""
+        for key in self.data:
+            if key not in self._known:
+                self.problem(key, f"unknown key (value {_show(self.data[key])})")
+
+
+def _relay(root: _Table) -> RelayConfig:
+    table = root.table("relay") or _Table({}, "relay", root.problems, root.environ)
+    hostname = table.get("hostname", str, socket.gethostname())
+    if not _HOSTNAME.fullmatch(hostname):
+        table.problem("hostname", f"{_show(hostname)} is not a host name")
+    users = tuple(_relay_user(user) for user in table.tables("users"))
+    seen: set[str] = set()
+    for index, user in enumerate(users):
+        if user.name in seen:
+            table.problem(f"users[{index}].name", f"{_show(user.name)} is listed twice")
+        seen.add(user.name)
+    tls_table = table.table("tls")
+    tls = None
+    if tls_table is not None:
+        cert = tls_table.get("cert", str, "")
+        key = tls_table.get("key", str, "")
+        for name, value in (("cert", cert), ("key", key)):
+            if not value:
+                tls_table.problem(name, "is required in [relay.tls]")
+        tls = RelayTLS(
+            cert=Path(cert),
+            key=Path(key),
+            listen_tls=tls_table.parsed_optional("listen_tls", parse_host_port),
+        )
+        tls_table.finish()
+    config = RelayConfig(
+        listen=table.parsed("listen", RELAY_LISTEN_DEFAULT, parse_host_port),
+        hostname=hostname,
+        max_message_bytes=table.integer(
+            "max_message_bytes", MAX_MESSAGE_BYTES_DEFAULT, minimum=1024
+        ),
+        allow_networks=table.parsed_list("allow_networks", ALLOW_NETWORKS_DEFAULT, parse_network),
+        spool=Path(table.get("spool", str, SPOOL_DEFAULT)),
+        workers=table.integer("workers", 1, minimum=1, maximum=256),
+        retry_delays=_delays(table, "retry_delays", RETRY_DELAYS_DEFAULT),
+        max_queue_lifetime=table.parsed(
+            "max_queue_lifetime", MAX_QUEUE_LIFETIME_DEFAULT, parse_duration
+        ),
+        bounce_notifications=table.get("bounce_notifications", bool, True),
+        users=users,
+        tls=tls,
+    )
+    table.finish()
+    return config
+
+
+def _relay_user(table: _Table) -> RelayUser:
+    name = table.get("name", str, "")
+    if not name:
+        table.problem("name", "is required for each [[relay.users]]")
+    password_hash = table.get("password_hash", str, "", secret=True)
+    try:
+        check_hash(password_hash)
+    except ValueError as exc:
+        table.problem("password_hash", f"{_SECRET_SHOWN} is {exc}")
+    from_domains = None
+    if "from_domains" in table.data:
+        from_domains = tuple(d.lower().rstrip(".") for d in table.strings("from_domains", ()))
+        for index, domain in enumerate(from_domains):
+            if not _DOMAIN.fullmatch(domain):
+                table.problem(f"from_domains[{index}]", f"{_show(domain)} is not a domain")
+    table.finish()
+    return RelayUser(name=name, password_hash=password_hash, from_domains=from_domains)
+
+
+def _delays(table: _Table, key: str, default: Sequence[str]) -> tuple[float, ...]:
+    if table.data.get(key) == []:
+        table.problem(key, "needs at least one delay")
+    return table.parsed_list(key, default, parse_duration) or tuple(map(parse_duration, default))
+
+
+def _upstream(root: _Table) -> Upstream:
+    table = root.table("upstream") or _Table({}, "upstream", root.problems, root.environ)
+    url = table.get("url", str, UPSTREAM_URL_DEFAULT)
+    username = table.optional("username", str, secret=True) or None
+    password = table.optional("password", str, secret=True) or None
+    ca_file = table.optional("ca_file", str)
+    timeout = table.parsed("timeout", UPSTREAM_TIMEOUT_DEFAULT, parse_duration)
+    table.finish()
+    if (username is None) != (password is None) and not any(
+        p.startswith(("upstream.username:", "upstream.password:")) for p in table.problems
+    ):
+        missing = "password" if password is None else "username"
+        table.problem(missing, "is required when the other of username and password is set")
+    try:
+        return _parse_upstream_url(
+            url, username=username, password=password, ca_file=ca_file, timeout=timeout
+        )
+    except ValueError as exc:
+        table.problem("url", f"{_show(url)} is {exc}")
+        return MaildirUpstream(url=UPSTREAM_URL_DEFAULT, path=Path("var/outbox"))
+
+
+def _parse_upstream_url(
+    url: str, *, username: str | None, password: str | None, ca_file: str | None, timeout: float
+) -> Upstream:
+    if url.startswith("maildir:"):
+        path = url.removeprefix("maildir:").removeprefix("//")
+        if not path:
+            raise ValueError("not a Maildir URL (write it maildir:PATH)")
+        return MaildirUpstream(url=url, path=Path(path))
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SMTP_SCHEMES:
+        raise ValueError(
+            "not an upstream URL "
+            "(use smtp://, smtp+starttls://, smtps://host:port or maildir:PATH)"
+        )
+    security, default_port = _SMTP_SCHEMES[scheme]
+    netloc = rest.rstrip("/")
+    if "/" in netloc or "@" in netloc or "?" in netloc:
+        raise ValueError(
+            "not an upstream URL (only host and port; credentials go in "
+            "upstream.username and upstream.password)"
+        )
+    address = parse_host_port(
+        netloc if re.search(r":\d+$", netloc) else f"{netloc}:{default_port}"
+    )
+    if address.port == 0:
+        raise ValueError("not an upstream URL (port 0)")
+    return SMTPUpstream(
+        url=url,
+        security=security,  # type: ignore[arg-type]
+        host=address.host,
+        port=address.port,
+        username=username,
+        password=password,
+        ca_file=Path(ca_file) if ca_file else None,
+        timeout=timeout,
+    )
+
+
+def _tracker(root: _Table) -> TrackerConfig:
+    table = root.table("tracker") or _Table({}, "tracker", root.problems, root.environ)
+    listen = table.parsed("listen", TRACKER_LISTEN_DEFAULT, parse_host_port)
+    public_url = table.parsed("public_url", f"http://{listen}", parse_http_url)
+    config = TrackerConfig(
+        listen=listen,
+        public_url=public_url,
+        trusted_proxies=table.parsed_list(
+            "trusted_proxies", TRUSTED_PROXIES_DEFAULT, parse_network
+        ),
+        api_token=table.optional("api_token", str, secret=True) or None,
+        anonymize_ip=table.get("anonymize_ip", bool, False),
+    )
+    table.finish()
+    return config
+
+
+def _store(root: _Table) -> StoreConfig:
+    table = root.table("store") or _Table({}, "store", root.problems, root.environ)
+    url = table.get("url", str, STORE_URL_DEFAULT, secret=True)
+    retention_days = table.integer("retention_days", RETENTION_DAYS_DEFAULT, minimum=1)
+    table.finish()
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return StoreConfig(
+            url=url,
+            kind="sqlite",
+            retention_days=retention_days,
+            sqlite_path=Path(url.removeprefix("sqlite:///")),
+        )
+    if url.startswith(("postgresql://", "postgres://")):
+        return StoreConfig(url=url, kind="postgresql", retention_days=retention_days)
+    shown = url if "@" not in url else _SECRET_SHOWN
+    table.problem(
+        "url",
+        f"{_show(shown)} is not a store URL "
+        "(sqlite:///PATH or postgresql://user:password@host/db)",
+    )
+    return StoreConfig(url=url, kind="sqlite", retention_days=retention_days)
+
+
+def _signing(root: _Table) -> SigningConfig:
+    table = root.table("signing") or _Table({}, "signing", root.problems, root.environ)
+    keys = table.strings("keys", (), secret=True)
+    for index, key in enumerate(keys):
+        try:
+            decode_signing_key(key)
+        except ValueError as exc:
+            table.problem(f"keys[{index}]", f"{_SECRET_SHOWN} is {exc}")
+    if len(set(keys)) != len(keys):
+        table.problem("keys", "lists the same key twice")
+    key_file = Path(table.get("key_file", str, KEY_FILE_DEFAULT))
+    table.finish()
+    return SigningConfig(keys=keys, key_file=key_file)
+
+
+def _config_set(name: str, table: _Table) -> ConfigSet:
+    if not _NAME.fullmatch(name):
+        table.problems.append(
+            f"config_sets.{name}: the name may only use letters, digits, _ and - (64 at most)"
+        )
+    config_set = ConfigSet(
+        name=name,
+        open_tracking=table.get("open_tracking", bool, True),
+        click_tracking=table.get("click_tracking", bool, True),
+        tracking_url=table.parsed_optional("tracking_url", parse_http_url),
+        destinations=table.strings("destinations", ()),
+    )
+    table.finish()
+    return config_set
+
+
+def _events(table: _Table) -> frozenset[EventType]:
+    names = table.strings("events", (ALL,))
+    result: set[EventType] = set()
+    for index, name in enumerate(names):
+        if name == ALL:
+            result.update(EventType)
+            continue
+        try:
+            result.add(EventType.from_config_name(name))
+        except KeyError:
+            known = " ".join(t.config_name for t in EventType)
+            table.problem(
+                f"events[{index}]", f"{_show(name)} is not an event type ({known}, or all)"
+            )
+    return frozenset(result)
+
+
+def _destination(name: str, table: _Table) -> Destination | None:
+    if not _NAME.fullmatch(name):
+        table.problems.append(
+            f"destinations.{name}: the name may only use letters, digits, _ and - (64 at most)"
+        )
+    kind = table.get("type", str, "")
+    destination: Destination | None
+    if kind == "file":
+        path = table.get("path", str, "")
+        if not path:
+            table.problem("path", "is required for a file destination")
+        destination = FileDestination(name=name, events=_events(table), path=Path(path))
+    elif kind == "webhook":
+        destination = _webhook(name, table)
+    else:
+        table.problem("type", f"{_show(kind)} is not a destination type (file or webhook)")
+        destination = None
+    table.finish()
+    return destination
+
+
+def _webhook(name: str, table: _Table) -> WebhookDestination:
+    url = table.get("url", str, "")
+    try:
+        parse_http_url(url.split("?", 1)[0])
+    except ValueError as exc:
+        table.problem("url", f"{_show(url)} is {exc}")
+    secret = table.get("secret", str, "", secret=True)
+    try:
+        decode_webhook_secret(secret)
+    except ValueError as exc:
+        table.problem("secret", f"{_SECRET_SHOWN} is {exc}")
+    return WebhookDestination(
+        name=name,
+        events=_events(table),
+        url=url,
+        secret=secret,
+        retry_delays=_delays(table, "retry_delays", WEBHOOK_RETRY_DELAYS_DEFAULT),
+        timeout=table.parsed("timeout", WEBHOOK_TIMEOUT_DEFAULT, parse_duration),
+    )
+
+
+def parse_config(
+    data: Mapping[str, Any], *, environ: Mapping[str, str], source: Path | None = None
+) -> Config:
+    """Build the configuration from parsed TOML; ConfigError lists every problem."""
+    problems: list[str] = []
+    root = _Table(data, "", problems, environ)
+    default_set = root.optional("default_config_set", str)
+    relay = _relay(root)
+    upstream = _upstream(root)
+    tracker = _tracker(root)
+    store = _store(root)
+    signing = _signing(root)
+    config_sets = {name: _config_set(name, t) for name, t in root.subtables("config_sets").items()}
+    destinations = {
+        name: destination
+        for name, t in root.subtables("destinations").items()
+        if (destination := _destination(name, t)) is not None
+    }
+    root.finish()
+
+    if default_set is not None and default_set not in config_sets:
+        root.problem(
+            "default_config_set",
+            f"{_show(default_set)} is not a configuration set (no [config_sets.{default_set}])",
+        )
+    for config_set in config_sets.values():
+        for index, name in enumerate(config_set.destinations):
+            if name not in destinations and not any(
+                p.startswith(f"destinations.{name}.") for p in problems
+            ):
+                problems.append(
+                    f"config_sets.{config_set.name}.destinations[{index}]: {_show(name)} is not "
+                    f"a destination (no [destinations.{name}])"
+                )
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        relay=relay,
+        upstream=upstream,
+        tracker=tracker,
+        store=store,
+        signing=signing,
+        config_sets=config_sets,
+        destinations=destinations,
+        default_config_set=default_set,
+        source=source,
+    )
+
+
+def parse_config_text(
+    text: str, *, environ: Mapping[str, str], source: Path | None = None
+) -> Config:
+    """Build the configuration from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = source or "configuration"
+        raise ConfigError([f"{where}: not valid TOML: {exc}"]) from None
+    return parse_config(data, environ=environ, source=source)
+
+
+def load_config(path: Path | None, *, environ: Mapping[str, str]) -> Config:
+    """The configuration in `path`; with None, `./pixelpost.toml` if it exists, else the
+    built-in defaults."""
+    if path is None:
+        if not DEFAULT_FILE.exists():
+            return parse_config_text(BUILTIN_DEFAULTS, environ=environ)
+        path = DEFAULT_FILE
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the configuration file ({exc})"]) from None
+    return parse_config_text(text, environ=environ, source=path)

@@ -1,0 +1,165 @@
+"""The configuration as frozen, typed records: what the rest of pixelpost reads.
+
+The loader (`loader.py`) builds these once from TOML; nothing else parses configuration.
+Secrets are kept out of `repr` so that a logged record never shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pixelpost.config.values import HostPort, IPNetwork
+from pixelpost.event_types import EventType
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelayUser:
+    """An SMTP AUTH account (`[[relay.users]]`)."""
+
+    name: str
+    password_hash: str = field(repr=False)
+    from_domains: tuple[str, ...] | None = None
+    """Domains this user may send from (MAIL FROM); None allows any."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelayTLS:
+    """The relay's certificate: STARTTLS on `listen`, implicit TLS on `listen_tls`."""
+
+    cert: Path
+    key: Path
+    listen_tls: HostPort | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelayConfig:
+    """The SMTP side (`[relay]`)."""
+
+    listen: HostPort
+    hostname: str
+    max_message_bytes: int
+    allow_networks: tuple[IPNetwork, ...]
+    spool: Path
+    workers: int
+    retry_delays: tuple[float, ...]
+    max_queue_lifetime: float
+    bounce_notifications: bool
+    users: tuple[RelayUser, ...] = ()
+    tls: RelayTLS | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SMTPUpstream:
+    """An upstream MTA reached over SMTP."""
+
+    url: str
+    security: Literal["opportunistic", "starttls", "tls"]
+    """STARTTLS when offered (smtp://), STARTTLS required (smtp+starttls://), implicit
+    TLS (smtps://)."""
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaildirUpstream:
+    """A Maildir that takes one file per delivered message (for trying pixelpost out)."""
+
+    url: str
+    path: Path
+
+
+Upstream = SMTPUpstream | MaildirUpstream
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackerConfig:
+    """The HTTP side (`[tracker]`)."""
+
+    listen: HostPort
+    public_url: str
+    trusted_proxies: tuple[IPNetwork, ...]
+    api_token: str | None = field(default=None, repr=False)
+    anonymize_ip: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreConfig:
+    """Where messages and events are kept (`[store]`)."""
+
+    url: str
+    kind: Literal["sqlite", "postgresql"]
+    retention_days: int
+    sqlite_path: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SigningConfig:
+    """Keys that sign tracking links (`[signing]`), newest first."""
+
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    key_file: Path = Path("var/signing.key")
+    """Where a key is generated and kept when `keys` is empty."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConfigSet:
+    """A configuration set: what to track and where its events go."""
+
+    name: str
+    open_tracking: bool = True
+    click_tracking: bool = True
+    tracking_url: str | None = None
+    """Base URL of this set's pixel and redirects; None uses `tracker.public_url`."""
+    destinations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileDestination:
+    """Events appended as JSON lines to a file."""
+
+    name: str
+    events: frozenset[EventType]
+    path: Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookDestination:
+    """Events POSTed as Standard Webhooks."""
+
+    name: str
+    events: frozenset[EventType]
+    url: str
+    secret: str = field(repr=False)
+    retry_delays: tuple[float, ...]
+    timeout: float
+
+
+Destination = FileDestination | WebhookDestination
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    relay: RelayConfig
+    upstream: Upstream
+    tracker: TrackerConfig
+    store: StoreConfig
+    signing: SigningConfig
+    config_sets: Mapping[str, ConfigSet]
+    destinations: Mapping[str, Destination]
+    default_config_set: str | None = None
+    """The set for mail without `X-Config-Set`; None leaves such mail untracked."""
+    source: Path | None = None
+    """The file this was read from; None for the built-in defaults."""
+
+    def tracking_url(self, config_set: ConfigSet) -> str:
+        """The base URL under which `config_set`'s pixel and redirects are served."""
+        return config_set.tracking_url or self.tracker.public_url
