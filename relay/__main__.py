@@ -1,0 +1,7 @@
+"""`python -m relay`: the same as `pixelpost relay`."""
+
+import sys
+
+from pixelpost.cli import main
+
+sys.exit(main(["relay", *sys.argv[1:]]))

@@ -1,0 +1,95 @@
+"""The relay's listening socket and its lifecycle.
+
+`RelayServer` runs aiosmtpd on the caller's event loop. Stopping is graceful: no new
+connections, messages being handed over get `grace` seconds to finish, then the
+remaining connections are told `421` and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from pixelpost.config import HostPort, RelayConfig
+from relay.handler import RelayHandler
+
+log = logging.getLogger(__name__)
+
+IDENT = "pixelpost ESMTP"
+GRACE_DEFAULT = 30.0
+
+
+class _Connection(SMTP):
+    """aiosmtpd's protocol, registering itself so that a stop can close it."""
+
+    def __init__(self, handler: RelayHandler, live: set[_Connection], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._live = live
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._live.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._live.discard(self)
+        super().connection_lost(exc)
+
+    def shut_down(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down, closing connection\r\n")
+            transport.close()
+
+
+class RelayServer:
+    """The SMTP listener."""
+
+    def __init__(self, *, config: RelayConfig, handler: RelayHandler) -> None:
+        self._config = config
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._live: set[_Connection] = set()
+
+    def _protocol(self) -> _Connection:
+        return _Connection(
+            self._handler,
+            self._live,
+            hostname=self._config.hostname,
+            ident=IDENT,
+            data_size_limit=self._config.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        listen = self._config.listen
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(self._protocol, listen.host, listen.port)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen for SMTP on {listen}: {exc.strerror}"
+            ) from exc
+        log.info("relay listening on %s", self.address)
+
+    @property
+    def address(self) -> HostPort:
+        """Where the relay listens (the real port when the configuration says 0)."""
+        assert self._server is not None, "start() first"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return HostPort(host=host, port=port)
+
+    async def stop(self, *, grace: float = GRACE_DEFAULT) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        if not await self._handler.drain(grace):
+            log.warning("relay: messages still being handed over after %.0fs; closing", grace)
+        for connection in list(self._live):
+            connection.shut_down()
+        await self._server.wait_closed()
+        self._server = None

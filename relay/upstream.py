@@ -1,0 +1,257 @@
+"""Transports to the next hop: an SMTP server through aiosmtplib, or a Maildir.
+
+Both take one envelope and its bytes and return per-recipient results. Their failures
+are translated here into `TemporaryDeliveryError` (4xx, timeout, no connection, TLS or
+login trouble on our side) and `PermanentDeliveryError` (5xx for every recipient), so no
+aiosmtplib or OS error leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from pixelpost.config import MaildirUpstream, SMTPUpstream, Upstream
+from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reply:
+    """An SMTP reply: code and text (lines joined by spaces)."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendResult:
+    """The upstream took the message for at least one recipient."""
+
+    reply: Reply
+    refused: Mapping[str, Reply] = field(default_factory=dict)
+    """Recipients the upstream refused at RCPT, with its reply."""
+
+
+class Transport(Protocol):
+    """Sends one message to the next hop."""
+
+    async def send(
+        self,
+        *,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        content: bytes,
+        mail_options: Sequence[str],
+    ) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """Where mail goes, for logs and the startup banner."""
+        ...
+
+
+def open_transport(upstream: Upstream, *, local_hostname: str) -> Transport:
+    """The transport for the configured upstream."""
+    if isinstance(upstream, MaildirUpstream):
+        return MaildirTransport(upstream.path)
+    return SMTPTransport(upstream, local_hostname=local_hostname)
+
+
+# aiosmtplib's start_tls: None upgrades when offered, unverified, as Postfix's "may"
+# level does (an unverified certificate still beats plain text); True requires it.
+_START_TLS: Mapping[str, bool | None] = {"opportunistic": None, "starttls": True, "tls": False}
+_PASSED_MAIL_OPTIONS = frozenset({"BODY=8BITMIME", "BODY=7BIT", "SMTPUTF8"})
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class SMTPTransport:
+    """Delivers over SMTP with aiosmtplib, one connection per message."""
+
+    def __init__(self, upstream: SMTPUpstream, *, local_hostname: str) -> None:
+        self._upstream = upstream
+        self._local_hostname = local_hostname
+        self._tls_context: ssl.SSLContext | None = None
+        if upstream.security != "opportunistic":
+            self._tls_context = ssl.create_default_context(
+                cafile=str(upstream.ca_file) if upstream.ca_file else None
+            )
+
+    def describe(self) -> str:
+        return self._upstream.url
+
+    def _client(self) -> aiosmtplib.SMTP:
+        upstream = self._upstream
+        return aiosmtplib.SMTP(
+            hostname=upstream.host,
+            port=upstream.port,
+            local_hostname=self._local_hostname,
+            timeout=upstream.timeout,
+            use_tls=upstream.security == "tls",
+            start_tls=_START_TLS[upstream.security],
+            validate_certs=upstream.security != "opportunistic",
+            tls_context=self._tls_context,
+        )
+
+    async def send(
+        self,
+        *,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        content: bytes,
+        mail_options: Sequence[str],
+    ) -> SendResult:
+        client = self._client()
+        upstream = self._upstream
+        try:
+            await client.connect()
+            if upstream.username is not None and upstream.password is not None:
+                await client.login(upstream.username, upstream.password)
+            refused, data_reply = await client.sendmail(
+                mail_from,
+                list(rcpt_tos),
+                content,
+                mail_options=_mail_options(client, mail_options),
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            replies = [Reply(code=r.code, text=_one_line(r.message)) for r in exc.recipients]
+            raise _error_for(min(replies, key=lambda r: r.code)) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials are wrong: the sender's mail is fine, so never bounce it.
+            raise TemporaryDeliveryError(
+                451, f"4.7.0 upstream login failed: {exc.code} {_one_line(exc.message)}"
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _error_for(Reply(code=exc.code, text=_one_line(exc.message))) from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise TemporaryDeliveryError(
+                451,
+                f"4.4.1 cannot deliver to {upstream.host}:{upstream.port}: "
+                f"{_one_line(str(exc)) or type(exc).__name__}",
+            ) from None
+        except ValueError as exc:
+            raise PermanentDeliveryError(553, f"5.1.3 {_one_line(str(exc))}") from None
+        finally:
+            await _quit(client)
+        return SendResult(
+            reply=Reply(code=250, text=_one_line(data_reply)),
+            refused={
+                rcpt: Reply(code=r.code, text=_one_line(r.message)) for rcpt, r in refused.items()
+            },
+        )
+
+    async def close(self) -> None:
+        """Nothing to release: connections last one message."""
+
+
+def _mail_options(client: aiosmtplib.SMTP, requested: Sequence[str]) -> list[str]:
+    """The client's MAIL parameters that still hold for the upstream. SIZE is left out
+    (the relay changed the size; aiosmtplib sends the right one). 8BITMIME is dropped
+    when the upstream lacks it, as Postfix does; SMTPUTF8 cannot be, so such mail is
+    refused rather than silently mangled."""
+    options = [o.upper() for o in requested if o.upper() in _PASSED_MAIL_OPTIONS]
+    if "SMTPUTF8" in options and not client.supports_extension("smtputf8"):
+        raise PermanentDeliveryError(
+            554, "5.6.7 upstream does not support SMTPUTF8, which this message needs"
+        )
+    if "BODY=8BITMIME" in options and not client.supports_extension("8bitmime"):
+        options.remove("BODY=8BITMIME")
+    return options
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def _error_for(reply: Reply) -> TemporaryDeliveryError | PermanentDeliveryError:
+    if 500 <= reply.code < 600:
+        return PermanentDeliveryError(reply.code, reply.text)
+    return TemporaryDeliveryError(reply.code, reply.text)
+
+
+class MaildirTransport:
+    """Delivers into a Maildir (`new/`), one file per recipient, as a local MDA would:
+    written in `tmp/`, fsync'd, renamed into `new/`, with `Return-Path:` and
+    `Delivered-To:` added on top."""
+
+    _counter = itertools.count()
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._hostname = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+    def describe(self) -> str:
+        return f"maildir:{self._path}"
+
+    async def send(
+        self,
+        *,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        content: bytes,
+        mail_options: Sequence[str],
+    ) -> SendResult:
+        try:
+            names = await asyncio.to_thread(self._deliver, mail_from, rcpt_tos, content)
+        except OSError as exc:
+            raise TemporaryDeliveryError(
+                451, f"4.3.0 cannot write to Maildir {self._path}: {exc.strerror or exc}"
+            ) from None
+        return SendResult(reply=Reply(code=250, text=f"2.0.0 Ok: {' '.join(names)}"))
+
+    def _deliver(self, mail_from: str, rcpt_tos: Sequence[str], content: bytes) -> list[str]:
+        tmp, new = self._path / "tmp", self._path / "new"
+        for folder in (tmp, new, self._path / "cur"):
+            folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for rcpt in rcpt_tos:
+            now = time.time()
+            name = (
+                f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}"
+                f"Q{next(self._counter)}.{self._hostname}"
+            )
+            envelope = f"Return-Path: <{mail_from}>\r\nDelivered-To: {rcpt}\r\n"
+            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, envelope.encode("utf-8"))
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp / name, new / name)
+            names.append(name)
+        dir_fd = os.open(new, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return names
+
+    async def close(self) -> None:
+        """Nothing to release."""
