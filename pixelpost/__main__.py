@@ -1,0 +1,5 @@
+import sys
+
+from pixelpost.cli import main
+
+sys.exit(main())

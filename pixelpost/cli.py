@@ -1,0 +1,157 @@
+"""The `pixelpost` command line.
+
+`main(argv)` returns the exit status; usage errors go through argparse (exit 2), and
+every other error is printed as one clear line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pixelpost import __version__
+from pixelpost.config import Config, load_config
+from pixelpost.errors import ConfigError, PixelpostError
+from pixelpost.keys import generate_signing_key, generate_webhook_secret
+from pixelpost.passwords import hash_password
+
+log = logging.getLogger("pixelpost")
+
+_CONFIG_HELP = "configuration file (default: ./pixelpost.toml, else built-in defaults)"
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, environ=os.environ)
+
+
+def _run(args: argparse.Namespace, *, relay: bool, tracker: bool) -> int:
+    from pixelpost import runtime  # noqa: PLC0415 (the servers load only when they run)
+
+    config = _load(args)
+    asyncio.run(runtime.run(config, relay=relay, tracker=tracker))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run(args, relay=True, tracker=True)
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    return _run(args, relay=True, tracker=False)
+
+
+def cmd_tracker(args: argparse.Namespace) -> int:
+    return _run(args, relay=False, tracker=True)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    print(f"{config.source or 'built-in defaults'}: ok")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.signing_key:
+        print(generate_signing_key())
+    elif args.webhook_secret:
+        print(generate_webhook_secret())
+    else:
+        print(f"signing key:    {generate_signing_key()}")
+        print(f"webhook secret: {generate_webhook_secret()}")
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise PixelpostError("the passwords differ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise PixelpostError("empty password: write it on standard input")
+    print(hash_password(password))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixelpost",
+        description="SMTP relay with SES-style open and click tracking and event publishing.",
+    )
+    parser.add_argument("--version", action="version", version=f"pixelpost {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log on standard error (default: info)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        return sub
+
+    for name, func, help_text in (
+        ("serve", cmd_serve, "run the relay and the tracker in one process"),
+        ("relay", cmd_relay, "run only the SMTP relay"),
+        ("tracker", cmd_tracker, "run only the HTTP tracker and the event dispatcher"),
+        (
+            "check-config",
+            cmd_check_config,
+            "validate a configuration: exit 0, or 1 with one line per problem",
+        ),
+    ):
+        sub = command(name, func, help_text)
+        sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
+    keygen = command(
+        "keygen", cmd_keygen, "print a fresh signing key and a fresh webhook secret (whsec_)"
+    )
+    only = keygen.add_mutually_exclusive_group()
+    only.add_argument("--signing-key", action="store_true", help="print only a signing key")
+    only.add_argument("--webhook-secret", action="store_true", help="print only a webhook secret")
+    command(
+        "hash-password",
+        cmd_hash_password,
+        "read a password on standard input and print its scrypt hash for [[relay.users]]",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd logs every command it reads at INFO, AUTH lines included: keep it to
+    # warnings unless debugging, so that credentials never reach the log.
+    if args.log_level != "debug":
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"pixelpost: {problem}", file=sys.stderr)
+        return 1
+    except (PixelpostError, OSError) as exc:
+        print(f"pixelpost: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Runs the `pixelpost` command in a subprocess, as a user would, and reads where it
+listens from its startup banner."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.sink import ThreadedSink
+
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    banner: list[str]
+    stderr_lines: list[str] = field(default_factory=list)
+    stdout_rest: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def value(self, label: str) -> str:
+        for line in self.banner:
+            match = re.match(rf"\s+{re.escape(label)}\s+(\S+)", line)
+            if match:
+                return match[1]
+        raise AssertionError(f"no {label!r} in the banner: {self.banner}")
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.value("smtp").rsplit(":", 1)[1])
+
+    @property
+    def http_url(self) -> str:
+        return self.value("http")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.process.kill()
+
+    def close(self) -> None:
+        """Close the pipes once the process is gone and its output has been read."""
+        for thread in self.readers:
+            thread.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+
+def _pump(stream: object, into: queue.Queue[str | None]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.put(line)
+    into.put(None)
+
+
+def start(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Running:
+    """Start a command and wait for its banner ("Press Ctrl-C to stop.")."""
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: queue.Queue[str | None] = queue.Queue()
+    err: queue.Queue[str | None] = queue.Queue()
+    running = Running(process=process, banner=[])
+    running.readers = [
+        threading.Thread(target=_pump, args=(process.stdout, out), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, err), daemon=True),
+    ]
+    for reader in running.readers:
+        reader.start()
+
+    def collect_stderr() -> None:
+        while (line := err.get()) is not None:
+            running.stderr_lines.append(line)
+
+    threading.Thread(target=collect_stderr, daemon=True).start()
+    while True:
+        try:
+            line = out.get(timeout=STARTUP_TIMEOUT)
+        except queue.Empty:
+            process.kill()
+            raise AssertionError(
+                f"no banner within {STARTUP_TIMEOUT}s: {running.stderr}"
+            ) from None
+        if line is None:
+            process.wait()
+            raise AssertionError(
+                f"exited {process.returncode} before its banner: {running.stderr}"
+            )
+        running.banner.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+
+    def collect_stdout() -> None:
+        while (line := out.get()) is not None:
+            running.stdout_rest.append(line)
+
+    threading.Thread(target=collect_stdout, daemon=True).start()
+    return running
+
+
+@pytest.fixture
+def sink() -> Iterator[ThreadedSink]:
+    sink = ThreadedSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Running]]:
+    """Processes a test started; killed at the end if still running."""
+    started: list[Running] = []
+    yield started
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+        running.process.wait()
+        running.close()

@@ -1,0 +1,161 @@
+"""`pixelpost serve`, `relay` and `tracker` in a subprocess, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import config_text
+from tests.e2e.conftest import BIN, Running, start
+from tests.sink import ThreadedSink
+
+MESSAGE = (
+    b"From: Sender <sender@example.com>\r\n"
+    b"To: rcpt@example.org\r\n"
+    b"X-Config-Set: marketing\r\n"
+    b"X-Message-Tags: campaign=spring\r\n"
+    b"Subject: e2e\r\n"
+    b"\r\n"
+    b"Hello from the end-to-end test.\r\n"
+)
+
+
+def write_config(tmp_path: Path, upstream_url: str) -> Path:
+    path = tmp_path / "pixelpost.toml"
+    path.write_text(config_text(upstream_url, tmp_path))
+    return path
+
+
+def healthz(url: str) -> dict[str, str]:
+    with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def assert_clean_exit(running: Running, signum: int) -> None:
+    assert running.stop(signum) == 0
+    assert "Traceback" not in running.stderr
+    assert running.stdout_rest == ["pixelpost stopped\n"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_relays_and_tracks_until_a_signal(
+    tmp_path: Path, sink: ThreadedSink, processes: list[Running], signum: int
+) -> None:
+    config = write_config(tmp_path, f"smtp://127.0.0.1:{sink.port}")
+    running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.sendmail("sender@example.com", ["rcpt@example.org"], MESSAGE)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(
+                "sender@example.com",
+                ["rcpt@example.org"],
+                MESSAGE.replace(b"X-Config-Set: marketing", b"X-Config-Set: nosuch"),
+            )
+    assert refused.value.smtp_code == 554
+    assert b'"nosuch"' in refused.value.smtp_error
+
+    sink.handler.wait_for(1)
+    arrived = sink.handler.arrivals[0].content
+    assert arrived.startswith(b"Received: from ")
+    assert arrived.endswith(
+        b"From: Sender <sender@example.com>\r\nTo: rcpt@example.org\r\nSubject: e2e\r\n"
+        b"\r\nHello from the end-to-end test.\r\n"
+    )
+    assert healthz(running.http_url)["status"] == "ok"
+    assert_clean_exit(running, signum)
+    assert len(sink.handler.arrivals) == 1
+
+
+def test_relay_and_tracker_run_as_separate_processes(
+    tmp_path: Path, sink: ThreadedSink, processes: list[Running]
+) -> None:
+    config = write_config(tmp_path, f"smtp://127.0.0.1:{sink.port}")
+    relay = start([sys.executable, "-m", "relay", "-c", str(config)], cwd=tmp_path)
+    processes.append(relay)
+    tracker = start([sys.executable, "-m", "tracker", "-c", str(config)], cwd=tmp_path)
+    processes.append(tracker)
+
+    assert not any(line.split()[0] == "http" for line in relay.banner[1:-1])
+    assert not any(line.split()[0] == "smtp" for line in tracker.banner[1:-1])
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as client:
+        client.sendmail("sender@example.com", ["rcpt@example.org"], MESSAGE)
+    sink.handler.wait_for(1)
+    health = healthz(tracker.http_url)
+    from pixelpost import __version__  # noqa: PLC0415
+
+    assert health == {"status": "ok", "version": __version__}
+    assert_clean_exit(relay, signal.SIGTERM)
+    assert_clean_exit(tracker, signal.SIGTERM)
+
+
+def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    """The README's quick start: fixed ports 2525 and 8080, everything under ./var/."""
+    running = start([str(BIN / "pixelpost"), "serve"], cwd=tmp_path)
+    processes.append(running)
+
+    assert running.value("smtp") == "127.0.0.1:2525"
+    assert running.value("http") == "http://127.0.0.1:8080"
+    assert running.value("store") == "sqlite:///./var/pixelpost.db"
+    assert running.value("upstream") == "maildir:var/outbox"
+    assert (tmp_path / "var" / "signing.key").exists()
+    with smtplib.SMTP("127.0.0.1", 2525, timeout=10) as client:
+        client.sendmail(
+            "sender@example.com",
+            ["rcpt@example.org"],
+            MESSAGE.replace(b"X-Config-Set: marketing", b"X-Config-Set: default"),
+        )
+    [delivered] = (tmp_path / "var" / "outbox" / "new").iterdir()
+    assert delivered.read_bytes().endswith(b"\r\nHello from the end-to-end test.\r\n")
+    assert b"X-Config-Set" not in delivered.read_bytes()
+    assert healthz("http://127.0.0.1:8080")["status"] == "ok"
+    assert_clean_exit(running, signal.SIGINT)
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path, processes: list[Running]) -> None:
+    config = write_config(tmp_path, "maildir:./outbox")
+    first = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(first)
+    taken = config.read_text().replace(
+        'listen = "127.0.0.1:0"\nhostname', f'listen = "127.0.0.1:{first.smtp_port}"\nhostname'
+    )
+    config.write_text(taken)
+
+    result = subprocess.run(
+        [str(BIN / "pixelpost"), "serve", "-c", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert f"cannot listen for SMTP on 127.0.0.1:{first.smtp_port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert_clean_exit(first, signal.SIGTERM)
+
+
+def test_check_config_on_the_example_in_an_empty_environment() -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [str(BIN / "pixelpost"), "check-config", "-c", "config.example.toml"],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,7 @@
+"""`python -m tracker`: the same as `pixelpost tracker`."""
+
+import sys
+
+from pixelpost.cli import main
+
+sys.exit(main(["tracker", *sys.argv[1:]]))
