@@ -1,0 +1,270 @@
+"""Signed tracking tokens, shared by the relay (which writes them) and the tracker (which
+reads them).
+
+An open token is the base64url form of
+
+    kind+version (1) | key id (1) | message id (16) | MAC (16)          -> 46 characters
+
+and a click token adds the link index and tags before the MAC, and the destination
+after it, readable:
+
+    /c/<base64url header and MAC>/<destination without its scheme, percent-encoded>
+
+The MAC is HMAC-SHA256, truncated to 128 bits, over the header and the destination.
+The message id names one recipient's copy of one message, sent through one
+configuration set: the relay gives every copy its own id and records that copy's
+recipient and set with it, so a token that verifies binds all of them. Everything a
+redirect needs is in the token, so links keep working without the store, after
+retention purges and on any tracker instance that holds the key.
+
+Keys rotate: the first configured key signs, every configured key verifies. Each token
+names its key by an 8-bit id derived from the key. Verification compares MACs in
+constant time and accepts only the canonical spelling of a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from pixelpost.errors import PixelpostError
+from pixelpost.ids import MESSAGE_ID_BYTES, message_id_from_bytes, message_id_to_bytes
+
+_VERSION = 1
+_KIND_OPEN = 0
+_KIND_CLICK = 1
+_HTTPS = 0x08
+_MAC_BYTES = 16
+_DOMAIN = b"pixelpost tracking token\x00"
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+# Left as they are in the destination: what is safe in a URL path and in HTML once
+# escaped. Everything else, "%", "?" and "#" among it, is percent-encoded.
+_SAFE = "/:@!$&'()*+,;=~[]"
+# What `quote(rest, safe=_SAFE)` does to ASCII, done by a regex (several times faster).
+_ASCII_UNSAFE = re.compile(r"[^A-Za-z0-9_.~/:@!$&'()*+,;=\[\]-]")
+_ASCII_ESCAPES = {chr(code): f"%{code:02X}" for code in range(128)}
+
+
+def _escape_match(match: re.Match[str]) -> str:
+    return _ASCII_ESCAPES[match.group()]
+
+
+_MAX_TOKEN_CHARS = 16384
+
+
+_Mac = Callable[[bytes, bytes, bytes], bytes]
+
+
+class InvalidToken(PixelpostError):
+    """The token is damaged, forged, or signed with a key that is not configured."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OpenToken:
+    """What an open token says."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClickToken:
+    """What a click token says."""
+
+    message_id: str
+    link_index: int
+    url: str
+    tags: Mapping[str, tuple[str, ...]]
+
+
+def key_id(key: bytes) -> int:
+    """The 8-bit id a token carries to name its key."""
+    return hashlib.sha256(b"pixelpost key id\x00" + key).digest()[0]
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    if not _BASE64URL.fullmatch(text):
+        raise InvalidToken
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken from None
+    if _b64encode(raw) != text:  # the unused low bits of the last character must be 0
+        raise InvalidToken
+    return raw
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 35:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise InvalidToken
+
+
+def _encode_tags(tags: Mapping[str, Sequence[str]]) -> bytes:
+    return ";".join(
+        f"{name}:{value}" for name, values in tags.items() for value in values
+    ).encode()
+
+
+def _decode_tags(raw: bytes) -> dict[str, tuple[str, ...]]:
+    tags: dict[str, list[str]] = {}
+    for entry in raw.decode("utf-8").split(";") if raw else ():
+        name, _, value = entry.partition(":")
+        tags.setdefault(name, []).append(value)
+    return {name: tuple(values) for name, values in tags.items()}
+
+
+def _split_scheme(url: str) -> tuple[bool, str]:
+    lowered = url[:8].lower()
+    if lowered.startswith("https://"):
+        return True, url[8:]
+    if lowered.startswith("http://"):
+        return False, url[7:]
+    raise ValueError(f"not an http(s) URL: {url[:40]!r}")
+
+
+def _encode_rest(rest: str) -> str:
+    # A doubled slash is encoded too: some proxies merge slashes in paths.
+    if rest.isascii():
+        encoded = _ASCII_UNSAFE.sub(_escape_match, rest)
+    else:
+        encoded = quote(rest, safe=_SAFE)
+    return encoded.replace("//", "/%2F")
+
+
+class TokenCodec:
+    """Signs and verifies tokens with the configured keys (newest first)."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        self._signing_key = keys[0]
+        self._signing_id = key_id(keys[0])
+        self._keys: dict[int, list[bytes]] = {}
+        for key in keys:
+            self._keys.setdefault(key_id(key), []).append(key)
+
+    def _mac(self, key: bytes, header: bytes, rest: bytes) -> bytes:
+        return hmac.digest(key, _DOMAIN + header + b"\x00" + rest, "sha256")[:_MAC_BYTES]
+
+    def _verify(self, header: bytes, mac: bytes, rest: bytes) -> None:
+        candidates = self._keys.get(header[1], [])
+        ok = False
+        for key in candidates:  # all of them, so that timing says nothing about which
+            ok |= hmac.compare_digest(self._mac(key, header, rest), mac)
+        if not ok:
+            raise InvalidToken
+
+    def signer(self, message_id: str) -> MessageSigner:
+        """Signs the tokens of one copy of a message."""
+        return MessageSigner(
+            key=self._signing_key,
+            prefix=bytes([self._signing_id]) + message_id_to_bytes(message_id),
+            mac=self._mac,
+        )
+
+    def open_token(self, message_id: str) -> str:
+        """The token of the pixel for one copy of a message."""
+        return self.signer(message_id).open_token()
+
+    def click_token(
+        self, message_id: str, link_index: int, url: str, tags: Mapping[str, Sequence[str]]
+    ) -> str:
+        """The path of a link's redirect, `<signature>/<destination>`, for one copy."""
+        return self.signer(message_id).click_token(link_index, url, tags)
+
+    def read_open(self, token: str) -> OpenToken:
+        """What a pixel token says; InvalidToken unless it verifies."""
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise InvalidToken
+        raw = _b64decode(token)
+        header, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if len(header) != 2 + MESSAGE_ID_BYTES or header[0] != _VERSION << 4 | _KIND_OPEN:
+            raise InvalidToken
+        self._verify(header, mac, b"")
+        return OpenToken(message_id=message_id_from_bytes(header[2:]))
+
+    def read_click(self, path: str) -> ClickToken:
+        """What a click token (`<signature>/<destination>`) says; InvalidToken unless it
+        verifies."""
+        if len(path) > _MAX_TOKEN_CHARS:
+            raise InvalidToken
+        signature, sep, encoded = path.partition("/")
+        raw = _b64decode(signature)
+        if not sep or len(raw) < 2 + MESSAGE_ID_BYTES + 2 + _MAC_BYTES:
+            raise InvalidToken
+        header, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if header[0] & ~_HTTPS != _VERSION << 4 | _KIND_CLICK:
+            raise InvalidToken
+        try:
+            rest = unquote(encoded, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidToken from None
+        if _encode_rest(rest) != encoded:
+            raise InvalidToken
+        self._verify(header, mac, rest.encode("utf-8"))
+        pos = 2 + MESSAGE_ID_BYTES
+        link_index, pos = _read_varint(header, pos)
+        tags_length, pos = _read_varint(header, pos)
+        if pos + tags_length != len(header):
+            raise InvalidToken
+        scheme = "https://" if header[0] & _HTTPS else "http://"
+        return ClickToken(
+            message_id=message_id_from_bytes(header[2 : 2 + MESSAGE_ID_BYTES]),
+            link_index=link_index,
+            url=scheme + rest,
+            tags=_decode_tags(header[pos:]),
+        )
+
+
+class MessageSigner:
+    """The tokens of one copy of a message (its key and id prepared once)."""
+
+    def __init__(self, *, key: bytes, prefix: bytes, mac: _Mac) -> None:
+        self._key = key
+        self._prefix = prefix
+        self._mac = mac
+
+    def open_token(self) -> str:
+        header = bytes([_VERSION << 4 | _KIND_OPEN]) + self._prefix
+        return _b64encode(header + self._mac(self._key, header, b""))
+
+    def click_token(self, link_index: int, url: str, tags: Mapping[str, Sequence[str]]) -> str:
+        https, rest = _split_scheme(url)
+        encoded_tags = _encode_tags(tags) if tags else b""
+        header = (
+            bytes([_VERSION << 4 | _KIND_CLICK | (_HTTPS if https else 0)])
+            + self._prefix
+            + _varint(link_index)
+            + _varint(len(encoded_tags))
+            + encoded_tags
+        )
+        mac = self._mac(self._key, header, rest.encode("utf-8"))
+        return f"{_b64encode(header + mac)}/{_encode_rest(rest)}"

@@ -1,0 +1,133 @@
+"""Tracking tokens: round trips, tampering, key rotation, size."""
+
+from __future__ import annotations
+
+import os
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixelpost.ids import new_message_id
+from pixelpost.tokens import InvalidToken, TokenCodec
+
+KEY = os.urandom(32)
+OLD_KEY = os.urandom(32)
+codec = TokenCodec([KEY])
+
+message_ids = st.binary(min_size=16, max_size=16).map(bytes.hex)
+tag_names = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=12)
+tags = st.dictionaries(
+    tag_names, st.lists(tag_names, min_size=1, max_size=3).map(tuple), max_size=4
+)
+urls = st.builds(
+    lambda scheme, host, rest: f"{scheme}://{host}{rest}",
+    st.sampled_from(["http", "https", "HTTPS"]),
+    st.from_regex(r"[a-z0-9.-]{1,30}(:[0-9]{1,5})?", fullmatch=True),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80).map(
+        lambda text: "/" + text
+    ),
+)
+BASE64URL = string.ascii_letters + string.digits + "-_"
+
+
+@given(message_id=message_ids)
+def test_open_round_trip_and_size(message_id: str) -> None:
+    token = codec.open_token(message_id)
+    assert len(token) <= 60
+    assert set(token) <= set(BASE64URL)
+    assert codec.read_open(token).message_id == message_id
+
+
+@given(message_id=message_ids, index=st.integers(0, 100_000), url=urls, link_tags=tags)
+def test_click_round_trip(
+    message_id: str, index: int, url: str, link_tags: dict[str, tuple[str, ...]]
+) -> None:
+    token = codec.click_token(message_id, index, url, link_tags)
+    read = codec.read_click(token)
+    assert read.message_id == message_id
+    assert read.link_index == index
+    assert read.url.split("://", 1)[1] == url.split("://", 1)[1]
+    assert read.url.split("://", 1)[0] == url.split("://", 1)[0].lower()
+    assert read.tags == link_tags
+    assert token.isascii()
+    assert not set(token) & set('?#"<> \\\t\n')
+
+
+def test_click_token_is_the_url_plus_a_small_overhead() -> None:
+    url = "https://shop.example.com/spring/sale/shoes-and-boots"
+    token = codec.click_token(new_message_id(), 12, url, {})
+    assert len(token) - len(url) <= 48
+    assert token.endswith("/shop.example.com/spring/sale/shoes-and-boots")
+
+
+@given(message_id=message_ids, position=st.data())
+def test_any_changed_character_of_an_open_token_fails(
+    message_id: str, position: st.DataObject
+) -> None:
+    token = codec.open_token(message_id)
+    at = position.draw(st.integers(0, len(token) - 1))
+    replacement = position.draw(
+        st.sampled_from(BASE64URL + "=+/.!%").filter(lambda c: c != token[at])
+    )
+    with pytest.raises(InvalidToken):
+        codec.read_open(token[:at] + replacement + token[at + 1 :])
+
+
+@given(message_id=message_ids, url=urls, link_tags=tags, position=st.data())
+def test_any_changed_character_of_a_click_token_fails(
+    message_id: str, url: str, link_tags: dict[str, tuple[str, ...]], position: st.DataObject
+) -> None:
+    token = codec.click_token(message_id, 3, url, link_tags)
+    at = position.draw(st.integers(0, len(token) - 1))
+    replacement = position.draw(
+        st.sampled_from(BASE64URL + "=+/.!%~:").filter(lambda c: c != token[at])
+    )
+    with pytest.raises(InvalidToken):
+        codec.read_click(token[:at] + replacement + token[at + 1 :])
+
+
+@given(message_id=message_ids, cut=st.integers(1, 10))
+def test_truncated_or_extended_tokens_fail(message_id: str, cut: int) -> None:
+    token = codec.open_token(message_id)
+    for bad in (token[:-cut], token + "A" * cut, ""):
+        with pytest.raises(InvalidToken):
+            codec.read_open(bad)
+    click = codec.click_token(message_id, 0, "https://example.com/a", {})
+    for bad in (click[:-cut], click + "x", click.replace("/", "", 1)):
+        with pytest.raises(InvalidToken):
+            codec.read_click(bad)
+
+
+def test_an_open_token_is_not_a_click_token_and_the_other_way_round() -> None:
+    message_id = new_message_id()
+    with pytest.raises(InvalidToken):
+        codec.read_click(codec.open_token(message_id) + "/example.com")
+    signature = codec.click_token(message_id, 0, "https://example.com", {}).split("/", 1)[0]
+    with pytest.raises(InvalidToken):
+        codec.read_open(signature)
+
+
+def test_key_rotation() -> None:
+    message_id = new_message_id()
+    old = TokenCodec([OLD_KEY])
+    rotated = TokenCodec([KEY, OLD_KEY])
+    old_open = old.open_token(message_id)
+    old_click = old.click_token(message_id, 1, "https://example.com/x", {"a": ("b",)})
+
+    assert rotated.read_open(old_open).message_id == message_id
+    assert rotated.read_click(old_click).url == "https://example.com/x"
+    assert codec.read_open(rotated.open_token(message_id)).message_id == message_id
+    for removed in (codec, TokenCodec([os.urandom(32)])):
+        with pytest.raises(InvalidToken):
+            removed.read_open(old_open)
+        with pytest.raises(InvalidToken):
+            removed.read_click(old_click)
+
+
+def test_destination_escaping_is_exact() -> None:
+    url = "https://example.com//a b/%2F?q=ü&x=%20#frag"
+    token = codec.click_token(new_message_id(), 0, url, {})
+    assert token.split("/", 1)[1] == "example.com/%2Fa%20b/%252F%3Fq=%C3%BC&x=%2520%23frag"
+    assert codec.read_click(token).url == url
