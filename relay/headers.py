@@ -49,44 +49,47 @@ class HeaderSection:
     fields: tuple[HeaderField, ...]
     body_offset: int
     """Offset of the body: after the blank line, or where the first non-field line is."""
+    blank_line: bool = False
+    """Whether a blank line ended the header section, as it should."""
 
     def find(self, *names: str) -> Iterator[HeaderField]:
         """The fields with any of the lowercase `names`, in order."""
         return (f for f in self.fields if f.name.lower() in names)
 
 
-def _next_line(data: bytes, start: int) -> int:
-    end = data.find(b"\n", start)
-    return len(data) if end < 0 else end + 1
+def _next_line(data: bytes, start: int, end: int) -> int:
+    found = data.find(b"\n", start, end)
+    return end if found < 0 else found + 1
 
 
-def parse_header_section(data: bytes) -> HeaderSection:
-    """Locate the header fields of `data`. Never fails: a line that is neither a field
-    nor a continuation ends the header section, as a lenient reader would treat it."""
+def parse_header_section(data: bytes, start: int = 0, end: int | None = None) -> HeaderSection:
+    """Locate the header fields of the entity in `data[start:end]` (offsets stay those of
+    `data`). Never fails: a line that is neither a field nor a continuation ends the
+    header section, as a lenient reader would treat it."""
+    size = len(data) if end is None else end
     fields: list[HeaderField] = []
-    pos = 0
-    size = len(data)
+    pos = start
     name: str | None = None
-    start = 0
+    field_start = start
     while pos < size:
-        end = _next_line(data, pos)
+        line_end = _next_line(data, pos, size)
         first = data[pos : pos + 1]
         if first in (b" ", b"\t") and name is not None:
-            pos = end
+            pos = line_end
             continue
         if name is not None:
-            fields.append(HeaderField(name=name, start=start, end=pos))
+            fields.append(HeaderField(name=name, start=field_start, end=pos))
             name = None
-        if data.startswith((b"\r\n", b"\n"), pos):
-            return HeaderSection(fields=tuple(fields), body_offset=end)
-        match = _FIELD.match(data, pos)
-        if match is None or match.end() > end:
+        if data.startswith((b"\r\n", b"\n"), pos, size):
+            return HeaderSection(fields=tuple(fields), body_offset=line_end, blank_line=True)
+        match = _FIELD.match(data, pos, size)
+        if match is None or match.end() > line_end:
             return HeaderSection(fields=tuple(fields), body_offset=pos)
         name = match[1].decode("ascii")
-        start = pos
-        pos = end
+        field_start = pos
+        pos = line_end
     if name is not None:
-        fields.append(HeaderField(name=name, start=start, end=size))
+        fields.append(HeaderField(name=name, start=field_start, end=size))
     return HeaderSection(fields=tuple(fields), body_offset=size)
 
 

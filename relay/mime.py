@@ -1,0 +1,229 @@
+"""The MIME structure of a message as byte ranges, and the transfer encodings.
+
+`parse` finds each entity's header and body in the original bytes, following multipart
+boundaries, so that one part can be replaced while every other byte stays where it was.
+It never descends into attached messages (`message/*`) or into signed or encrypted
+content (`multipart/signed`, `multipart/encrypted`, `application/pkcs7-mime`): those are
+leaves that must not change. Malformed structure (a missing boundary, a part that never
+ends) is read the lenient way mail clients read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from relay.headers import HeaderSection, parse_header_section
+
+MAX_DEPTH = 32
+"""Deeper nesting than this is treated as an opaque leaf."""
+
+SEALED = frozenset(
+    {
+        "multipart/signed",
+        "multipart/encrypted",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+    }
+)
+"""Content that a signature or encryption covers: never modified, never entered."""
+
+_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", ""})
+MAX_LINE = 998
+"""RFC 5322's limit on a line, without its CRLF."""
+_LONG_LINE = re.compile(rb"[^\n]{%d,}" % (MAX_LINE + 2))
+_QP_LINE = 76
+
+
+class TransferEncodingError(ValueError):
+    """A body cannot be decoded with its Content-Transfer-Encoding."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Entity:
+    """One MIME entity: `data[start:body_start]` is its header (with the blank line),
+    `data[body_start:end]` its body."""
+
+    start: int
+    body_start: int
+    end: int
+    header: HeaderSection
+    content_type: str
+    """Lowercased `type/subtype`; `text/plain` when absent or unreadable."""
+    charset: str | None
+    transfer_encoding: str
+    """Lowercased; empty when the header is absent."""
+    attachment: bool
+    children: tuple[Entity, ...] = ()
+
+    def walk(self) -> list[Entity]:
+        """This entity and everything below it, in order."""
+        found = [self]
+        for child in self.children:
+            found += child.walk()
+        return found
+
+
+def _header_value(data: bytes, header: HeaderSection, name: str) -> str | None:
+    field = next(header.find(name), None)
+    return None if field is None else field.value(data)
+
+
+def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
+    """Type, charset and boundary of a Content-Type value, read with the standard
+    library's lenient parameter parser (RFC 2231 included)."""
+    if value is None:
+        return "text/plain", None, None
+    message = Message()
+    message["Content-Type"] = value
+    content_type = message.get_content_type()
+    if "/" not in value.split(";", 1)[0]:
+        content_type = "text/plain"  # an unreadable type means text/plain (RFC 2045 §5.2)
+    charset = message.get_content_charset()
+    boundary = message.get_boundary()
+    return content_type, charset, boundary
+
+
+def _boundaries(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int, bool]]:
+    """Delimiter lines of `boundary` in `data[start:end]`: (line start, line end, closing)."""
+    delimiter = b"--" + boundary
+    found: list[tuple[int, int, bool]] = []
+    pos = start
+    while True:
+        at = data.find(delimiter, pos, end)
+        if at < 0:
+            return found
+        pos = at + len(delimiter)
+        if at != start and data[at - 1 : at] != b"\n":
+            continue
+        line_end = data.find(b"\n", pos, end)
+        line_end = end if line_end < 0 else line_end + 1
+        rest = data[pos:line_end]
+        closing = rest.startswith(b"--")
+        if rest[2:].strip() if closing else rest.strip():
+            continue  # a longer boundary that starts with this one
+        found.append((at, line_end, closing))
+        if closing:
+            return found
+        pos = line_end
+
+
+def _line_start_before(data: bytes, start: int, at: int) -> int:
+    """Where the line break before the delimiter at `at` begins (it belongs to the
+    delimiter, not to the part before it)."""
+    if at > start and data[at - 1 : at] == b"\n":
+        at -= 1
+        if at > start and data[at - 1 : at] == b"\r":
+            at -= 1
+    return at
+
+
+def parse(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -> Entity:
+    """The entity in `data[start:end]` and, for multiparts, its parts."""
+    end = len(data) if end is None else end
+    header = parse_header_section(data, start, end)
+    content_type, charset, boundary = _content_type(_header_value(data, header, "content-type"))
+    disposition = (_header_value(data, header, "content-disposition") or "").lower()
+    children: list[Entity] = []
+    if (
+        content_type.startswith("multipart/")
+        and content_type not in SEALED
+        and boundary
+        and depth < MAX_DEPTH
+    ):
+        delimiters = _boundaries(
+            data, header.body_offset, end, boundary.encode("utf-8", "replace")
+        )
+        for number, (_, part_start, closing) in enumerate(delimiters):
+            if closing:
+                break
+            following = delimiters[number + 1][0] if number + 1 < len(delimiters) else None
+            part_end = (
+                end if following is None else _line_start_before(data, part_start, following)
+            )
+            children.append(parse(data, part_start, part_end, depth + 1))
+    return Entity(
+        start=start,
+        body_start=header.body_offset,
+        end=end,
+        header=header,
+        content_type=content_type,
+        charset=charset,
+        transfer_encoding=(_header_value(data, header, "content-transfer-encoding") or "")
+        .strip()
+        .lower(),
+        attachment=disposition.split(";", 1)[0].strip() == "attachment",
+        children=tuple(children),
+    )
+
+
+def html_parts(root: Entity) -> list[Entity]:
+    """The HTML bodies tracking may rewrite: `text/html` that is not an attachment, and
+    not inside an attached message or signed or encrypted content (which `parse` never
+    enters)."""
+    return [
+        entity
+        for entity in root.walk()
+        if entity.content_type == "text/html"
+        and not entity.attachment
+        and entity.header.blank_line  # without one, there is no body to add to
+    ]
+
+
+def decode_body(body: bytes, transfer_encoding: str) -> bytes:
+    """The octets a body stands for."""
+    if transfer_encoding in _IDENTITY_ENCODINGS:
+        return body
+    if transfer_encoding == "quoted-printable":
+        return binascii.a2b_qp(body)
+    if transfer_encoding == "base64":
+        try:
+            return binascii.a2b_base64(body)
+        except binascii.Error as exc:
+            raise TransferEncodingError(f"bad base64: {exc}") from None
+    raise TransferEncodingError(f"unsupported Content-Transfer-Encoding {transfer_encoding!r}")
+
+
+def has_long_line(octets: bytes) -> bool:
+    """Whether a line of `octets` passes RFC 5322's 998 octets."""
+    return _LONG_LINE.search(octets) is not None
+
+
+def quoted_printable(octets: bytes, eol: bytes) -> bytes:
+    """`octets` quoted-printable, keeping their line breaks (`eol`) as hard breaks."""
+    breaks = octets.count(b"\n")
+    uniform = (
+        breaks == octets.count(b"\r\n") == octets.count(b"\r")
+        if eol == b"\r\n"
+        else b"\r" not in octets
+    )
+    if uniform:  # every line break is `eol`: one call does it all
+        return binascii.b2a_qp(octets, quotetabs=False, istext=True)
+    # Line by line, so that a line break stays a hard break and a stray CR or LF inside
+    # a line is written =0D or =0A; b2a_qp inserts the soft breaks at 76 characters.
+    return eol.join(
+        binascii.b2a_qp(line, quotetabs=False, istext=False).replace(b"=\n", b"=" + eol)
+        for line in octets.split(eol)
+    )
+
+
+def encode_body(octets: bytes, transfer_encoding: str, *, like: bytes) -> tuple[bytes, str]:
+    """Encode `octets` as a body that was written `like` (keeping its kind of line break,
+    and whether it ended with one). Returns the body and its transfer encoding, which
+    turns from 7bit or 8bit into quoted-printable when a line would pass 998 octets."""
+    crlf = b"\r\n" in like or b"\n" not in like
+    eol = b"\r\n" if crlf else b"\n"
+    if transfer_encoding in _IDENTITY_ENCODINGS:
+        if transfer_encoding == "binary" or not has_long_line(octets):
+            return octets, transfer_encoding
+        transfer_encoding = "quoted-printable"
+    if transfer_encoding == "quoted-printable":
+        body = quoted_printable(octets, eol)
+    else:
+        body = base64.encodebytes(octets).replace(b"\n", eol)
+        if body.endswith(eol) and not like.endswith(b"\n"):
+            body = body.removesuffix(eol)
+    return body, transfer_encoding

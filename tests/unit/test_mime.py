@@ -1,0 +1,144 @@
+"""MIME structure on raw bytes, and the transfer encodings."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay import mime
+
+ALTERNATIVE = (
+    b"From: a@example.com\r\n"
+    b"Content-Type: multipart/mixed; boundary=outer\r\n"
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b'Content-Type: multipart/alternative; boundary="outer-inner"\r\n'
+    b"\r\n"
+    b"--outer-inner\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"plain\r\n"
+    b"--outer-inner\r\n"
+    b"Content-Type: text/html; charset=ISO-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"<p>caf=E9</p>\r\n"
+    b"--outer-inner--\r\n"
+    b"--outer\r\n"
+    b"Content-Type: text/html\r\n"
+    b"Content-Disposition: attachment; filename=page.html\r\n"
+    b"\r\n"
+    b"<p>attached page</p>\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"Content-Type: text/html\r\n"
+    b"\r\n"
+    b"<p>forwarded</p>\r\n"
+    b"--outer--\r\n"
+    b"epilogue\r\n"
+)
+
+
+def body(data: bytes, entity: mime.Entity) -> bytes:
+    return data[entity.body_start : entity.end]
+
+
+def test_structure_of_nested_multiparts() -> None:
+    root = mime.parse(ALTERNATIVE)
+
+    assert root.content_type == "multipart/mixed"
+    alternative, attachment, forwarded = root.children
+    plain, html = alternative.children
+    assert body(ALTERNATIVE, plain) == b"plain"
+    assert body(ALTERNATIVE, html) == b"<p>caf=E9</p>"
+    assert (html.charset, html.transfer_encoding) == ("iso-8859-1", "quoted-printable")
+    assert attachment.attachment
+    assert forwarded.content_type == "message/rfc822"
+    assert forwarded.children == ()
+    assert mime.html_parts(root) == [html]
+
+
+def test_signed_and_encrypted_content_is_never_entered() -> None:
+    for sealed in (b"multipart/signed; protocol=x", b"multipart/encrypted; protocol=x"):
+        data = (
+            b"Content-Type: " + sealed + b"; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n"
+        )
+        root = mime.parse(data)
+        assert root.children == ()
+        assert mime.html_parts(root) == []
+    pkcs7 = mime.parse(b"Content-Type: application/pkcs7-mime\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIAC")
+    assert mime.html_parts(pkcs7) == []
+
+
+def test_lenient_reading_of_malformed_structure() -> None:
+    unterminated = (
+        b"Content-Type: multipart/alternative; boundary=b\n\n"
+        b"--b\nContent-Type: text/plain\n\nplain\n"
+        b"--b\nContent-Type: text/html\n\n<p>never closed</p>\n"
+    )
+    plain, html = mime.parse(unterminated).children
+    assert body(unterminated, plain) == b"plain"
+    assert body(unterminated, html) == b"<p>never closed</p>\n"
+
+    no_boundary = mime.parse(b"Content-Type: multipart/mixed\r\n\r\nbody")
+    assert no_boundary.children == ()
+    nonsense = mime.parse(b"Content-Type: garbage\r\n\r\n<p>x</p>")
+    assert nonsense.content_type == "text/plain"
+    headless = mime.parse(b"no headers at all\r\n")
+    assert (headless.content_type, headless.body_start) == ("text/plain", 0)
+
+
+def test_nesting_is_bounded() -> None:
+    depth = 200
+    data = (
+        b"".join(
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (n, n)
+            for n in range(depth)
+        )
+        + b"Content-Type: text/html\r\n\r\n<p>deep</p>\r\n"
+    )
+    root = mime.parse(data)
+    assert len(root.walk()) == mime.MAX_DEPTH + 1
+
+
+@settings(max_examples=500)
+@given(octets=st.binary(max_size=400), crlf=st.booleans())
+def test_quoted_printable_round_trip(octets: bytes, crlf: bool) -> None:
+    like = b"a\r\nb" if crlf else b"a\nb"
+    encoded, encoding = mime.encode_body(octets, "quoted-printable", like=like)
+    assert encoding == "quoted-printable"
+    assert mime.decode_body(encoded, encoding) == octets
+    assert all(len(line.rstrip(b"\r")) <= 76 for line in encoded.split(b"\n"))
+    assert encoded.isascii()
+
+
+@settings(max_examples=200)
+@given(octets=st.binary(max_size=400), ends_with_break=st.booleans())
+def test_base64_round_trip(octets: bytes, ends_with_break: bool) -> None:
+    like = b"QUJD\r\n" if ends_with_break else b"QUJD"
+    encoded, _ = mime.encode_body(octets, "base64", like=like)
+    assert mime.decode_body(encoded, "base64") == octets
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert encoded.endswith(b"\r\n") == (ends_with_break and bool(octets))
+
+
+def test_long_lines_turn_7bit_into_quoted_printable() -> None:
+    short = b"<p>" + b"x" * 990 + b"</p>\r\n"
+    assert mime.encode_body(short, "7bit", like=short) == (short, "7bit")
+    long = b"<p>" + b"x" * 996 + b"</p>\r\n"
+    encoded, encoding = mime.encode_body(long, "8bit", like=long)
+    assert encoding == "quoted-printable"
+    assert mime.decode_body(encoded, encoding) == long
+    assert mime.encode_body(long, "binary", like=long) == (long, "binary")
+
+
+def test_undecodable_bodies() -> None:
+    for data, encoding in ((b"QUJDR", "base64"), (b"begin 644 x", "x-uuencode")):
+        try:
+            mime.decode_body(data, encoding)
+        except mime.TransferEncodingError:
+            continue
+        raise AssertionError(f"{encoding} {data!r} decoded")

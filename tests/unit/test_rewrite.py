@@ -1,0 +1,209 @@
+"""Whole-message rewrite: charsets, transfer encodings, and every other byte kept."""
+
+from __future__ import annotations
+
+import base64
+import email
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from relay import mime
+from relay.html import Link, pixel_html
+from relay.rewrite import MessagePlan, RewriteFailure, plan_message
+
+OPEN_URL = "https://t.example/o/OPEN"
+
+
+def click_url(link: Link) -> str:
+    """Like a real click token: the destination percent-encoded, so ASCII."""
+    return f"https://t.example/c/L{link.index}/{quote(link.url.split('://', 1)[1], safe='/:?=&')}"
+
+
+def render(plan: MessagePlan) -> bytes:
+    return plan.render(open_url=OPEN_URL, click_url=click_url)
+
+
+PDF = bytes(range(256)) * 40
+
+
+def build(html: str, charset: str, encoding: str) -> bytes:
+    if charset == "utf-16":  # the email package breaks UTF-16 text parts: write it by hand
+        body = base64.encodebytes(html.encode("utf-16")).replace(b"\n", b"\r\n")
+        return (
+            b"From: a@example.com\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain text, caf\xc3\xa9\r\n"
+            b"--b\r\nContent-Type: text/html; charset=utf-16\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"--b\r\n"
+            b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(PDF).replace(b"\n", b"\r\n")
+            + b"--b--\r\n"
+        )
+    message = EmailMessage()
+    message["From"] = "a@example.com"
+    message["To"] = "b@example.org"
+    message["Subject"] = "charsets"
+    message.set_content("plain text, café\n")
+    message.add_alternative(html, subtype="html", charset=charset, cte=encoding)
+    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="a.pdf")
+    return message.as_bytes(policy=policy.SMTP)
+
+
+def outside_html(data: bytes, entities: list[mime.Entity]) -> list[bytes]:
+    """The bytes between and around the given entities."""
+    segments = []
+    pos = 0
+    for entity in entities:
+        segments.append(data[pos : entity.start])
+        pos = entity.end
+    segments.append(data[pos:])
+    return segments
+
+
+def assert_only_html_changed(data: bytes, out: bytes, plan: MessagePlan) -> list[str]:
+    """Every byte outside the rewritten HTML parts is the original's; returns the new
+    HTML parts, decoded."""
+    after = mime.html_parts(mime.parse(out))
+    assert [e.content_type for e in after] == [p.entity.content_type for p in plan.parts]
+    assert outside_html(out, after) == outside_html(data, [part.entity for part in plan.parts])
+    return [
+        mime.decode_body(out[e.body_start : e.end], e.transfer_encoding).decode(
+            e.charset or "ascii", "replace"
+        )
+        for e in after
+    ]
+
+
+CASES = [
+    ("utf-8", "quoted-printable", "https://example.com/café?q=ü"),
+    ("utf-8", "base64", "https://example.com/naïve"),
+    ("iso-8859-1", "8bit", "https://example.com/café"),
+    ("windows-1252", "quoted-printable", "https://example.com/€uro"),
+    ("shift_jis", "base64", "https://example.jp/日本語"),
+    ("iso-2022-jp", "7bit", "https://example.jp/日本語"),
+    ("euc-kr", "8bit", "https://example.kr/한국어"),
+    ("utf-16", "base64", "https://example.com/ŝ"),
+    ("koi8-r", "quoted-printable", "https://example.ru/путь"),
+]
+
+
+@pytest.mark.parametrize(("charset", "encoding", "url"), CASES)
+def test_charsets_and_transfer_encodings_are_kept(charset: str, encoding: str, url: str) -> None:
+    html = (
+        f'<html><body><p>{url[-3:]}</p><a href="{url}?a=1&amp;b=2">link</a>'
+        '<a href="mailto:x@example.com">mail</a></body></html>'
+    )
+    data = build(html, charset, encoding)
+    plan = plan_message(data, links=True, pixel=True)
+
+    assert [link.url for link in plan.links] == [f"{url}?a=1&b=2"]
+    out = render(plan)
+    parsed = email.message_from_bytes(out, policy=policy.default)
+    original = email.message_from_bytes(data, policy=policy.default)
+    plain, rewritten = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None
+    assert rewritten is not None
+    assert rewritten.get_content_charset() == charset
+    assert rewritten["Content-Transfer-Encoding"] == encoding
+    text = rewritten.get_content()
+    assert pixel_html(OPEN_URL) + "</body>" in text
+    assert f'href="{click_url(plan.links[0])}"' in text.replace("&amp;", "&")
+    assert url.rsplit("/", maxsplit=1)[-1] not in text.split("<a")[1]  # written percent-encoded
+    assert '<a href="mailto:x@example.com">mail</a>' in text
+    assert f"<p>{url[-3:]}</p>" in text
+    [attachment] = [p for p in parsed.walk() if p.get_content_type() == "application/pdf"]
+    assert attachment.get_content() == PDF
+    original_plain = original.get_body(("plain",))
+    assert original_plain is not None
+    assert plain.as_bytes() == original_plain.as_bytes()
+    assert_only_html_changed(data, out, plan)
+
+
+def test_links_off_pixel_only_and_both_off() -> None:
+    data = build('<a href="https://example.com/">x</a></body>', "utf-8", "quoted-printable")
+    pixel_only = plan_message(data, links=False, pixel=True)
+    assert pixel_only.links == ()
+    text = email.message_from_bytes(render(pixel_only), policy=policy.default)
+    body = text.get_body(("html",))
+    assert body is not None
+    assert body.get_content().startswith('<a href="https://example.com/">x</a><img')
+    nothing = plan_message(data, links=False, pixel=False)
+    assert not nothing.changes
+    assert render(nothing) == data
+
+
+def test_a_7bit_part_with_a_line_too_long_becomes_quoted_printable() -> None:
+    html = b"<p>" + b"x" * 980 + b'</p><a href="https://example.com/' + b"y" * 20 + b'">z</a>'
+    data = b"Content-Type: text/html\r\nContent-Transfer-Encoding: 7bit\r\n\r\n" + html + b"\r\n"
+    plan = plan_message(data, links=True, pixel=True)
+    out = render(plan)
+    assert out.startswith(
+        b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    parsed = email.message_from_bytes(out, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content().startswith(
+        "<p>" + "x" * 980 + '</p><a href="https://t.example/c/L0/'
+    )
+    assert max(len(line) for line in out.split(b"\r\n")) <= 76
+
+    no_header = b"Content-Type: text/html\r\n\r\n" + html
+    out = render(plan_message(no_header, links=True, pixel=True))
+    assert out.startswith(
+        b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (
+            b"Content-Type: text/html; charset=x-klingon\r\n\r\n<p>x</p>",
+            "unknown charset 'x-klingon'",
+        ),
+        (
+            b"Content-Type: text/html\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin",
+            "unsupported",
+        ),
+        (
+            b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJDR",
+            "bad base64",
+        ),
+        (
+            b"Content-Type: text/html; charset=utf-16\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\nANhBAA==",
+            "not valid utf-16",
+        ),
+    ],
+)
+def test_what_cannot_be_rewritten_says_why(data: bytes, reason: str) -> None:
+    with pytest.raises(RewriteFailure, match=reason):
+        plan_message(data, links=True, pixel=True)
+
+
+def test_mislabelled_charset_links_fall_back_to_utf8() -> None:
+    data = b'Content-Type: text/html; charset=us-ascii\r\n\r\n<a href="https://example.com/caf\xc3\xa9">x</a>'
+    plan = plan_message(data, links=True, pixel=True)
+    assert [link.url for link in plan.links] == ["https://example.com/café"]
+    assert b'<a href="https://t.example/c/L0/example.com/caf%C3%A9">' in render(plan)
+
+
+def test_every_corpus_message_rewrites_or_says_why(corpus: Path) -> None:
+    messages = sorted((corpus / "mime").glob("*.eml"))
+    assert len(messages) >= 100
+    rewritten = 0
+    for path in messages:
+        data = path.read_bytes()
+        try:
+            plan = plan_message(data, links=True, pixel=True)
+        except RewriteFailure:
+            continue
+        out = render(plan)
+        for html in assert_only_html_changed(data, out, plan):
+            assert html.count(pixel_html(OPEN_URL)) == 1, path.name
+        rewritten += bool(plan.parts)
+    assert rewritten >= 25
