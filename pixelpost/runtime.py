@@ -15,7 +15,9 @@ from typing import TextIO
 
 from pixelpost import __version__
 from pixelpost.config import Config
-from pixelpost.keys import signing_keys
+from pixelpost.events import LoggingEventSink
+from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
 from relay.delivery import ForwardingDelivery
 from relay.handler import RelayHandler
@@ -50,7 +52,8 @@ async def run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    signing_keys(config.signing.keys, config.signing.key_file)
+    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    codec = TokenCodec([decode_signing_key(key) for key in keys])
     lines: list[tuple[str, str]] = []
     relay_server: RelayServer | None = None
     tracker_server: TrackerServer | None = None
@@ -61,6 +64,8 @@ async def run(
                 config=config,
                 access=AccessPolicy(allow_networks=config.relay.allow_networks),
                 delivery=ForwardingDelivery(transport=transport),
+                codec=codec,
+                events=LoggingEventSink(),
             )
             relay_server = RelayServer(config=config.relay, handler=handler)
             await relay_server.start()

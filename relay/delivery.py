@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pixelpost.config import ConfigSet
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -31,19 +31,31 @@ class Client:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Submission:
-    """A message the relay accepted, ready for delivery."""
+class Outgoing:
+    """One copy of a message, ready for the upstream."""
 
-    id: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    mail_options: tuple[str, ...]
+    message_id: str
+    recipients: tuple[str, ...]
     content: bytes
-    """The message as it goes upstream: control headers removed, `Received:` added."""
+    """As it goes upstream: control headers removed, tracking added, `Received:` on top."""
+    mail: Mapping[str, Any]
+    """The SES `mail` object every event of this copy carries."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Submission:
+    """A message the relay accepted: one or more copies to deliver."""
+
+    mail_from: str
+    mail_options: tuple[str, ...]
+    copies: tuple[Outgoing, ...]
     config_set: ConfigSet | None
-    tags: Mapping[str, tuple[str, ...]]
     client: Client
     received_at: datetime
+
+    @property
+    def recipients(self) -> int:
+        return sum(len(copy.recipients) for copy in self.copies)
 
 
 class Delivery(Protocol):
@@ -71,37 +83,44 @@ class ForwardingDelivery:
         self._transport = transport
 
     async def submit(self, submission: Submission) -> str:
-        try:
-            result = await self._transport.send(
-                mail_from=submission.mail_from,
-                rcpt_tos=submission.rcpt_tos,
-                content=submission.content,
-                mail_options=submission.mail_options,
+        deferred: list[str] = []
+        refused: list[str] = []
+        delivered = 0
+        for copy in submission.copies:
+            try:
+                result = await self._transport.send(
+                    mail_from=submission.mail_from,
+                    rcpt_tos=copy.recipients,
+                    content=copy.content,
+                    mail_options=submission.mail_options,
+                )
+            except TemporaryDeliveryError as exc:
+                log.warning("%s: upstream deferred: %s", copy.message_id, exc)
+                deferred.append(
+                    _reply_text(exc.text)
+                    if exc.code // 100 == 4
+                    else f"4.4.1 upstream said: {exc.code} {_reply_text(exc.text)}"
+                )
+                continue
+            except PermanentDeliveryError as exc:
+                log.warning("%s: upstream refused: %s", copy.message_id, exc)
+                refused.append(_reply_text(exc.text))
+                continue
+            for rcpt, reply in result.refused.items():
+                log.error("%s: upstream refused <%s>: %s", copy.message_id, rcpt, reply)
+                if reply.code < 500:
+                    deferred.append(f"4.4.1 upstream deferred <{rcpt}>: {reply}")
+            delivered += len(copy.recipients) - len(result.refused)
+            log.info(
+                "%s: delivered from=<%s> to=%d via %s: %s",
+                copy.message_id,
+                submission.mail_from,
+                len(copy.recipients) - len(result.refused),
+                self._transport.describe(),
+                result.reply,
             )
-        except TemporaryDeliveryError as exc:
-            log.warning("%s: upstream deferred: %s", submission.id, exc)
-            return (
-                f"451 {_reply_text(exc.text)}"
-                if exc.code // 100 == 4
-                else (f"451 4.4.1 upstream said: {exc.code} {_reply_text(exc.text)}")
-            )
-        except PermanentDeliveryError as exc:
-            log.warning("%s: upstream refused: %s", submission.id, exc)
-            return f"554 {_reply_text(exc.text)}"
-        deferred = {r: reply for r, reply in result.refused.items() if reply.code < 500}
-        for rcpt, reply in result.refused.items():
-            log.error("%s: upstream refused <%s>: %s", submission.id, rcpt, reply)
         if deferred:
-            return (
-                f"451 4.4.1 upstream deferred {len(deferred)} of "
-                f"{len(submission.rcpt_tos)} recipients; please send again"
-            )
-        log.info(
-            "%s: delivered from=<%s> to=%d via %s: %s",
-            submission.id,
-            submission.mail_from,
-            len(submission.rcpt_tos),
-            self._transport.describe(),
-            result.reply,
-        )
-        return f"250 2.0.0 Ok: queued as {submission.id}"
+            return f"451 {deferred[0]}"
+        if refused and not delivered:
+            return f"554 {refused[0]}"
+        return f"250 2.0.0 Ok: queued as {submission.copies[0].message_id}"

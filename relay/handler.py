@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,21 +15,17 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
+from pixelpost.events import EventSink, common_headers, mail_object, rendering_failure_event
+from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy, client_address, format_peer
-from relay.delivery import Client, Delivery, Submission
-from relay.headers import extract_controls, protocol_name, received_field
+from relay.delivery import Client, Delivery, Outgoing, Submission
+from relay.headers import extract_controls, parse_header_section, protocol_name, received_field
+from relay.tracking import prepare
 
 log = logging.getLogger(__name__)
 
 RECIPIENTS_LIMIT_DEFAULT = 1000
 """Recipients per message, as Postfix's `smtpd_recipient_limit`."""
-
-_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
-
-
-def new_queue_id() -> str:
-    """A short, unique-enough id for logs and `Received:` (Postfix-style, no vowels)."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
 class UnknownConfigSet(LookupError):
@@ -46,12 +41,16 @@ class RelayHandler:
         config: Config,
         access: AccessPolicy,
         delivery: Delivery,
+        codec: TokenCodec,
+        events: EventSink,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recipients_limit: int = RECIPIENTS_LIMIT_DEFAULT,
     ) -> None:
         self._config = config
         self._access = access
         self._delivery = delivery
+        self._codec = codec
+        self._events = events
         self._clock = clock
         self._recipients_limit = recipients_limit
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -87,7 +86,8 @@ class RelayHandler:
     async def _accept(self, session: Session, envelope: Envelope) -> str:
         assert envelope.original_content is not None
         assert envelope.mail_from is not None
-        controls = extract_controls(envelope.original_content)
+        original = envelope.original_content
+        controls = extract_controls(original)
         try:
             config_set = self._config_set(controls.config_set)
         except UnknownConfigSet:
@@ -102,46 +102,80 @@ class RelayHandler:
                 format_peer(session.peer),
                 controls.rejected_tags,
             )
-        queue_id = new_queue_id()
         now = self._clock()
         address = client_address(session.peer)
+        user = session.auth_data if isinstance(session.auth_data, str) else None
         client = Client(
             address=str(address) if address else "unknown",
             helo=session.host_name,
-            user=session.auth_data if isinstance(session.auth_data, str) else None,
+            user=user,
             tls=session.ssl is not None,
         )
-        received = received_field(
-            helo=client.helo,
-            client_ip=client.address,
-            hostname=self._config.relay.hostname,
-            protocol=protocol_name(
-                esmtp=session.extended_smtp,
-                tls=client.tls,
-                authenticated=bool(session.authenticated),
-                smtputf8=envelope.smtp_utf8,
-            ),
-            queue_id=queue_id,
-            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
-            when=now,
-        )
-        submission = Submission(
-            id=queue_id,
-            mail_from=envelope.mail_from,
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            mail_options=tuple(envelope.mail_options),
-            content=received + controls.content,
+        prepared = prepare(
+            controls.content,
+            recipients=envelope.rcpt_tos,
             config_set=config_set,
-            tags=controls.tags,
+            base_url=self._config.tracking_url(config_set) if config_set else "",
+            codec=self._codec,
+        )
+        protocol = protocol_name(
+            esmtp=session.extended_smtp,
+            tls=client.tls,
+            authenticated=bool(session.authenticated),
+            smtputf8=envelope.smtp_utf8,
+        )
+        section = parse_header_section(original)
+        headers = [(f.name, f.value(original)) for f in section.fields]
+        common = common_headers(original[: section.body_offset])
+        copies = tuple(
+            Outgoing(
+                message_id=copy.message_id,
+                recipients=copy.recipients,
+                content=received_field(
+                    helo=client.helo,
+                    client_ip=client.address,
+                    hostname=self._config.relay.hostname,
+                    protocol=protocol,
+                    queue_id=copy.message_id,
+                    recipient=copy.recipients[0] if len(copy.recipients) == 1 else None,
+                    when=now,
+                )
+                + copy.content,
+                mail=mail_object(
+                    message_id=copy.message_id,
+                    sent_at=now,
+                    source=envelope.mail_from,
+                    destination=copy.recipients,
+                    headers=headers,
+                    common=common,
+                    config_set=config_set.name if config_set else None,
+                    message_tags=controls.tags,
+                    source_ip=client.address,
+                    caller_identity=user or client.address,
+                ),
+            )
+            for copy in prepared.copies
+        )
+        if prepared.failure is not None:
+            log.warning("%s: tracking left out: %s", copies[0].message_id, prepared.failure)
+            await self._events.publish(
+                [rendering_failure_event(copies[0].mail, error=prepared.failure, now=now)]
+            )
+        submission = Submission(
+            mail_from=envelope.mail_from,
+            mail_options=tuple(envelope.mail_options),
+            copies=copies,
+            config_set=config_set,
             client=client,
             received_at=now,
         )
         log.info(
-            "%s: from=<%s> to=%d size=%d config_set=%s client=%s",
-            queue_id,
+            "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",
+            copies[0].message_id,
             submission.mail_from,
-            len(submission.rcpt_tos),
-            len(submission.content),
+            submission.recipients,
+            len(copies),
+            len(original),
             config_set.name if config_set else "-",
             client.address,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,9 @@ import trustme
 from aiosmtpd.smtp import SMTP
 
 from pixelpost.config import Config, parse_config_text
+from pixelpost.events import Event
+from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
 from relay.delivery import Delivery, ForwardingDelivery
 from relay.handler import RelayHandler
@@ -43,6 +46,7 @@ timeout = "5s"
 
 [tracker]
 listen = "127.0.0.1:0"
+public_url = "https://t.example"
 
 [store]
 url = "sqlite:///{tmp_path / "pixelpost.db"}"
@@ -55,6 +59,10 @@ destinations = ["archive"]
 
 [config_sets.marketing]
 destinations = ["archive"]
+
+[config_sets.untracked]
+open_tracking = false
+click_tracking = false
 
 [destinations.archive]
 type = "file"
@@ -131,11 +139,31 @@ async def sink(start_sink: SinkStarter) -> tuple[SinkHandler, int]:
     return await start_sink()
 
 
+def codec_for(config: Config) -> TokenCodec:
+    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    return TokenCodec([decode_signing_key(key) for key in keys])
+
+
+class RecordingEvents:
+    """Keeps what the relay publishes, in memory."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+@pytest.fixture
+def events() -> RecordingEvents:
+    return RecordingEvents()
+
+
 RelayStarter = Callable[..., Awaitable[RelayServer]]
 
 
 @pytest.fixture
-async def start_relay() -> AsyncIterator[RelayStarter]:
+async def start_relay(events: RecordingEvents) -> AsyncIterator[RelayStarter]:
     """Starts relays on 127.0.0.1 port 0 that forward to their configured upstream."""
     servers: list[RelayServer] = []
 
@@ -147,6 +175,8 @@ async def start_relay() -> AsyncIterator[RelayStarter]:
             config=config,
             access=AccessPolicy(allow_networks=config.relay.allow_networks),
             delivery=delivery,
+            codec=codec_for(config),
+            events=events,
         )
         server = RelayServer(config=config.relay, handler=handler)
         await server.start()

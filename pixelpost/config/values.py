@@ -80,6 +80,8 @@ def parse_network(text: str) -> IPNetwork:
 
 def parse_http_url(text: str) -> str:
     """An absolute http or https URL, returned without a trailing slash."""
+    if not text.isascii() or any(c in text for c in " \"'<>\\"):
+        raise ValueError("not a plain ASCII URL (write an international domain in its xn-- form)")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("not an http:// or https:// URL")

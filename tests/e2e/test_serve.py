@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import smtplib
 import subprocess
 import sys
 import urllib.request
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from pixelpost.keys import decode_signing_key
+from pixelpost.tokens import TokenCodec
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, start
 from tests.sink import ThreadedSink
@@ -159,3 +164,67 @@ def test_check_config_on_the_example_in_an_empty_environment() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serve_tracks_every_html_part(tmp_path: Path, processes: list[Running]) -> None:
+    """Issue 3's acceptance: mail through `pixelpost serve` arrives with one pixel and
+    tracked links in every HTML part, no ses:* attributes, text parts and attachments
+    byte-identical, quoted-printable and base64 still valid, charsets unchanged."""
+    config = write_config(tmp_path, f"maildir:{tmp_path / 'outbox'}")
+    running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+    message = EmailMessage()
+    message["From"] = "news@example.com"
+    message["To"] = "reader@example.org"
+    message["X-Config-Set"] = "marketing"
+    message.set_content("Plain text with https://example.com/not-tracked\n")
+    message.add_alternative(
+        '<p>Grüße</p><a ses:tags="slot:hero" href="https://example.com/a?x=1&amp;y=2">A</a>'
+        '<a ses:no-track href="https://example.com/no">N</a></body>',
+        subtype="html",
+        cte="quoted-printable",
+    )
+    message.make_mixed()
+    second = EmailMessage()
+    second.set_content(
+        '<p>Straße</p><a href="https://example.com/b">B</a>'.encode("iso-8859-1"),
+        maintype="text",
+        subtype="html",
+        cte="base64",
+        disposition="inline",
+    )
+    second.set_param("charset", "iso-8859-1")
+    message.attach(second)
+    message.add_attachment(bytes(range(256)), maintype="application", subtype="octet-stream")
+    original = message.as_bytes(policy=policy.SMTP)
+
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.sendmail("news@example.com", ["reader@example.org"], original)
+
+    [delivered] = (tmp_path / "outbox" / "new").iterdir()
+    arrived = message_from_bytes(delivered.read_bytes(), policy=policy.default)
+    key = (tmp_path / "signing.key").read_text().strip()
+    codec = TokenCodec([decode_signing_key(key)])
+    htmls = [p for p in arrived.walk() if p.get_content_type() == "text/html"]
+    assert [p.get_content_charset() for p in htmls] == ["utf-8", "iso-8859-1"]
+    assert [p["Content-Transfer-Encoding"] for p in htmls] == ["quoted-printable", "base64"]
+    urls = []
+    for part in htmls:
+        html = part.get_content()
+        assert "ses:" not in html
+        [pixel] = re.findall(r'src="https://t\.example/o/([^"]+)"', html)
+        message_id = codec.read_open(pixel).message_id
+        for token in re.findall(r'href="https://t\.example/c/([^"]+)"', html):
+            click = codec.read_click(token.replace("&amp;", "&"))
+            assert click.message_id == message_id
+            urls.append((click.url, click.tags))
+    assert urls == [
+        ("https://example.com/a?x=1&y=2", {"slot": ("hero",)}),
+        ("https://example.com/b", {}),
+    ]
+    original_parsed = message_from_bytes(original, policy=policy.default)
+    for kind in ("text/plain", "application/octet-stream"):
+        [before] = [p for p in original_parsed.walk() if p.get_content_type() == kind]
+        [after] = [p for p in arrived.walk() if p.get_content_type() == kind]
+        assert after.as_bytes() == before.as_bytes()
+    assert_clean_exit(running, signal.SIGTERM)

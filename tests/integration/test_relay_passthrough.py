@@ -114,7 +114,12 @@ async def test_configuration_set_and_tags_are_read(
     [submission] = recording.submissions
     assert submission.config_set is not None
     assert submission.config_set.name == expected_set
-    assert submission.tags == {"a": ("1",), "b": ("two",)}
+    tags = submission.copies[0].mail["tags"]
+    assert (tags["a"], tags["b"], tags["ses:configuration-set"]) == (
+        ["1"],
+        ["two"],
+        [expected_set],
+    )
     await handler.wait(1)
     upstream_headers = handler.arrivals[0].content.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-config-set" not in upstream_headers

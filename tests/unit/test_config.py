@@ -266,6 +266,10 @@ listn = "127.0.0.1:8080"
             '[tracker]\npublic_url = "t.example.com"',
             'tracker.public_url: "t.example.com" is not an http',
         ),
+        (
+            '[tracker]\npublic_url = "https://tracking.bücher.de"',
+            'tracker.public_url: "https://tracking.bücher.de" is not a plain ASCII URL',
+        ),
         ('[store]\nurl = "mysql://db"', 'store.url: "mysql://db" is not a store URL'),
         ('[signing]\nkeys = ["short"]', 'signing.keys[0]: "<secret>" is'),
         ('default_config_set = "nope"', 'default_config_set: "nope" is not a configuration set'),
