@@ -1,5 +1,5 @@
 """Message ids: 16 bytes, time-ordered (48-bit milliseconds, then 80 random bits), written
-as 32 lowercase hex digits.
+as 32 lowercase hex digits; and event ids.
 
 Time order keeps index inserts local in the store and tells an id's age at a glance;
 the random part keeps ids unguessable and unique across relay instances.
@@ -7,6 +7,8 @@ the random part keeps ids unguessable and unique across relay instances.
 
 from __future__ import annotations
 
+import os
+import random
 import secrets
 import time
 
@@ -30,3 +32,15 @@ def message_id_to_bytes(message_id: str) -> bytes:
 def message_id_from_bytes(raw: bytes) -> str:
     """The written form of 16 message id bytes."""
     return raw.hex()
+
+
+# Event ids need to be unique, not secret: a PRNG seeded from the OS makes them ten
+# times cheaper than uuid4 on the tracker's hot path. Reseeded in a forked child, so
+# that two processes never share a sequence.
+_event_ids = random.Random(os.urandom(32))  # noqa: S311 (unique, not secret)
+os.register_at_fork(after_in_child=lambda: _event_ids.seed(os.urandom(32)))
+
+
+def new_event_id() -> str:
+    """A fresh event id: 128 random bits, as 32 hex digits (the webhook-id)."""
+    return f"{_event_ids.getrandbits(128):032x}"

@@ -1,0 +1,42 @@
+"""Where pixelpost keeps messages, events and the outbox (see `base` for the seam)."""
+
+from __future__ import annotations
+
+from pixelpost.config import StoreConfig
+from pixelpost.store.base import (
+    Claimed,
+    DeadLetter,
+    DestinationCounts,
+    Hit,
+    MessageRecord,
+    Recorder,
+    Route,
+    Store,
+    StoreError,
+)
+from pixelpost.store.sqlite import SQLiteStore
+
+__all__ = [
+    "Claimed",
+    "DeadLetter",
+    "DestinationCounts",
+    "Hit",
+    "MessageRecord",
+    "Recorder",
+    "Route",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+async def open_store(config: StoreConfig) -> Store:
+    """The configured store, open and migrated."""
+    if config.kind == "sqlite":
+        assert config.sqlite_path is not None
+        return await SQLiteStore.open(config.sqlite_path)
+    raise StoreError(
+        "store.url: PostgreSQL is not supported by this version of pixelpost yet; "
+        "use sqlite:///PATH"
+    )

@@ -1,0 +1,159 @@
+"""The store's seam: what the relay, the tracker and the dispatcher ask of it.
+
+    messages     one row per copy of a message: its configuration set and SES mail object
+    events       the event log; each event is routed once into the outbox
+    outbox       one delivery per event and subscribed destination: pending, or dead
+                 (a dead letter) once its retries are spent
+
+`SQLiteStore` implements it for one machine; a PostgreSQL store will implement the same
+Protocol for many relay and tracker instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple, Protocol
+
+from pixelpost.errors import PixelpostError
+from pixelpost.event_types import EventType
+from pixelpost.events import Event
+
+
+class StoreError(PixelpostError):
+    """The store cannot be read or written."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MessageRecord:
+    """One copy of a message, as events need it."""
+
+    id: str
+    config_set: str | None
+    created_at: datetime
+    mail: str
+    """The SES `mail` object, as JSON."""
+
+
+class Hit(NamedTuple):
+    """An open or a click, as the tracker records it. A tuple rather than a dataclass:
+    it is made once per request on the tracker's hot path, and the store turns a batch
+    of them into events without more Python per hit."""
+
+    kind: EventType
+    """OPEN or CLICK."""
+    message_id: str
+    ip: str
+    user_agent: str
+    at: float
+    """When, as a Unix time."""
+    link: str | None = None
+    link_tags: str | None = None
+    """The click's linkTags, as JSON."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claimed:
+    """A delivery taken from the outbox: the event to send, as SES JSON."""
+
+    seq: int
+    event_id: str
+    event_type: EventType
+    message_id: str
+    attempts: int
+    """Failed attempts so far."""
+    body: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadLetter:
+    """A delivery that exhausted its retries, or whose destination was disabled."""
+
+    event_id: str
+    destination: str
+    event_type: EventType
+    message_id: str
+    attempts: int
+    last_error: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DestinationCounts:
+    """What became of a destination's events, since the store was created."""
+
+    delivered: int = 0
+    failed: int = 0
+    """Failed attempts (a dead letter failed at least once)."""
+    dead: int = 0
+    pending: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Route:
+    """Events of `event_type` about messages of `config_set` go to `destination`."""
+
+    config_set: str
+    event_type: EventType
+    destination: str
+
+
+class Recorder(Protocol):
+    """Where the relay and the tracker record what happened."""
+
+    async def record(
+        self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
+    ) -> None:
+        """Durably record copies and events (committed when this returns)."""
+
+    def record_hits(self, hits: Sequence[Hit]) -> Awaitable[None]:
+        """Durably record opens and clicks as events: committed when what this returns
+        is done. (Not a coroutine: the tracker awaits it straight, one suspension less
+        on its hot path.)"""
+
+
+class Store(Recorder, Protocol):
+    """What pixelpost keeps, and the outbox."""
+
+    async def route(self, routes: Sequence[Route], *, limit: int = 5000) -> int:
+        """Put events not routed yet into the outbox, by the routing table `routes`;
+        returns how many events were routed (to no destination, for some)."""
+
+    async def claim(self, destination: str, *, limit: int, lease: float) -> list[Claimed]:
+        """Take due deliveries for `destination`, hidden from other claims for `lease`
+        seconds (after which a crashed sender's deliveries come back)."""
+
+    async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
+        """Remove delivered events from the outbox."""
+
+    async def retry(
+        self, destination: str, seq: int, *, attempts: int, at: float, error: str
+    ) -> None:
+        """Record a failed attempt and when to try again (a Unix time)."""
+
+    async def dead(self, destination: str, seq: int, *, attempts: int, error: str) -> None:
+        """Make a delivery a dead letter."""
+
+    async def disable(self, destination: str, reason: str) -> None:
+        """Stop delivering to `destination`: its pending deliveries become dead letters."""
+
+    async def disabled(self) -> dict[str, str]:
+        """Disabled destinations and why."""
+
+    async def dead_letters(
+        self, destination: str | None = None, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+
+    async def replay(self, destination: str | None = None) -> int:
+        """Queue dead letters again (and enable their destinations); returns how many."""
+
+    async def outbox_depth(self) -> dict[str, int]:
+        """Pending deliveries per destination."""
+
+    async def counts(self) -> dict[str, DestinationCounts]:
+        """Delivered, failed and dead-lettered events per destination, and the outbox."""
+
+    async def close(self) -> None:
+        """Finish pending writes and release the store."""

@@ -1,0 +1,402 @@
+"""`SQLiteStore`: the log written through the group commit, the outbox through a second
+connection that reads the log and writes only the outbox file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from pixelpost.event_types import EventType
+from pixelpost.events import Event, dumps, render
+from pixelpost.store.base import (
+    Claimed,
+    DeadLetter,
+    DestinationCounts,
+    Hit,
+    MessageRecord,
+    Route,
+    StoreError,
+)
+from pixelpost.store.sqlite.schema import PRAGMAS, migrate, rollback
+from pixelpost.store.sqlite.writer import TYPE_NAMES, GroupCommit
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHECKPOINT_INTERVAL = 1.0
+ROUTE_BATCH = 500
+_BUSY_RETRIES = 20
+
+
+def outbox_path(path: Path) -> Path:
+    """The outbox file that goes with the log at `path`."""
+    return path.with_name(f"{path.stem}-outbox{path.suffix}")
+
+
+def _type(name: str) -> EventType:
+    return EventType[name.upper()]
+
+
+class SQLiteStore:
+    """The store in two SQLite files (see the package's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        writer: GroupCommit,
+        background: aiosqlite.Connection,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._background = background
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._closed = False
+        self._clock = clock
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="store checkpoints")
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> SQLiteStore:
+        """Open (creating and migrating as needed) the store whose log is at `path`."""
+        writer = GroupCommit(path)
+        background: aiosqlite.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await migrate(path, "log")
+            await migrate(outbox_path(path), "outbox")
+            await writer.open()
+            background = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in PRAGMAS:
+                await background.execute(pragma)
+            await background.execute("ATTACH DATABASE ? AS outbox", (str(outbox_path(path)),))
+            # The outbox's state can all be redone: after a power loss its last commits
+            # may roll back, and events are routed or delivered once more (at least
+            # once, as promised). Not syncing them spares an fsync per claim.
+            await background.execute("PRAGMA outbox.synchronous = NORMAL")
+        except BaseException as exc:
+            await writer.close()
+            if background is not None:
+                await background.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
+            raise
+        return cls(path=path, writer=writer, background=background, clock=clock)
+
+    async def record(
+        self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
+    ) -> None:
+        if messages or events:
+            await self._writer.write(messages, events)
+
+    def record_hits(self, hits: Sequence[Hit]) -> asyncio.Future[None]:
+        return self._writer.write(hits=hits)
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction on the background connection, shielded from
+        cancellation: a cancelled caller leaves it to finish, so the connection is never
+        left halfway through a transaction."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        task = asyncio.create_task(self._run_transaction(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        # A deferred BEGIN: the transaction locks only the file it writes (the outbox),
+        # never the log. When another process wrote the outbox between this one's read
+        # and write, SQLite says busy at once; the transaction is then run again.
+        async with self._lock:
+            connection = self._background
+            for attempt in range(_BUSY_RETRIES):
+                try:
+                    await connection.execute("BEGIN")
+                    try:
+                        result = await work(connection)
+                    except BaseException:
+                        await rollback(connection)
+                        raise
+                    await connection.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise StoreError(f"store {self.path}: {exc}") from exc
+                    if attempt == _BUSY_RETRIES - 1:
+                        raise StoreError(f"store {self.path}: {exc}") from exc
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                except sqlite3.Error as exc:
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+                else:
+                    return result
+            raise AssertionError("unreachable")
+
+    async def route(self, routes: Sequence[Route], *, limit: int = ROUTE_BATCH) -> int:
+        async with (
+            self._lock,
+            self._background.execute(
+                "SELECT seq < (SELECT coalesce(max(seq), 0) FROM main.events) FROM outbox.cursors"
+                " WHERE name = 'routed'"
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if not row or not row[0]:
+            return 0  # nothing new: no write transaction at all
+        now = self._clock()
+        table = dumps([[r.config_set, TYPE_NAMES[r.event_type], r.destination] for r in routes])
+
+        async def work(connection: aiosqlite.Connection) -> int:
+            # The cursor is written first, so that the outbox is locked before the log is read.
+            async with connection.execute(
+                "UPDATE outbox.cursors SET seq = seq WHERE name = 'routed' RETURNING seq"
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            routed = int(row[0])
+            async with connection.execute(
+                "SELECT coalesce(max(seq), 0) FROM main.events"
+            ) as cursor:
+                newest_row = await cursor.fetchone()
+            newest = int(newest_row[0]) if newest_row else 0
+            if newest <= routed:
+                return 0
+            upto = min(newest, routed + limit)
+            # The routing table joins in as JSON: fanning a batch of events out to their
+            # destinations is one statement, run by SQLite.
+            await connection.execute(
+                "INSERT OR IGNORE INTO outbox.deliveries"
+                " (event_seq, destination, state, next_attempt_at, last_error, updated_at)"
+                " SELECT e.seq, r.value ->> 2, iif(d.name IS NULL, 'pending', 'dead'), ?,"
+                "  d.reason, ?"
+                " FROM main.events e JOIN main.messages m ON m.id = e.message_id"
+                " JOIN json_each(?) r ON r.value ->> 0 = m.config_set AND r.value ->> 1 = e.type"
+                " LEFT JOIN outbox.disabled_destinations d ON d.name = r.value ->> 2"
+                " WHERE e.seq > ? AND e.seq <= ?",
+                (now, now, table, routed, upto),
+            )
+            await connection.execute(
+                "UPDATE outbox.cursors SET seq = ? WHERE name = 'routed'", (upto,)
+            )
+            return upto - routed
+
+        return await self._transaction(work)
+
+    async def claim(self, destination: str, *, limit: int, lease: float) -> list[Claimed]:
+        now = self._clock()
+
+        async def work(connection: aiosqlite.Connection) -> list[Claimed]:
+            async with connection.execute(
+                "UPDATE outbox.deliveries SET next_attempt_at = ?, updated_at = ?"
+                " WHERE rowid IN (SELECT rowid FROM outbox.deliveries"
+                "  WHERE destination = ? AND state = 'pending' AND next_attempt_at <= ?"
+                "  ORDER BY next_attempt_at LIMIT ?)"
+                " RETURNING event_seq, attempts",
+                (now + lease, now, destination, now, limit),
+            ) as cursor:
+                attempts: dict[int, int] = dict(await cursor.fetchall())  # type: ignore[arg-type]
+            if not attempts:
+                return []
+            async with connection.execute(
+                "SELECT e.seq, e.id, e.type, e.message_id, e.detail, m.mail FROM main.events e"
+                " LEFT JOIN main.messages m ON m.id = e.message_id"
+                " WHERE e.seq IN (SELECT value FROM json_each(?)) ORDER BY e.seq",
+                (dumps(list(attempts)),),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            return [
+                Claimed(
+                    seq=seq,
+                    event_id=event_id,
+                    event_type=_type(type_name),
+                    message_id=message_id,
+                    attempts=attempts[seq],
+                    body=render(_type(type_name), mail, detail, message_id),
+                )
+                for seq, event_id, type_name, message_id, detail, mail in rows
+            ]
+
+        return await self._transaction(work)
+
+    @staticmethod
+    async def _count(
+        connection: aiosqlite.Connection, destination: str, column: str, amount: int
+    ) -> None:
+        assert column in ("delivered", "failed", "dead")
+        await connection.execute(
+            f"INSERT INTO outbox.destination_counts (name, {column}) VALUES (?, ?)"  # noqa: S608 (a fixed column)
+            f" ON CONFLICT (name) DO UPDATE SET {column} = {column} + excluded.{column}",
+            (destination, amount),
+        )
+
+    async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
+        async def work(connection: aiosqlite.Connection) -> None:
+            await connection.execute(
+                "DELETE FROM outbox.deliveries WHERE destination = ?"
+                " AND event_seq IN (SELECT value FROM json_each(?))",
+                (destination, dumps(list(seqs))),
+            )
+            await self._count(connection, destination, "delivered", len(seqs))
+
+        await self._transaction(work)
+
+    async def retry(
+        self, destination: str, seq: int, *, attempts: int, at: float, error: str
+    ) -> None:
+        async def work(connection: aiosqlite.Connection) -> None:
+            await connection.execute(
+                "UPDATE outbox.deliveries SET attempts = ?, next_attempt_at = ?, last_error = ?,"
+                " updated_at = ? WHERE event_seq = ? AND destination = ?",
+                (attempts, at, error, self._clock(), seq, destination),
+            )
+            await self._count(connection, destination, "failed", 1)
+
+        await self._transaction(work)
+
+    async def dead(self, destination: str, seq: int, *, attempts: int, error: str) -> None:
+        async def work(connection: aiosqlite.Connection) -> None:
+            await connection.execute(
+                "UPDATE outbox.deliveries SET state = 'dead', attempts = ?, last_error = ?,"
+                " updated_at = ? WHERE event_seq = ? AND destination = ?",
+                (attempts, error, self._clock(), seq, destination),
+            )
+            await self._count(connection, destination, "failed", 1)
+            await self._count(connection, destination, "dead", 1)
+
+        await self._transaction(work)
+
+    async def disable(self, destination: str, reason: str) -> None:
+        now = self._clock()
+
+        async def work(connection: aiosqlite.Connection) -> None:
+            await connection.execute(
+                "INSERT OR REPLACE INTO outbox.disabled_destinations (name, disabled_at, reason)"
+                " VALUES (?, ?, ?)",
+                (destination, now, reason),
+            )
+            cursor = await connection.execute(
+                "UPDATE outbox.deliveries SET state = 'dead', last_error = ?, updated_at = ?"
+                " WHERE destination = ? AND state = 'pending'",
+                (reason, now, destination),
+            )
+            await self._count(connection, destination, "failed", 1)
+            await self._count(connection, destination, "dead", cursor.rowcount)
+
+        await self._transaction(work)
+
+    @staticmethod
+    async def _disabled(connection: aiosqlite.Connection) -> dict[str, str]:
+        async with connection.execute(
+            "SELECT name, reason FROM outbox.disabled_destinations"
+        ) as cursor:
+            return dict(await cursor.fetchall())  # type: ignore[arg-type]
+
+    async def disabled(self) -> dict[str, str]:
+        return await self._transaction(self._disabled)
+
+    async def dead_letters(
+        self, destination: str | None = None, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        async def work(connection: aiosqlite.Connection) -> list[DeadLetter]:
+            async with connection.execute(
+                "SELECT e.id, d.destination, e.type, e.message_id, d.attempts, d.last_error,"
+                " d.updated_at FROM outbox.deliveries d JOIN main.events e ON e.seq = d.event_seq"
+                " WHERE d.state = 'dead' AND (? IS NULL OR d.destination = ?)"
+                " ORDER BY d.updated_at, e.seq LIMIT ?",
+                (destination, destination, limit),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            return [
+                DeadLetter(
+                    event_id=event_id,
+                    destination=name,
+                    event_type=_type(type_name),
+                    message_id=message_id,
+                    attempts=attempts,
+                    last_error=error or "",
+                    failed_at=datetime.fromtimestamp(updated_at, UTC),
+                )
+                for event_id, name, type_name, message_id, attempts, error, updated_at in rows
+            ]
+
+        return await self._transaction(work)
+
+    async def replay(self, destination: str | None = None) -> int:
+        now = self._clock()
+
+        async def work(connection: aiosqlite.Connection) -> int:
+            cursor = await connection.execute(
+                "UPDATE outbox.deliveries SET state = 'pending', attempts = 0,"
+                " next_attempt_at = ?, updated_at = ?"
+                " WHERE state = 'dead' AND (? IS NULL OR destination = ?)",
+                (now, now, destination, destination),
+            )
+            await connection.execute(
+                "DELETE FROM outbox.disabled_destinations WHERE ? IS NULL OR name = ?",
+                (destination, destination),
+            )
+            return cursor.rowcount
+
+        return await self._transaction(work)
+
+    async def outbox_depth(self) -> dict[str, int]:
+        return {name: c.pending for name, c in (await self.counts()).items() if c.pending}
+
+    async def counts(self) -> dict[str, DestinationCounts]:
+        async def work(connection: aiosqlite.Connection) -> dict[str, DestinationCounts]:
+            async with connection.execute(
+                "SELECT name, delivered, failed, dead FROM outbox.destination_counts"
+            ) as cursor:
+                rows = await cursor.fetchall()
+            async with connection.execute(
+                "SELECT destination, count(*) FROM outbox.deliveries WHERE state = 'pending'"
+                " GROUP BY destination"
+            ) as cursor:
+                depth: dict[str, int] = dict(await cursor.fetchall())  # type: ignore[arg-type]
+            found = {
+                name: DestinationCounts(
+                    delivered=delivered, failed=failed, dead=dead, pending=depth.get(name, 0)
+                )
+                for name, delivered, failed, dead in rows
+            }
+            for name, pending in depth.items():
+                found.setdefault(name, DestinationCounts(pending=pending))
+            return found
+
+        return await self._transaction(work)
+
+    async def checkpoint(self) -> None:
+        """Copy both WALs into their databases as far as no reader needs them (never
+        waiting for readers or writers), so that the WALs stop growing."""
+        async with self._lock:
+            try:
+                await self._background.execute("PRAGMA main.wal_checkpoint(PASSIVE)")
+                await self._background.execute("PRAGMA outbox.wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: checkpoint failed: {exc}") from exc
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await self.checkpoint()
+            except StoreError as exc:
+                log.warning("%s", exc)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._checkpointer.cancel()
+        await asyncio.gather(self._checkpointer, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._writer.close()
+        await self._background.close()

@@ -1,0 +1,187 @@
+"""The SQLite store: migrations, group commit, routing and the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pixelpost.event_types import EventType
+from pixelpost.events import Event, click_event, open_event, send_event
+from pixelpost.store import MessageRecord, Route, SQLiteStore, StoreError
+from pixelpost.store.sqlite import outbox_path
+from pixelpost.store.sqlite.schema import migrations
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(message_id: str, config_set: str | None = "marketing") -> MessageRecord:
+    mail = {"messageId": message_id, "tags": {"ses:configuration-set": [config_set]}}
+    return MessageRecord(
+        id=message_id, config_set=config_set, created_at=NOW, mail=json.dumps(mail)
+    )
+
+
+to_destinations = [
+    Route(config_set="marketing", event_type=t, destination="archive") for t in EventType
+] + [
+    Route(config_set="marketing", event_type=t, destination="app")
+    for t in EventType
+    if t is not EventType.SEND
+]
+
+
+async def test_migrations_set_the_schema_version(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    await store.close()
+    for path, schema in ((tmp_path / "s.db", "log"), (outbox_path(tmp_path / "s.db"), "outbox")):
+        with sqlite3.connect(path) as connection:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+        assert version == migrations(schema)[-1][0] >= 1
+        assert mode == "wal"
+    assert outbox_path(tmp_path / "s.db") == tmp_path / "s-outbox.db"
+    reopened = await SQLiteStore.open(tmp_path / "s.db")  # nothing to apply twice
+    await reopened.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("PRAGMA user_version = 999")
+    with pytest.raises(StoreError, match="schema version 999, newer"):
+        await SQLiteStore.open(tmp_path / "s.db")
+
+
+async def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        await SQLiteStore.open(tmp_path / "file" / "s.db")
+
+
+async def test_concurrent_records_share_commits_and_all_land(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    await store.record(messages=[message("m1")])
+    events = [open_event("m1", ip="192.0.2.1", user_agent="ua", now=NOW) for _ in range(300)]
+    await asyncio.gather(*(store.record(events=[e]) for e in events))
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
+    assert count == 300
+
+
+async def test_route_claim_deliver(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
+    await store.record(
+        messages=[message("m1"), message("m2", config_set=None)],
+        events=[
+            send_event("m1", now=NOW),
+            click_event(
+                "m1", ip="192.0.2.1", user_agent="ua", link="https://x", link_tags={}, now=NOW
+            ),
+            send_event("m2", now=NOW),
+            open_event("unknown", ip="192.0.2.1", user_agent="ua", now=NOW),
+        ],
+    )
+
+    assert await store.route(to_destinations) == 4
+    assert await store.route(to_destinations) == 0
+    assert await store.outbox_depth() == {"archive": 2, "app": 1}
+
+    claimed = await store.claim("archive", limit=10, lease=30)
+    assert [c.event_type for c in claimed] == [EventType.SEND, EventType.CLICK]
+    body = json.loads(claimed[1].body)
+    assert body["eventType"] == "Click"
+    assert body["mail"]["messageId"] == "m1"
+    assert body["click"]["link"] == "https://x"
+    assert await store.claim("archive", limit=10, lease=30) == []  # hidden while claimed
+
+    await store.delivered("archive", [claimed[0].seq])
+    clock.now += 31  # the lease of the undelivered one lapses: it comes back
+    [again] = await store.claim("archive", limit=10, lease=30)
+    assert again.event_id == claimed[1].event_id
+    assert again.attempts == 0
+    await store.close()
+
+
+async def test_retry_dead_letter_and_replay(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
+    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
+    await store.route(to_destinations)
+    [claimed] = await store.claim("archive", limit=1, lease=30)
+
+    await store.retry("archive", claimed.seq, attempts=1, at=clock.now + 60, error="HTTP 503")
+    assert await store.claim("archive", limit=1, lease=30) == []
+    clock.now += 61
+    [retried] = await store.claim("archive", limit=1, lease=30)
+    assert retried.attempts == 1
+
+    await store.dead("archive", retried.seq, attempts=2, error="HTTP 500: boom")
+    clock.now += 1000
+    assert await store.claim("archive", limit=1, lease=30) == []
+    [letter] = await store.dead_letters()
+    assert (letter.event_id, letter.destination, letter.attempts) == (
+        claimed.event_id,
+        "archive",
+        2,
+    )
+    assert letter.last_error == "HTTP 500: boom"
+    assert letter.event_type is EventType.SEND
+    assert await store.dead_letters("app") == []
+
+    assert await store.replay("app") == 0
+    assert await store.replay("archive") == 1
+    [replayed] = await store.claim("archive", limit=1, lease=30)
+    assert (replayed.event_id, replayed.attempts) == (claimed.event_id, 0)
+    assert await store.dead_letters() == []
+    await store.close()
+
+
+async def test_a_disabled_destination_collects_dead_letters_until_replayed(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    await store.record(
+        messages=[message("m1")], events=[open_event("m1", ip="i", user_agent="u", now=NOW)]
+    )
+    await store.route(to_destinations)
+
+    await store.disable("app", "disabled: the endpoint answered HTTP 410 Gone")
+    await store.record(events=[open_event("m1", ip="i", user_agent="u", now=NOW)])
+    await store.route(to_destinations)
+
+    assert await store.disabled() == {"app": "disabled: the endpoint answered HTTP 410 Gone"}
+    assert await store.claim("app", limit=10, lease=30) == []
+    assert len(await store.dead_letters("app")) == 2
+    assert len(await store.claim("archive", limit=10, lease=30)) == 2
+    assert await store.replay() == 2
+    assert await store.disabled() == {}
+    assert len(await store.claim("app", limit=10, lease=30)) == 2
+    await store.close()
+
+
+async def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
+    for _ in range(20):
+        task = asyncio.create_task(store.route(to_destinations))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await store.record(
+        events=[Event(id="e2", type=EventType.SEND, message_id="m1", created_at=NOW, detail="{}")]
+    )
+    await store.route(to_destinations)
+    assert len(await store.claim("archive", limit=10, lease=30)) == 2
+    await store.close()
