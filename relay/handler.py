@@ -15,7 +15,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
-from pixelpost.events import EventSink, common_headers, mail_object, rendering_failure_event
+from pixelpost.events import dumps
+from pixelpost.mail import common_headers, mail_object
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy, client_address, format_peer
 from relay.delivery import Client, Delivery, Outgoing, Submission
@@ -42,7 +43,6 @@ class RelayHandler:
         access: AccessPolicy,
         delivery: Delivery,
         codec: TokenCodec,
-        events: EventSink,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recipients_limit: int = RECIPIENTS_LIMIT_DEFAULT,
     ) -> None:
@@ -50,7 +50,6 @@ class RelayHandler:
         self._access = access
         self._delivery = delivery
         self._codec = codec
-        self._events = events
         self._clock = clock
         self._recipients_limit = recipients_limit
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -141,26 +140,25 @@ class RelayHandler:
                     when=now,
                 )
                 + copy.content,
-                mail=mail_object(
-                    message_id=copy.message_id,
-                    sent_at=now,
-                    source=envelope.mail_from,
-                    destination=copy.recipients,
-                    headers=headers,
-                    common=common,
-                    config_set=config_set.name if config_set else None,
-                    message_tags=controls.tags,
-                    source_ip=client.address,
-                    caller_identity=user or client.address,
+                mail=dumps(
+                    mail_object(
+                        message_id=copy.message_id,
+                        sent_at=now,
+                        source=envelope.mail_from,
+                        destination=copy.recipients,
+                        headers=headers,
+                        common=common,
+                        config_set=config_set.name if config_set else None,
+                        message_tags=controls.tags,
+                        source_ip=client.address,
+                        caller_identity=user or client.address,
+                    )
                 ),
             )
             for copy in prepared.copies
         )
         if prepared.failure is not None:
             log.warning("%s: tracking left out: %s", copies[0].message_id, prepared.failure)
-            await self._events.publish(
-                [rendering_failure_event(copies[0].mail, error=prepared.failure, now=now)]
-            )
         submission = Submission(
             mail_from=envelope.mail_from,
             mail_options=tuple(envelope.mail_options),
@@ -168,6 +166,7 @@ class RelayHandler:
             config_set=config_set,
             client=client,
             received_at=now,
+            rendering_failure=prepared.failure,
         )
         log.info(
             "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",

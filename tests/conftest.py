@@ -4,17 +4,21 @@ started on port 0, and configuration written the way users write it."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from aiosmtpd.smtp import SMTP
 
 from pixelpost.config import Config, parse_config_text
-from pixelpost.events import Event
+from pixelpost.event_types import EventType
 from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.store import Route, SQLiteStore, Store
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
 from relay.delivery import Delivery, ForwardingDelivery
@@ -144,39 +148,57 @@ def codec_for(config: Config) -> TokenCodec:
     return TokenCodec([decode_signing_key(key) for key in keys])
 
 
-class RecordingEvents:
-    """Keeps what the relay publishes, in memory."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-
-
 @pytest.fixture
-def events() -> RecordingEvents:
-    return RecordingEvents()
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """The real SQLite store, in the test's directory."""
+    opened = await SQLiteStore.open(tmp_path / "pixelpost.db")
+    yield opened
+    await opened.close()
+
+
+CONFIG_SETS = ("default", "marketing", "untracked")
+
+
+async def published(store: Store) -> list[dict[str, Any]]:
+    """Every event recorded so far about messages of the test configuration sets, as
+    the SES JSON a destination would get."""
+    await store.route(
+        [
+            Route(config_set=name, event_type=t, destination="test")
+            for name in CONFIG_SETS
+            for t in EventType
+        ]
+    )
+    claimed = await store.claim("test", limit=10_000, lease=3600)
+    return [json.loads(c.body) for c in claimed]
+
+
+def recorded(store: SQLiteStore) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every event in the store's file: (type, message id, the type's own object)."""
+    with sqlite3.connect(store.path) as connection:
+        rows = connection.execute("SELECT type, message_id, detail FROM events ORDER BY seq")
+        return [(kind, message_id, json.loads(detail)) for kind, message_id, detail in rows]
 
 
 RelayStarter = Callable[..., Awaitable[RelayServer]]
 
 
 @pytest.fixture
-async def start_relay(events: RecordingEvents) -> AsyncIterator[RelayStarter]:
+async def start_relay(store: SQLiteStore) -> AsyncIterator[RelayStarter]:
     """Starts relays on 127.0.0.1 port 0 that forward to their configured upstream."""
     servers: list[RelayServer] = []
 
     async def start(config: Config, *, delivery: Delivery | None = None) -> RelayServer:
         if delivery is None:
             transport = open_transport(config.upstream, local_hostname=config.relay.hostname)
-            delivery = ForwardingDelivery(transport=transport)
+            delivery = ForwardingDelivery(
+                transport=transport, recorder=store, hostname=config.relay.hostname
+            )
         handler = RelayHandler(
             config=config,
             access=AccessPolicy(allow_networks=config.relay.allow_networks),
             delivery=delivery,
             codec=codec_for(config),
-            events=events,
         )
         server = RelayServer(config=config.relay, handler=handler)
         await server.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import ssl
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from pixelpost.store import SQLiteStore
 from relay.delivery import ForwardingDelivery, Submission
 from relay.headers import parse_header_section
 from relay.upstream import open_transport
@@ -100,11 +102,16 @@ async def test_configuration_set_and_tags_are_read(
     tmp_path: Path,
     header: bytes,
     expected_set: str,
+    store: SQLiteStore,
 ) -> None:
     handler, port = sink
     config = make_config(f"smtp://127.0.0.1:{port}", tmp_path)
     recording = Recording(
-        ForwardingDelivery(transport=open_transport(config.upstream, local_hostname="relay.test"))
+        ForwardingDelivery(
+            transport=open_transport(config.upstream, local_hostname="relay.test"),
+            recorder=store,
+            hostname="relay.test",
+        )
     )
     relay = await start_relay(config, delivery=recording)
 
@@ -114,7 +121,7 @@ async def test_configuration_set_and_tags_are_read(
     [submission] = recording.submissions
     assert submission.config_set is not None
     assert submission.config_set.name == expected_set
-    tags = submission.copies[0].mail["tags"]
+    tags = json.loads(submission.copies[0].mail)["tags"]
     assert (tags["a"], tags["b"], tags["ses:configuration-set"]) == (
         ["1"],
         ["two"],
@@ -127,14 +134,18 @@ async def test_configuration_set_and_tags_are_read(
 
 
 async def test_no_header_and_no_default_set_relays_untracked(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
     handler, port = sink
     config = dataclasses.replace(
         make_config(f"smtp://127.0.0.1:{port}", tmp_path), default_config_set=None
     )
     recording = Recording(
-        ForwardingDelivery(transport=open_transport(config.upstream, local_hostname="relay.test"))
+        ForwardingDelivery(
+            transport=open_transport(config.upstream, local_hostname="relay.test"),
+            recorder=store,
+            hostname="relay.test",
+        )
     )
     relay = await start_relay(config, delivery=recording)
 

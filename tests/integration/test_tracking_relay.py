@@ -12,10 +12,16 @@ from pathlib import Path
 import aiosmtplib
 
 from pixelpost.config import parse_config_text
-from pixelpost.event_types import EventType
+from pixelpost.store import SQLiteStore
 from relay import mime
 from relay.html import pixel_html
-from tests.conftest import RecordingEvents, RelayStarter, codec_for, config_text, make_config
+from tests.conftest import (
+    RelayStarter,
+    codec_for,
+    config_text,
+    make_config,
+    published,
+)
 from tests.sink import SinkHandler
 
 ATTACHMENT = bytes(range(256)) * 64
@@ -128,7 +134,7 @@ async def test_a_rendering_failure_delivers_the_original_and_says_why(
     sink: tuple[SinkHandler, int],
     start_relay: RelayStarter,
     tmp_path: Path,
-    events: RecordingEvents,
+    store: SQLiteStore,
 ) -> None:
     handler, port = sink
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
@@ -143,11 +149,12 @@ async def test_a_rendering_failure_delivers_the_original_and_says_why(
     await handler.wait(1)
     [arrival] = handler.arrivals
     assert arrival.content.endswith(message)
-    [failure] = [e for e in events.events if e.type is EventType.RENDERING_FAILURE]
-    assert failure.body["eventType"] == "Rendering Failure"
-    assert "x-klingon" in failure.body["failure"]["errorMessage"]
-    assert failure.body["mail"]["destination"] == ["a@example.org", "b@example.org"]
-    assert failure.body["mail"]["tags"]["ses:configuration-set"] == ["default"]
+    events = await published(store)
+    assert [e["eventType"] for e in events] == ["Send", "Rendering Failure", "Delivery"]
+    failure = events[1]
+    assert "x-klingon" in failure["failure"]["errorMessage"]
+    assert failure["mail"]["destination"] == ["a@example.org", "b@example.org"]
+    assert failure["mail"]["tags"]["ses:configuration-set"] == ["default"]
 
 
 async def test_every_corpus_message_goes_through_with_tracking(
