@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pixelpost import __version__
-from pixelpost.config import Config
-
-CONFIG_KEY = web.AppKey("config", Config)
+from tracker.metrics import Metrics
+from tracker.views import Views
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -15,9 +15,18 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-def create_app(config: Config) -> web.Application:
-    """The tracker application for `config`."""
+def create_app(*, views: Views, metrics: Metrics) -> web.Application:
+    """The tracker application: the pixel, the redirects, health and metrics."""
     app = web.Application()
-    app[CONFIG_KEY] = config
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    app.router.add_get("/o/{token}", views.pixel)
+    app.router.add_get("/c/{token:.+}", views.click)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
     return app

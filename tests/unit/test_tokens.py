@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import string
 
@@ -131,3 +132,15 @@ def test_destination_escaping_is_exact() -> None:
     token = codec.click_token(new_message_id(), 0, url, {})
     assert token.split("/", 1)[1] == "example.com/%2Fa%20b/%252F%3Fq=%C3%BC&x=%2520%23frag"
     assert codec.read_click(token).url == url
+
+
+@given(
+    key=st.binary(min_size=1, max_size=200),
+    header=st.binary(max_size=80),
+    rest=st.binary(max_size=200),
+)
+def test_the_mac_is_hmac_sha256(key: bytes, header: bytes, rest: bytes) -> None:
+    from pixelpost.tokens import _DOMAIN, _Hmac  # noqa: PLC0415
+
+    expected = hmac.digest(key, _DOMAIN + header + b"\x00" + rest, "sha256")[:16]
+    assert _Hmac(key).mac(header, rest) == expected

@@ -1,0 +1,313 @@
+"""The dispatcher delivering the real store's outbox to a real webhook receiver and a
+file: signatures, retries, Retry-After, 410, dead letters, replay, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import generate_latest
+from standardwebhooks import Webhook
+
+from pixelpost.config import Config, parse_config_text
+from pixelpost.events import open_event, send_event
+from pixelpost.store import MessageRecord, SQLiteStore
+from tests.receiver import Receiver, start_receiver
+from tracker.destinations import make_sender
+from tracker.dispatch import Dispatcher
+from tracker.metrics import Metrics
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def config(
+    tmp_path: Path,
+    port: int,
+    *,
+    retry_delays: str = '["200ms", "200ms", "200ms"]',
+    timeout: str = "1s",
+) -> Config:
+    return parse_config_text(
+        f"""
+[config_sets.marketing]
+destinations = ["app", "archive"]
+
+[destinations.app]
+type = "webhook"
+url = "http://127.0.0.1:{port}/events"
+secret = "{SECRET}"
+events = ["send", "open"]
+retry_delays = {retry_delays}
+timeout = "{timeout}"
+
+[destinations.archive]
+type = "file"
+path = "{tmp_path / "events.jsonl"}"
+""",
+        environ={},
+    )
+
+
+async def record(store: SQLiteStore, count: int) -> list[str]:
+    mail = json.dumps({"messageId": "m1", "tags": {"ses:configuration-set": ["marketing"]}})
+    events = [send_event("m1", now=NOW)] + [
+        open_event("m1", ip="192.0.2.1", user_agent="ua", now=NOW) for _ in range(count - 1)
+    ]
+    await store.record(
+        messages=[MessageRecord(id="m1", config_set="marketing", created_at=NOW, mail=mail)],
+        events=events,
+    )
+    return [e.id for e in events]
+
+
+DispatcherStarter = Callable[..., Awaitable[Dispatcher]]
+
+
+@pytest.fixture
+async def start_dispatcher() -> AsyncIterator[DispatcherStarter]:
+    running: list[tuple[Dispatcher, aiohttp.ClientSession]] = []
+
+    async def start(cfg: Config, store: SQLiteStore, **kwargs: object) -> Dispatcher:
+        session = aiohttp.ClientSession()
+        dispatcher = Dispatcher(
+            config=cfg,
+            store=store,
+            senders={n: make_sender(d, session) for n, d in cfg.destinations.items()},
+            **kwargs,  # type: ignore[arg-type]
+        )
+        dispatcher.start()
+        dispatcher.wake()
+        running.append((dispatcher, session))
+        return dispatcher
+
+    yield start
+    for dispatcher, session in running:
+        await dispatcher.stop(grace=0)
+        await session.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
+    found = Receiver()
+    runner, port = await start_receiver(found)
+    yield found, port
+    if found.hold is not None:
+        found.hold.set()
+    await runner.cleanup()
+
+
+def file_lines(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_events_reach_the_webhook_signed_and_the_file(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    ids = await record(store, 3)
+    await start_dispatcher(config(tmp_path, port), store)
+
+    await hook.wait(3)
+    await until(lambda: len(file_lines(tmp_path)) == 3)
+    verifier = Webhook(SECRET)
+    for request in hook.requests:
+        payload = verifier.verify(request.body, request.headers)
+        assert payload["mail"]["messageId"] == "m1"
+        assert request.headers["Content-Type"] == "application/json"
+        assert request.headers["webhook-signature"].startswith("v1,")
+    assert sorted(hook.delivered_ids) == sorted(ids)
+    metrics = Metrics()
+    for _ in range(100):
+        await metrics.refresh(store)
+        text = generate_latest(metrics.registry).decode()
+        if 'pixelpost_events_delivered_total{destination="archive"} 3.0' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert 'pixelpost_events_delivered_total{destination="app"} 3.0' in text
+    assert 'pixelpost_events_delivered_total{destination="archive"} 3.0' in text
+    assert 'pixelpost_outbox_depth{destination="app"} 0.0' in text
+    assert sorted(json.dumps(line, sort_keys=True) for line in file_lines(tmp_path)) == sorted(
+        json.dumps(json.loads(r.body), sort_keys=True) for r in hook.requests
+    )
+
+
+async def test_a_receiver_down_for_a_while_gets_everything_once_back(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    hook.status = 503
+    ids = await record(store, 4)
+    await start_dispatcher(
+        config(tmp_path, port, retry_delays='["200ms", "200ms", "200ms", "200ms", "200ms"]'), store
+    )
+
+    await hook.wait(4 * 3)  # every event failed three times
+    failed = len(hook.requests)
+    hook.status = 200
+    await until(lambda: len({r.headers["webhook-id"] for r in hook.requests[failed:]}) == 4)
+    after_recovery = [r.headers["webhook-id"] for r in hook.requests[failed:]]
+    assert sorted(set(after_recovery)) == sorted(ids)
+    assert all(r.headers["webhook-id"] in ids for r in hook.requests)
+    for _ in range(50):
+        if await store.outbox_depth() == {}:
+            break
+        await asyncio.sleep(0.05)
+    assert await store.outbox_depth() == {}
+    assert await store.dead_letters() == []
+
+
+async def test_retry_after_is_honoured(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    hook.status = 429
+    hook.retry_after = "2"
+    await record(store, 1)
+    await start_dispatcher(config(tmp_path, port), store)
+
+    await hook.wait(1)
+    first = time.monotonic()
+    hook.status = 200
+    await hook.wait(2, within=10)
+    assert time.monotonic() - first >= 1.9
+
+
+async def dead_letters_soon(store: SQLiteStore, count: int) -> list[object]:
+    for _ in range(200):
+        letters = await store.dead_letters()
+        if len(letters) >= count:
+            return list(letters)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} dead letters")
+
+
+async def test_exhausted_retries_become_dead_letters_and_replay_delivers_them(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    hook.status = 500
+    [event_id] = await record(store, 1)
+    await start_dispatcher(config(tmp_path, port, retry_delays='["100ms", "100ms"]'), store)
+
+    [letter] = await dead_letters_soon(store, 1)
+    assert len(hook.requests) == 3  # the first attempt and two retries
+    assert (letter.event_id, letter.destination, letter.attempts) == (event_id, "app", 3)  # type: ignore[attr-defined]
+    assert letter.last_error.startswith("HTTP 500")  # type: ignore[attr-defined]
+    assert len(file_lines(tmp_path)) == 1  # the file destination was not held up
+    counts = (await store.counts())["app"]
+    assert (counts.delivered, counts.failed, counts.dead, counts.pending) == (0, 3, 1, 0)
+
+    hook.status = 200
+    assert await store.replay("app") == 1
+    await hook.wait(4)
+    assert hook.requests[-1].headers["webhook-id"] == event_id
+
+
+async def test_410_disables_the_destination_and_replay_enables_it(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook, port = receiver
+    hook.status = 410
+    await record(store, 1)
+    dispatcher = await start_dispatcher(config(tmp_path, port), store)
+
+    await hook.wait(1)
+    await dead_letters_soon(store, 1)
+    assert "HTTP 410" in (await store.disabled())["app"]
+    assert "destination disabled" in caplog.text
+    await record_more(store)
+    dispatcher.wake()
+    await until(lambda: len(file_lines(tmp_path)) == 2)
+    await dead_letters_soon(store, 2)
+    assert len(hook.requests) == 1  # nothing more was sent to the disabled endpoint
+
+    hook.status = 200
+    assert await store.replay() == 2
+    await hook.wait(3)
+    assert await store.disabled() == {}
+
+
+async def record_more(store: SQLiteStore) -> None:
+    await store.record(events=[open_event("m1", ip="192.0.2.1", user_agent="ua", now=NOW)])
+
+
+async def test_a_slow_endpoint_holds_up_no_other_destination(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    hook.hold = asyncio.Event()  # the endpoint never answers
+    await record(store, 20)
+    started = time.monotonic()
+    await start_dispatcher(config(tmp_path, port, timeout="10s"), store)
+
+    await until(lambda: len(file_lines(tmp_path)) == 20, within=5)
+    assert time.monotonic() - started < 5
+    await hook.wait(8)  # its requests in flight, no more
+    assert len(hook.requests) == 8
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_crash_before_marking_done_delivers_again_with_the_same_id(
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+) -> None:
+    hook, port = receiver
+    clock = Clock()
+    store = await SQLiteStore.open(tmp_path / "crash.db", clock=clock)
+    hook.hold = asyncio.Event()
+    [event_id] = await record(store, 1)
+    cfg = config(tmp_path, port)
+    first = await start_dispatcher(cfg, store)
+    await hook.wait(1)  # the endpoint has it; the dispatcher has not heard back
+
+    await first.stop(grace=0)  # the tracker dies here
+    hook.hold.set()
+    clock.now += 2 * 1 + 5 + 1  # the claim's lease lapses
+    await start_dispatcher(cfg, store)
+
+    await hook.wait(2)
+    assert [r.headers["webhook-id"] for r in hook.requests] == [event_id, event_id]
+    await store.close()

@@ -1,0 +1,235 @@
+"""The event pipeline: route new events into the outbox, and deliver the outbox to each
+destination, at least once.
+
+One task routes; each destination has its own task and its own requests in flight, so
+a slow or dead endpoint never holds up another, nor the tracker's responses (it only
+ever awaits I/O). A delivery is removed from the outbox only after it succeeded: a crash
+in between sends it again once its claim lapses. Failures are retried on the
+destination's schedule with jitter; when the schedule is spent the delivery becomes a
+dead letter, which `pixelpost events replay` queues again. An endpoint answering 410
+disables its destination until a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import aiohttp
+
+from pixelpost.config import Config
+from pixelpost.event_types import EventType
+from pixelpost.store import Claimed, Route, Store, StoreError, open_store
+from tracker.destinations import Outcome, Sender, make_sender
+from tracker.retry import next_delay
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 1.0
+"""How often to look for work that another process put in the store."""
+ROUTE_INTERVAL = 0.05
+"""Routing waits this long between rounds, so that a busy tracker routes its hits in
+batches rather than one transaction each."""
+ROUTE_POLL_INTERVAL = 0.25
+"""How often to look for new events when nobody says there are (the dispatcher runs in
+a process of its own, or events come from a relay elsewhere)."""
+STORE_ERROR_PAUSE = 5.0
+STOP_GRACE = 10.0
+
+
+def routes_for(config: Config) -> list[Route]:
+    """The routing table: each configuration set's events go to those of its
+    destinations that subscribe to their type."""
+    return [
+        Route(config_set=config_set.name, event_type=event_type, destination=name)
+        for config_set in config.config_sets.values()
+        for name in config_set.destinations
+        for event_type in EventType
+        if event_type in config.destinations[name].events
+    ]
+
+
+class Dispatcher:
+    """Routes events and delivers them to their destinations."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        senders: Mapping[str, Sender],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._routes = routes_for(config)
+        self._store = store
+        self._senders = senders
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
+        self._route_wakeup = asyncio.Event()
+        self._wakeups = {name: asyncio.Event() for name in senders}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._route_loop(), name="dispatch: route")]
+        self._tasks += [
+            asyncio.create_task(self._destination_loop(sender), name=f"dispatch: {name}")
+            for name, sender in self._senders.items()
+        ]
+
+    def wake(self) -> None:
+        """New events were recorded: route them now rather than at the next poll."""
+        self._route_wakeup.set()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop claiming; give deliveries in flight `grace` seconds, then cancel them
+        (their claims lapse and they are sent again later)."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._deliveries:
+            _, pending = await asyncio.wait(set(self._deliveries), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        event.clear()
+
+    async def _route_loop(self) -> None:
+        while True:
+            try:
+                routed = await self._store.route(self._routes)
+            except StoreError as exc:
+                log.error("dispatch: cannot route events: %s", exc)
+                await asyncio.sleep(STORE_ERROR_PAUSE)
+                continue
+            if routed:
+                for wakeup in self._wakeups.values():
+                    wakeup.set()
+            await asyncio.sleep(ROUTE_INTERVAL)
+            if not routed:
+                await self._wait(self._route_wakeup, ROUTE_POLL_INTERVAL)
+
+    async def _destination_loop(self, sender: Sender) -> None:
+        wakeup = self._wakeups[sender.name]
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self._deliveries.discard(task)
+            wakeup.set()
+
+        while True:
+            free = sender.concurrency - len(in_flight)
+            claimed: list[Claimed] = []
+            if free > 0:
+                try:
+                    claimed = await self._store.claim(
+                        sender.name, limit=free * sender.batch_size, lease=sender.lease
+                    )
+                except StoreError as exc:
+                    log.error("dispatch %s: cannot claim events: %s", sender.name, exc)
+                    await asyncio.sleep(STORE_ERROR_PAUSE)
+                    continue
+            for start in range(0, len(claimed), sender.batch_size):
+                task = asyncio.create_task(
+                    self._deliver(sender, claimed[start : start + sender.batch_size])
+                )
+                in_flight.add(task)
+                self._deliveries.add(task)
+                task.add_done_callback(finished)
+            if not claimed or len(in_flight) >= sender.concurrency:
+                await self._wait(wakeup, POLL_INTERVAL)
+
+    async def _deliver(self, sender: Sender, batch: Sequence[Claimed]) -> None:
+        try:
+            outcomes = await sender.deliver(batch)
+        except Exception:  # a bug in a sender: the claims lapse and the events come back
+            log.exception("dispatch %s: delivering %d events failed", sender.name, len(batch))
+            return
+        delivered = [
+            c.seq for c, outcome in zip(batch, outcomes, strict=True) if outcome.delivered
+        ]
+        try:
+            if delivered:
+                await self._store.delivered(sender.name, delivered)
+            for claimed, outcome in zip(batch, outcomes, strict=True):
+                if not outcome.delivered:
+                    await self._failed(sender, claimed, outcome)
+        except StoreError as exc:
+            # The claims lapse and these deliveries come back: sent again, never lost.
+            log.error("dispatch %s: cannot record delivery results: %s", sender.name, exc)
+
+    async def _failed(self, sender: Sender, claimed: Claimed, outcome: Outcome) -> None:
+        name = sender.name
+        if outcome.gone:
+            reason = f"disabled: the endpoint answered {outcome.error}"
+            log.error(
+                "dispatch %s: the endpoint is gone (%s); destination disabled, its events are "
+                "dead letters until `pixelpost events replay --destination %s`",
+                name,
+                outcome.error,
+                name,
+            )
+            await self._store.disable(name, reason)
+            return
+        failures = claimed.attempts + 1
+        delay = next_delay(
+            failures, sender.retry_delays, retry_after=outcome.retry_after, rng=self._rng
+        )
+        if delay is None:
+            log.error(
+                "dispatch %s: event %s (%s of %s) failed %d times, last: %s; now a dead letter",
+                name,
+                claimed.event_id,
+                claimed.event_type.value,
+                claimed.message_id,
+                failures,
+                outcome.error,
+            )
+            await self._store.dead(name, claimed.seq, attempts=failures, error=outcome.error)
+            return
+        log.warning(
+            "dispatch %s: event %s failed (attempt %d): %s; next attempt in %.0fs",
+            name,
+            claimed.event_id,
+            failures,
+            outcome.error,
+            delay,
+        )
+        await self._store.retry(
+            name, claimed.seq, attempts=failures, at=self._clock() + delay, error=outcome.error
+        )
+
+
+async def run_dispatcher(config: Config, stop: asyncio.Event) -> None:
+    """Dispatch the configured store's events until `stop` is set."""
+    store = await open_store(config.store)
+    try:
+        async with aiohttp.ClientSession() as session:
+            dispatcher = Dispatcher(
+                config=config,
+                store=store,
+                senders={
+                    name: make_sender(destination, session)
+                    for name, destination in config.destinations.items()
+                },
+            )
+            dispatcher.start()
+            try:
+                await stop.wait()
+            finally:
+                await dispatcher.stop()
+    finally:
+        await store.close()

@@ -1,0 +1,138 @@
+"""The tracker's hot paths: the pixel and the click redirect.
+
+Each hit is recorded durably before the answer goes out (the store groups concurrent
+hits into one commit), so an open or click that got its answer is never lost, even if
+the tracker dies right after. A token that does not verify gets 404 and a short plain
+page, never a redirect.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from aiohttp import web
+
+from pixelpost.config import IPNetwork
+from pixelpost.event_types import EventType
+from pixelpost.events import dumps
+from pixelpost.store import Hit, Recorder, StoreError
+from pixelpost.tokens import InvalidToken, TokenCodec
+from tracker.client import anonymize, client_ip
+from tracker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+"""A transparent 1x1 GIF, 43 bytes."""
+NOT_FOUND = "This link is not valid.\n"
+USER_AGENT_LIMIT = 512
+_NO_STORE = {"Cache-Control": "no-store"}
+_HEADER_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def location(url: str) -> str:
+    """`url` as a Location header value: an international host in its xn-- form, and
+    characters a header cannot carry percent-encoded (UTF-8), the rest as written."""
+    if url.isascii() and _HEADER_UNSAFE.search(url) is None:
+        return url  # the common case: nothing to change
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = parts.netloc
+    if not host.isascii():
+        netloc = netloc.replace(host, host.encode("idna").decode("ascii"))
+    rebuilt = urlunsplit(parts._replace(netloc=netloc)) if netloc != parts.netloc else url
+    return _HEADER_UNSAFE.sub(lambda m: quote(m.group(), safe=""), rebuilt)
+
+
+class Views:
+    """The pixel and click handlers, with what they need passed in."""
+
+    def __init__(
+        self,
+        *,
+        codec: TokenCodec,
+        recorder: Recorder,
+        trusted_proxies: Sequence[IPNetwork],
+        anonymize_ip: bool,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._codec = codec
+        self._recorder = recorder
+        self._trusted = tuple(trusted_proxies)
+        self._anonymize = anonymize_ip
+        self._metrics = metrics
+        self._clock = clock
+        self._opens = metrics.opens
+        self._clicks = metrics.clicks
+        self._pixel_latency = metrics.latency.labels("pixel")
+        self._click_latency = metrics.latency.labels("click")
+
+    def _who(self, request: web.Request) -> tuple[str, str]:
+        headers = request.headers
+        forwarded = headers.get("X-Forwarded-For")
+        peer = request.remote
+        if forwarded is None and peer is not None and not peer.startswith("::ffff:"):
+            ip = peer  # the common case needs no parsing
+        else:
+            ip = client_ip(peer, forwarded, self._trusted)
+        if self._anonymize:
+            ip = anonymize(ip)
+        return ip, headers.get("User-Agent", "")[:USER_AGENT_LIMIT]
+
+    def _unrecorded(self, hit: Hit, error: StoreError) -> None:
+        # The recipient still gets the image or the page: a tracker that breaks links
+        # when its store is down would be worse than a lost count.
+        self._metrics.unrecorded.inc()
+        log.error("%s: %s not recorded: %s", hit.message_id, hit.kind.value, error)
+
+    async def pixel(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            token = self._codec.read_open(request.match_info["token"])
+        except InvalidToken:
+            self._metrics.invalid_tokens.labels("pixel").inc()
+            return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
+        ip, user_agent = self._who(request)
+        hit = Hit(EventType.OPEN, token.message_id, ip, user_agent, self._clock())
+        try:
+            await self._recorder.record_hits((hit,))
+        except StoreError as exc:
+            self._unrecorded(hit, exc)
+        self._opens.inc()
+        self._pixel_latency.observe(time.perf_counter() - started)
+        return web.Response(body=PIXEL, content_type="image/gif", headers=_NO_STORE)
+
+    async def click(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        # The raw path, as sent: the destination in it is percent-encoded exactly as
+        # signed, and a query string added on the way is not part of the token.
+        path = request.raw_path.split("?", 1)[0].removeprefix("/c/")
+        try:
+            token = self._codec.read_click(path)
+        except InvalidToken:
+            self._metrics.invalid_tokens.labels("click").inc()
+            return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
+        ip, user_agent = self._who(request)
+        tags = (
+            dumps({name: list(values) for name, values in token.tags.items()})
+            if token.tags
+            else "{}"
+        )
+        hit = Hit(
+            EventType.CLICK, token.message_id, ip, user_agent, self._clock(), token.url, tags
+        )
+        try:
+            await self._recorder.record_hits((hit,))
+        except StoreError as exc:
+            self._unrecorded(hit, exc)
+        self._clicks.inc()
+        self._click_latency.observe(time.perf_counter() - started)
+        return web.Response(status=302, headers={"Location": location(token.url), **_NO_STORE})
