@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from pixelpost.config import Config, load_config
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.passwords import hash_password
+from pixelpost.store import DeadLetter, open_store
 
 log = logging.getLogger("pixelpost")
 
@@ -30,24 +32,26 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, environ=os.environ)
 
 
-def _run(args: argparse.Namespace, *, relay: bool, tracker: bool) -> int:
+def _run(args: argparse.Namespace, *, relay: bool, tracker: bool, dispatch: str) -> int:
     from pixelpost import runtime  # noqa: PLC0415 (the servers load only when they run)
 
     config = _load(args)
-    asyncio.run(runtime.run(config, relay=relay, tracker=tracker))
+    asyncio.run(
+        runtime.run(config, relay=relay, tracker=tracker, dispatch=runtime.Dispatch(dispatch))
+    )
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _run(args, relay=True, tracker=True)
+    return _run(args, relay=True, tracker=True, dispatch="inline")
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    return _run(args, relay=True, tracker=False)
+    return _run(args, relay=True, tracker=False, dispatch="none")
 
 
 def cmd_tracker(args: argparse.Namespace) -> int:
-    return _run(args, relay=False, tracker=True)
+    return _run(args, relay=False, tracker=True, dispatch="process")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -58,6 +62,104 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(problem)
         return 1
     print(f"{config.source or 'built-in defaults'}: ok")
+    return 0
+
+
+def _destination(args: argparse.Namespace, config: Config) -> str | None:
+    name: str | None = args.destination
+    if name is not None and name not in config.destinations:
+        known = ", ".join(sorted(config.destinations)) or "none"
+        raise PixelpostError(f"--destination {name!r} is not a destination (configured: {known})")
+    return name
+
+
+def cmd_events_dead_letters(args: argparse.Namespace) -> int:
+    config = _load(args)
+    destination = _destination(args, config)
+
+    async def read() -> tuple[list[DeadLetter], dict[str, str]]:
+        store = await open_store(config.store)
+        try:
+            return await store.dead_letters(destination, limit=args.limit), await store.disabled()
+        finally:
+            await store.close()
+
+    letters, disabled = asyncio.run(read())
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "eventId": letter.event_id,
+                        "destination": letter.destination,
+                        "eventType": letter.event_type.value,
+                        "messageId": letter.message_id,
+                        "attempts": letter.attempts,
+                        "failedAt": letter.failed_at.isoformat(),
+                        "lastError": letter.last_error,
+                    }
+                    for letter in letters
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for name, reason in sorted(disabled.items()):
+        if destination in (None, name):
+            print(f"destination {name} is disabled: {reason}")
+    if not letters:
+        print("no dead letters")
+        return 0
+    rows = [
+        (
+            letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            letter.destination,
+            letter.event_type.value,
+            letter.event_id,
+            letter.message_id,
+            str(letter.attempts),
+            letter.last_error,
+        )
+        for letter in letters
+    ]
+    header = (
+        "FAILED AT (UTC)",
+        "DESTINATION",
+        "TYPE",
+        "EVENT ID",
+        "MESSAGE ID",
+        "TRIES",
+        "LAST ERROR",
+    )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        )
+    print(f"{len(letters)} dead letters; `pixelpost events replay` queues them again")
+    return 0
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    config = _load(args)
+    destination = _destination(args, config)
+
+    async def replay() -> tuple[int, dict[str, str]]:
+        store = await open_store(config.store)
+        try:
+            disabled = await store.disabled()
+            return await store.replay(destination), disabled
+        finally:
+            await store.close()
+
+    count, disabled = asyncio.run(replay())
+    for name in sorted(disabled):
+        if destination in (None, name):
+            print(f"destination {name} enabled again")
+    scope = f" for {destination}" if destination else ""
+    print(f"queued {count} dead letters{scope} again; a running tracker delivers them")
     return 0
 
 
@@ -116,6 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, func, help_text)
         sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+
+    events = command("events", None, "inspect and replay undeliverable events")
+    events_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    for name, func, help_text in (
+        ("dead-letters", cmd_events_dead_letters, "list events whose delivery gave up"),
+        (
+            "replay",
+            cmd_events_replay,
+            "queue dead letters again (and enable destinations an endpoint disabled)",
+        ),
+    ):
+        sub = events_commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        sub.add_argument("--destination", metavar="NAME", help="only this destination")
+        if name == "dead-letters":
+            sub.add_argument("--json", action="store_true", help="print JSON")
+            sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
 
     keygen = command(
         "keygen", cmd_keygen, "print a fresh signing key and a fresh webhook secret (whsec_)"

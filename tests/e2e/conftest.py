@@ -50,13 +50,20 @@ class Running:
             self.process.send_signal(signum)
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {timeout}s after signal {signum}; its log:\n{self.stderr}"
+            ) from None
         finally:
             self.process.kill()
 
     def close(self) -> None:
-        """Close the pipes once the process is gone and its output has been read."""
+        """Close the pipes once the process (and any child holding them) is gone and
+        the output has been read."""
         for thread in self.readers:
             thread.join(10)
+        if any(thread.is_alive() for thread in self.readers):
+            raise AssertionError("a process still holds pixelpost's output open")
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()

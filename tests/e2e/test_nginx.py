@@ -1,0 +1,153 @@
+"""The README's nginx configuration in front of `pixelpost tracker`: links work through
+it byte for byte, and the recipient's address arrives through X-Forwarded-For."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from pixelpost.keys import decode_signing_key
+from pixelpost.tokens import TokenCodec
+from tests.e2e.conftest import BIN, Running, start
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGE_ID = "01a229384a7e0d36bd3897bb329eede0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def readme_nginx_config() -> str:
+    """The nginx configuration the README gives, as it is written there."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.DOTALL)
+    assert len(blocks) == 1, "the README has one nginx example"
+    return blocks[0]
+
+
+def test_the_readme_nginx_example_proxies_the_tracker(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).exists(), "nginx is needed (Debian package nginx; .ci/run installs it)"
+    tracker_port, nginx_port = free_port(), free_port()
+    config = tmp_path / "pixelpost.toml"
+    config.write_text(
+        f"""
+[tracker]
+listen = "127.0.0.1:{tracker_port}"
+trusted_proxies = ["127.0.0.1/32"]
+[store]
+url = "sqlite:///{tmp_path / "pixelpost.db"}"
+[signing]
+key_file = "{tmp_path / "signing.key"}"
+"""
+    )
+    site = readme_nginx_config()
+    site = site.replace("127.0.0.1:8080", f"127.0.0.1:{tracker_port}")
+    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{nginx_port};", site)
+    site = re.sub(r"\n\s*listen 443[^\n]*|\n\s*ssl_certificate[^\n]*", "", site)
+    temp = tmp_path / "nginx"
+    temp.mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"""
+daemon off;
+pid {temp / "nginx.pid"};
+error_log {temp / "error.log"};
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {temp / "body"};
+    proxy_temp_path {temp / "proxy"};
+    fastcgi_temp_path {temp / "fastcgi"};
+    uwsgi_temp_path {temp / "uwsgi"};
+    scgi_temp_path {temp / "scgi"};
+{site}
+}}
+"""
+    )
+    tracker = start([str(BIN / "pixelpost"), "tracker", "-c", str(config)], cwd=tmp_path)
+    processes.append(tracker)
+    server = subprocess.Popen(
+        [nginx, "-p", str(temp), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", nginx_port), 0.2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "nginx does not listen"
+                time.sleep(0.05)
+
+        codec = TokenCodec([decode_signing_key((tmp_path / "signing.key").read_text().strip())])
+        destination = "https://shop.example.com/a//b/%2F?q=%20x&y=1"
+        link = f"http://127.0.0.1:{nginx_port}/c/" + codec.click_token(
+            MESSAGE_ID, 0, destination, {}
+        )
+        result = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-H",
+                "X-Forwarded-For: 203.0.113.9",
+                link,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+        assert result.stdout == f"302 {destination}"
+        pixel = f"http://127.0.0.1:{nginx_port}/o/{codec.open_token(MESSAGE_ID)}"
+        status = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", pixel],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        assert status == "200"
+        other = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                f"http://127.0.0.1:{nginx_port}/metrics",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        assert other == "404"  # only the pixel, the links and /healthz are public
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stderr is not None:
+            server.stderr.close()
+
+    with sqlite3.connect(tmp_path / "pixelpost.db") as connection:
+        rows = connection.execute("SELECT type, detail FROM events ORDER BY seq").fetchall()
+    assert [kind for kind, _ in rows] == ["click", "open"]
+    assert '"ipAddress":"203.0.113.9"' in rows[0][1]
+    assert '"ipAddress":"127.0.0.1"' in rows[1][1]
