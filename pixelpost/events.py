@@ -83,6 +83,11 @@ def send_event(message_id: str, *, now: datetime) -> Event:
     return _event(EventType.SEND, message_id, now, {})
 
 
+def reject_event(message_id: str, *, reason: str, now: datetime) -> Event:
+    """The relay took the message but will not send it on (SES: a virus)."""
+    return _event(EventType.REJECT, message_id, now, {"reason": reason})
+
+
 def rendering_failure_event(message_id: str, *, error: str, now: datetime) -> Event:
     """Tracking could not be added; the message went out as it came in."""
     return _event(

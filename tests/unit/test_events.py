@@ -15,6 +15,7 @@ from pixelpost.events import (
     delivery_event,
     dumps,
     open_event,
+    reject_event,
     render,
     rendering_failure_event,
     send_event,
@@ -106,6 +107,7 @@ def test_headers_past_10_kb_are_truncated() -> None:
     ("event", "key", "fields"),
     [
         (send_event("m", now=NOW), "send", set()),
+        (reject_event("m", reason="Bad content", now=NOW), "reject", {"reason"}),
         (
             rendering_failure_event("m", error="bad", now=NOW),
             "failure",
