@@ -14,15 +14,10 @@ from pathlib import Path
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, start
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_ID = "01a229384a7e0d36bd3897bb329eede0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def readme_nginx_config() -> str:

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import smtplib
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -25,15 +24,10 @@ from standardwebhooks import Webhook
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, start
+from tests.net import free_port
 from tests.receiver import ThreadedReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import ssl
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from relay.delivery import ForwardingDelivery, Submission
 from relay.headers import parse_header_section
 from relay.upstream import open_transport
 from tests.conftest import RelayStarter, SinkStarter, make_config
+from tests.net import free_port
 from tests.sink import SinkHandler
 
 MESSAGE = (
@@ -44,12 +44,6 @@ async def send(port: int, message: bytes, *, rcpts: list[str] | None = None) -> 
             "sender@example.com", rcpts or ["rcpt@example.org"], message
         )
         return reply
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_message_arrives_byte_identical_but_for_control_headers_and_received(
