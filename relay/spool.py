@@ -1,0 +1,371 @@
+"""The spool: where accepted mail waits, safe on disk, until it is delivered or bounced.
+
+    spool/tmp/<id>     being written; what is left here at start was never accepted
+    spool/queue/<id>   accepted: written, fsync'd, renamed here, the directory fsync'd,
+                       all before the client hears 250
+    spool/state/<id>   how delivery went so far (attempts, next attempt, recipients
+                       done); replaced atomically, not fsync'd: losing it to a crash
+                       means trying sooner or sending again, never losing mail
+    spool/flush        touched by `pixelpost queue flush`: every relay retries now
+
+A spool file is a header line, the envelope as JSON, the message, and a trailer with
+the length and CRC-32 of what precedes it, so that a file cut short is recognised and
+never delivered as a partial message. Relay processes sharing a spool take a flock on
+a file while they deliver it, so that no message goes out twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from pixelpost.errors import PixelpostError
+
+T = TypeVar("T")
+
+_MAGIC = b"pixelpost-spool 1\n"
+_TRAILER = b"\nEND "
+_TRAILER_FIELDS = re.compile(rb"([0-9]{1,12}) ([0-9a-f]{8})\n")
+IO_THREADS = 4
+"""Threads writing spool files: fsyncs of several messages proceed side by side."""
+
+
+class SpoolError(PixelpostError):
+    """The spool cannot be written or read."""
+
+
+class CorruptSpoolFile(SpoolError):
+    """A spool file is incomplete or damaged."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Envelope:
+    """What the spool keeps beside a message: enough to deliver it and to report on it
+    without the store."""
+
+    id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+    config_set: str | None = None
+    received_at: float
+    expires_at: float
+    mail: str | None = None
+    """The SES mail object (JSON), so that delivery events can always be recorded."""
+    notification: bool = False
+    """A delivery status notification pixelpost wrote: never bounced, never tracked."""
+    rendering_failure: str | None = None
+    """Why tracking was left out of this copy, when it was."""
+
+
+@dataclass(kw_only=True, slots=True)
+class State:
+    """How delivery of one spool file went so far."""
+
+    attempts: int = 0
+    """Deferrals so far."""
+    sent: bool = False
+    """Whether the Send event is recorded (it is, with the first attempt's events)."""
+    next_attempt_at: float = 0.0
+    first_deferred_at: float | None = None
+    done: list[str] = field(default_factory=list)
+    """Recipients already delivered or bounced."""
+    last_error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Depth:
+    """How many messages a spool holds."""
+
+    queued: int
+    """All of them."""
+    deferred: int
+    """Those deferred at least once."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Summary:
+    """What `pixelpost queue` shows."""
+
+    queued: int
+    due: int
+    """Messages to be tried now: new ones, and deferred ones whose time has come."""
+    oldest: tuple[str, float] | None
+    """The oldest message's id and when it was spooled."""
+    next_retry: float | None
+    """When the next deferred message is retried."""
+    corrupt: int
+    """Damaged files moved aside to spool/corrupt/."""
+
+
+def depth(path: Path) -> Depth | None:
+    """How many messages the spool at `path` holds; None if there is none there. Cheap
+    (two directory listings): for metrics."""
+    try:
+        queued = sum(1 for entry in os.scandir(path / "queue") if not entry.name.startswith("."))
+        deferred = sum(1 for entry in os.scandir(path / "state") if not entry.name.startswith("."))
+    except FileNotFoundError:
+        return None
+    return Depth(queued=queued, deferred=deferred)
+
+
+def encode(envelope: Envelope, content: bytes) -> bytes:
+    """A spool file's bytes."""
+    header = _MAGIC + json.dumps(asdict(envelope), separators=(",", ":")).encode() + b"\n"
+    body = header + content
+    return body + _TRAILER + f"{len(body)} {zlib.crc32(body):08x}\n".encode()
+
+
+def decode(data: bytes) -> tuple[Envelope, bytes]:
+    """The envelope and message of a spool file; CorruptSpoolFile if it is not whole."""
+    if not data.startswith(_MAGIC):
+        raise CorruptSpoolFile("no spool header")
+    at = data.rfind(_TRAILER)
+    if at < 0:
+        raise CorruptSpoolFile("no trailer: the file was cut short")
+    body = data[:at]
+    trailer = _TRAILER_FIELDS.fullmatch(data[at + len(_TRAILER) :])
+    if trailer is None or int(trailer[1]) != len(body) or int(trailer[2], 16) != zlib.crc32(body):
+        raise CorruptSpoolFile("length or checksum does not match")
+    line_end = body.index(b"\n", len(_MAGIC))
+    fields = json.loads(body[len(_MAGIC) : line_end])
+    fields["recipients"] = tuple(fields["recipients"])
+    fields["mail_options"] = tuple(fields["mail_options"])
+    return Envelope(**fields), body[line_end + 1 :]
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DirectorySync:
+    """fsyncs a directory for everyone who asked while the last fsync ran: one fsync
+    makes a burst of renames durable."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
+        self._path = path
+        self._executor = executor
+        self._waiting: list[asyncio.Future[None]] = []
+        self._running = False
+
+    async def sync(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        if not self._running:
+            self._start()
+        await asyncio.shield(future)
+
+    def _start(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._running = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._executor, _fsync_directory, self._path)
+
+        def finished(result: asyncio.Future[None]) -> None:
+            self._running = False
+            error = result.exception()
+            for future in waiting:
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(SpoolError(f"cannot sync the spool: {error}"))
+                else:
+                    future.set_result(None)
+            if self._waiting:
+                self._start()
+
+        done.add_done_callback(finished)
+
+
+class Lock:
+    """A delivery's hold on a spool file (released on close, or when the process dies)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class Spool:
+    """The spool directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path / "tmp"
+        self.queue = path / "queue"
+        self.states = path / "state"
+        self._executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="spool")
+        self._queue_sync = _DirectorySync(self.queue, self._executor)
+
+    def open(self) -> list[str]:
+        """Create the directories; remove what was never accepted; return the ids of the
+        messages waiting."""
+        try:
+            for folder in (self.tmp, self.queue, self.states):
+                folder.mkdir(parents=True, exist_ok=True)
+            for leftover in self.tmp.iterdir():
+                leftover.unlink()
+            return self.ids()
+        except OSError as exc:
+            raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+
+    def ids(self) -> list[str]:
+        """The messages in the queue, oldest first (ids are time-ordered)."""
+        return sorted(entry.name for entry in os.scandir(self.queue) if entry.is_file())
+
+    async def commit(self, copies: Sequence[tuple[Envelope, bytes]]) -> None:
+        """Make the copies durable: when this returns, they survive a crash."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(self._executor, self._write, e, c) for e, c in copies)
+            )
+        except OSError as exc:
+            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        await self._queue_sync.sync()
+
+    def _write(self, envelope: Envelope, content: bytes) -> None:
+        temporary = self.tmp / envelope.id
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(encode(envelope, content))
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, self.queue / envelope.id)
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        """Run blocking spool work on the spool's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def lock(self, message_id: str) -> Lock | None:
+        """Hold the message for delivery; None if another process holds it, or if it is
+        gone."""
+        try:
+            fd = os.open(self.queue / message_id, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if not (self.queue / message_id).exists():  # delivered by the holder we waited for
+            os.close(fd)
+            return None
+        return Lock(fd)
+
+    def read(self, lock: Lock) -> tuple[Envelope, bytes]:
+        """The envelope and message of a held spool file."""
+        size = os.fstat(lock.fd).st_size
+        chunks = []
+        offset = 0
+        while offset < size:
+            chunk = os.pread(lock.fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return decode(b"".join(chunks))
+
+    def read_envelope(self, message_id: str) -> Envelope:
+        """The envelope of a spool file (reads it whole, to check it is)."""
+        envelope, _ = decode((self.queue / message_id).read_bytes())
+        return envelope
+
+    def state(self, message_id: str) -> State:
+        try:
+            fields = json.loads((self.states / message_id).read_bytes())
+        except FileNotFoundError:
+            return State()
+        except ValueError:
+            return State()  # a state torn by a crash: start over, which sends again at worst
+        return State(**fields)
+
+    def save_state(self, message_id: str, state: State) -> None:
+        temporary = self.states / f".{message_id}.tmp"
+        temporary.write_text(json.dumps(asdict(state)))
+        os.replace(temporary, self.states / message_id)
+
+    def remove(self, message_id: str) -> None:
+        """Forget a message that is done with: its state, then the message itself."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.states / message_id).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.queue / message_id).unlink()
+
+    def quarantine(self, message_id: str) -> Path:
+        """Move a damaged spool file aside (spool/corrupt/), for an operator to look at."""
+        corrupt = self.path / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        target = corrupt / message_id
+        os.replace(self.queue / message_id, target)
+        with contextlib.suppress(FileNotFoundError):
+            (self.states / message_id).unlink()
+        return target
+
+    def exists(self) -> bool:
+        return self.queue.is_dir()
+
+    def summary(self, now: float) -> Summary:
+        """Counts, the oldest message and the next retry (reads every state file)."""
+        ids = self.ids()
+        next_attempts = [self.state(message_id).next_attempt_at for message_id in ids]
+        oldest = None
+        for message_id in ids[:1]:
+            with contextlib.suppress(FileNotFoundError):
+                oldest = (message_id, (self.queue / message_id).stat().st_mtime)
+        later = [at for at in next_attempts if at > now]
+        try:
+            corrupt = sum(1 for _ in os.scandir(self.path / "corrupt"))
+        except FileNotFoundError:
+            corrupt = 0
+        return Summary(
+            queued=len(ids),
+            due=len(ids) - len(later),
+            oldest=oldest,
+            next_retry=min(later, default=None),
+            corrupt=corrupt,
+        )
+
+    def request_flush(self) -> int:
+        """Ask every relay on this spool to retry everything now; returns how many
+        messages were waiting for a retry."""
+        now = time.time()
+        flushed = 0
+        for message_id in self.ids():
+            state = self.state(message_id)
+            if state.next_attempt_at > now:
+                state.next_attempt_at = now
+                self.save_state(message_id, state)
+                flushed += 1
+        (self.path / "flush").write_text(f"{now}\n")
+        return flushed
+
+    def flush_requested_at(self) -> float:
+        try:
+            return (self.path / "flush").stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,132 @@
+"""The spool file format, the spool's bookkeeping and the retry schedule."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from relay.queue import next_attempt_at
+from relay.spool import CorruptSpoolFile, Envelope, Spool, State, decode, depth, encode
+
+ENVELOPE = Envelope(
+    id="0193a1b2c3d4e5f60718293a4b5c6d7e",
+    mail_from="sender@example.com",
+    recipients=("a@example.org", "jörg@bücher.example"),
+    mail_options=("SMTPUTF8",),
+    config_set="marketing",
+    received_at=1_764_000_000.5,
+    expires_at=1_764_172_800.5,
+    mail='{"messageId":"0193a1b2c3d4e5f60718293a4b5c6d7e"}',
+)
+CONTENT = b"Subject: hi\r\n\r\nEND 12 00000000\r\nbody ending in the trailer's marker\r\nEND "
+
+
+def test_a_spool_file_decodes_to_what_was_encoded() -> None:
+    assert decode(encode(ENVELOPE, CONTENT)) == (ENVELOPE, CONTENT)
+
+
+def test_every_truncation_is_detected() -> None:
+    data = encode(ENVELOPE, CONTENT)
+    for length in range(len(data)):
+        with pytest.raises(CorruptSpoolFile):
+            decode(data[:length])
+
+
+@pytest.mark.parametrize("position", [0, 20, 200, -40, -3])
+def test_a_changed_byte_is_detected(position: int) -> None:
+    data = bytearray(encode(ENVELOPE, CONTENT))
+    data[position] ^= 0x01
+    with pytest.raises(CorruptSpoolFile):
+        decode(bytes(data))
+
+
+async def test_commit_makes_files_that_read_back_and_leaves_nothing_in_tmp(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    try:
+        assert spool.open() == []
+        second = Envelope(**{**_fields(ENVELOPE), "id": "0193a1b2c3d4e5f60718293a4b5c6d7f"})
+        await spool.commit([(ENVELOPE, CONTENT), (second, b"two")])
+
+        assert spool.ids() == [ENVELOPE.id, second.id]
+        assert list(spool.tmp.iterdir()) == []
+        lock = spool.lock(ENVELOPE.id)
+        assert lock is not None
+        assert spool.lock(ENVELOPE.id) is None  # held: nobody else delivers it
+        assert spool.read(lock) == (ENVELOPE, CONTENT)
+        lock.release()
+    finally:
+        spool.close()
+
+
+def test_open_removes_what_was_never_accepted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    (spool.tmp / "half-written").write_bytes(b"pixelpost-spool 1\n{")
+    assert spool.open() == []
+    assert list(spool.tmp.iterdir()) == []
+    spool.close()
+
+
+def test_state_summary_flush_and_removal(tmp_path: Path) -> None:
+    now = time.time()
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    for number, content in enumerate((b"a", b"b", b"c")):
+        envelope = Envelope(**{**_fields(ENVELOPE), "id": f"{number:032x}"})
+        spool._write(envelope, content)
+    spool.save_state(f"{1:032x}", State(attempts=2, next_attempt_at=now + 2000, done=["a@x"]))
+    spool.save_state(f"{2:032x}", State(attempts=1, next_attempt_at=now + 1000))
+    (spool.states / f"{0:032x}").write_text("{torn")
+
+    assert spool.state(f"{0:032x}") == State()  # a torn state starts over
+    assert spool.state(f"{1:032x}").done == ["a@x"]
+    summary = spool.summary(now)
+    assert (summary.queued, summary.due, summary.next_retry) == (3, 1, now + 1000)
+    assert summary.oldest is not None
+    assert summary.oldest[0] == f"{0:032x}"
+    assert depth(spool.path) is not None
+
+    assert spool.request_flush() == 2
+    assert spool.summary(time.time()).due == 3
+    assert spool.flush_requested_at() > 0
+
+    spool.remove(f"{1:032x}")
+    assert spool.ids() == [f"{0:032x}", f"{2:032x}"]
+    assert not (spool.states / f"{1:032x}").exists()
+    spool.close()
+
+
+def test_depth_of_a_missing_spool_is_none(tmp_path: Path) -> None:
+    assert depth(tmp_path / "nowhere") is None
+
+
+def test_retry_schedule_follows_the_delays_and_the_last_repeats() -> None:
+    rng = random.Random(7)
+    delays = [60.0, 300.0, 900.0]
+    for attempts, delay in [(1, 60.0), (2, 300.0), (3, 900.0), (4, 900.0), (9, 900.0)]:
+        at = next_attempt_at(attempts=attempts, delays=delays, now=1000.0, expires_at=1e9, rng=rng)
+        assert delay * 0.9 <= at - 1000.0 <= delay * 1.1
+
+
+def test_retry_schedule_never_goes_past_expiry() -> None:
+    at = next_attempt_at(
+        attempts=1, delays=[3600.0], now=1000.0, expires_at=1500.0, rng=random.Random(1)
+    )
+    assert at == 1500.0
+
+
+def test_retries_of_a_burst_spread_out() -> None:
+    rng = random.Random(3)
+    times = {
+        next_attempt_at(attempts=1, delays=[60.0], now=0.0, expires_at=1e9, rng=rng)
+        for _ in range(50)
+    }
+    assert len(times) == 50
+    assert max(times) - min(times) > 6
+
+
+def _fields(envelope: Envelope) -> dict[str, object]:
+    return {name: getattr(envelope, name) for name in envelope.__dataclass_fields__}
