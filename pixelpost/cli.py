@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pixelpost import __version__
@@ -22,6 +24,7 @@ from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.passwords import hash_password
 from pixelpost.store import DeadLetter, open_store
+from relay.spool import Spool
 
 log = logging.getLogger("pixelpost")
 
@@ -163,6 +166,92 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spool(args: argparse.Namespace) -> Spool:
+    config = _load(args)
+    spool = Spool(config.relay.spool)
+    if not spool.exists():
+        raise PixelpostError(
+            f"no spool at {config.relay.spool} (relay.spool): the relay has not run with "
+            "this configuration"
+        )
+    return spool
+
+
+def _span(seconds: float) -> str:
+    """`2h 5m`, `4m 10s`, `3s`: a rough length of time."""
+    seconds = max(0, round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    try:
+        now = time.time()
+        summary = spool.summary(now)
+    finally:
+        spool.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "spool": str(spool.path),
+                    "messages": summary.queued,
+                    "due": summary.due,
+                    "deferred": summary.queued - summary.due,
+                    "oldest": summary.oldest
+                    and {
+                        "id": summary.oldest[0],
+                        "spooledAt": datetime.fromtimestamp(summary.oldest[1], UTC).isoformat(),
+                    },
+                    "nextRetry": summary.next_retry
+                    and datetime.fromtimestamp(summary.next_retry, UTC).isoformat(),
+                    "corrupt": summary.corrupt,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"spool {spool.path}")
+    print(
+        f"  messages    {summary.queued} ({summary.due} due now, "
+        f"{summary.queued - summary.due} deferred until a retry)"
+    )
+    if summary.oldest is not None:
+        message_id, spooled_at = summary.oldest
+        age = _span(now - spooled_at)
+        print(f"  oldest      {message_id}, spooled {_when(spooled_at)} ({age} ago)")
+    if summary.next_retry is not None:
+        print(f"  next retry  {_when(summary.next_retry)} (in {_span(summary.next_retry - now)})")
+    if summary.corrupt:
+        print(
+            f"  corrupt     {summary.corrupt} damaged files set aside in {spool.path / 'corrupt'}"
+        )
+    return 0
+
+
+def cmd_queue_flush(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    try:
+        flushed = spool.request_flush()
+        queued = len(spool.ids())
+    finally:
+        spool.close()
+    print(
+        f"{queued} messages in {spool.path}, {flushed} of them waiting for a retry: "
+        "running relays try them all within seconds"
+    )
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     if args.signing_key:
         print(generate_signing_key())
@@ -236,6 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "dead-letters":
             sub.add_argument("--json", action="store_true", help="print JSON")
             sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+
+    queue = command("queue", cmd_queue, "show the relay's spool: counts, oldest, next retry")
+    queue.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    queue.add_argument("--json", action="store_true", help="print JSON")
+    queue_commands = queue.add_subparsers(dest="queue_command", metavar="ACTION")
+    flush = queue_commands.add_parser(
+        "flush",
+        help="retry every spooled message now",
+        description="retry every spooled message now",
+    )
+    flush.set_defaults(func=cmd_queue_flush)
+    flush.add_argument(
+        "-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP, default=argparse.SUPPRESS
+    )
 
     keygen = command(
         "keygen", cmd_keygen, "print a fresh signing key and a fresh webhook secret (whsec_)"

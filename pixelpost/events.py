@@ -164,6 +164,34 @@ def _hit(ip: str, user_agent: str, now: datetime, extra: JSON | None) -> str:
     return text + ("," + dumps(extra)[1:] if extra else "}")
 
 
+def delivery_delay_event(
+    message_id: str,
+    *,
+    delay_type: str,
+    recipients: Sequence[tuple[str, str, str]],
+    expiration: datetime,
+    reporting_mta: str,
+    now: datetime,
+) -> Event:
+    """The upstream deferred the message; `recipients` are (address, status,
+    diagnostic). SES sends it once, at the first deferral."""
+    return _event(
+        EventType.DELIVERY_DELAY,
+        message_id,
+        now,
+        {
+            "timestamp": timestamp(now),
+            "delayType": delay_type,
+            "expirationTime": timestamp(expiration),
+            "delayedRecipients": [
+                {"emailAddress": address, "status": status, "diagnosticCode": diagnostic}
+                for address, status, diagnostic in recipients
+            ],
+            "reportingMTA": reporting_mta,
+        },
+    )
+
+
 def open_event(
     message_id: str, *, ip: str, user_agent: str, now: datetime, extra: JSON | None = None
 ) -> Event:

@@ -1,10 +1,11 @@
 """Assembles the relay, the tracker and the dispatcher from the configuration and runs
 them until SIGINT or SIGTERM, then shuts them down in order.
 
-`serve` runs everything on one event loop. `tracker` runs the HTTP side in its process
-and the dispatcher in a child process of its own, so that delivering events (JSON,
-files, webhooks) never competes with answering recipients for the interpreter; the
-child is restarted if it dies. This is the composition root: the one place that knows
+`serve` runs relay, tracker and dispatcher on one event loop; `relay` and `tracker` run
+their side. Beside that process: `relay.workers - 1` more relay processes sharing the
+listening port (SO_REUSEPORT) and the spool, and for `tracker` the dispatcher in a
+niced process of its own, so that delivering events never competes with answering
+recipients for the interpreter. This is the composition root: the one place that knows
 every concrete collaborator.
 """
 
@@ -13,25 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
-import multiprocessing
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TextIO
 
 from pixelpost import __version__
 from pixelpost.config import Config
 from pixelpost.events import Event
 from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.store import Hit, MessageRecord, Recorder, Store, open_store
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
-from relay.delivery import ForwardingDelivery
+from relay.delivery import SpoolingDelivery
 from relay.handler import RelayHandler
+from relay.queue import DeliveryQueue
 from relay.server import RelayServer
+from relay.spool import Spool
+from relay.spool import depth as spool_depth
 from relay.upstream import open_transport
 from tracker.app import create_app
 from tracker.dispatch import Dispatcher, run_dispatcher
@@ -41,8 +45,9 @@ from tracker.views import Views
 
 log = logging.getLogger(__name__)
 
-DISPATCH_STOP_GRACE = 20.0
-DISPATCH_RESTART_DELAY = 1.0
+DISPATCH_NICENESS = 10
+"""The dispatcher yields the CPU to the HTTP side: a recipient waits on an answer, a
+webhook can wait a moment."""
 
 
 class Dispatch(enum.Enum):
@@ -97,78 +102,79 @@ async def _signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(signum)
 
 
-DISPATCH_NICENESS = 10
-"""The dispatcher child yields the CPU to the HTTP side: a recipient waits on an
-answer, a webhook can wait a moment."""
+def spool_counts(path: Path) -> tuple[int, int] | None:
+    """The metrics' view of a spool: (messages, of which deferred), None if none."""
+    found = spool_depth(path)
+    return None if found is None else (found.queued, found.deferred)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def start_relay(
+    config: Config, stack: contextlib.AsyncExitStack, recorder: Recorder, *, reuse_port: bool
+) -> tuple[RelayServer, DeliveryQueue, str]:
+    """The relay's listener, spool and delivery queue, stopped by `stack` in order:
+    the listener first (messages being handed over may finish), then the deliveries."""
+    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    codec = TokenCodec([decode_signing_key(key) for key in keys])
+    relay = config.relay
+    spool = Spool(relay.spool)
+    stack.callback(spool.close)
+    transport = open_transport(
+        config.upstream, local_hostname=relay.hostname, pool_size=relay.concurrency
+    )
+    stack.push_async_callback(transport.close)
+    queue = DeliveryQueue(
+        spool=spool,
+        transport=transport,
+        recorder=recorder,
+        relay=relay,
+        concurrency=relay.concurrency,
+    )
+    await queue.start()
+    stack.push_async_callback(queue.stop)
+    handler = RelayHandler(
+        config=config,
+        access=AccessPolicy(allow_networks=relay.allow_networks),
+        delivery=SpoolingDelivery(
+            spool=spool, queue=queue, max_queue_lifetime=relay.max_queue_lifetime
+        ),
+        codec=codec,
+    )
+    server = RelayServer(config=relay, handler=handler, reuse_port=reuse_port)
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server, queue, transport.describe()
 
 
 def dispatch_process(config: Config, log_level: int) -> None:
     """The dispatcher child's entry point."""
-    os.nice(DISPATCH_NICENESS)
-    logging.basicConfig(
-        level=log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    child_setup(log_level, DISPATCH_NICENESS)
 
     async def main() -> None:
         async with _signals() as stop:
-            # A parent that dies, even by SIGKILL, takes its dispatcher along.
-            parent = multiprocessing.parent_process()
-            if parent is not None:
-                asyncio.get_running_loop().add_reader(parent.sentinel, stop.set)
+            watch_parent(stop)
             await run_dispatcher(config, stop)
 
     asyncio.run(main())
 
 
-class _DispatchChild:
-    """Keeps a dispatcher child process running until stopped."""
+def relay_worker_process(config: Config, log_level: int) -> None:
+    """A further relay process's entry point."""
+    child_setup(log_level)
 
-    def __init__(self, config: Config) -> None:
-        self._config = config
-        self._context = multiprocessing.get_context("spawn")
-        self._process: BaseProcess | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
+    async def main() -> None:
+        async with _signals() as stop, contextlib.AsyncExitStack() as stack:
+            watch_parent(stop)
+            store = await open_store(config.store)
+            stack.push_async_callback(store.close)
+            await start_relay(config, stack, store, reuse_port=True)
+            await stop.wait()
 
-    def _spawn(self) -> None:
-        process = self._context.Process(
-            target=dispatch_process,
-            args=(self._config, logging.getLogger().getEffectiveLevel()),
-            name="pixelpost dispatch",
-        )
-        process.start()
-        self._process = process
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._spawn)
-        self._supervisor = asyncio.create_task(self._supervise(), name="dispatch supervisor")
-
-    async def _supervise(self) -> None:
-        while True:
-            await asyncio.sleep(DISPATCH_RESTART_DELAY)
-            process = self._process
-            if process is not None and not process.is_alive() and not self._stopping:
-                log.error("dispatcher process exited with %s; starting it again", process.exitcode)
-                await asyncio.to_thread(self._spawn)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        process = self._process
-        if process is None or not process.is_alive():
-            return
-        process.terminate()
-        await asyncio.to_thread(process.join, DISPATCH_STOP_GRACE)
-        if process.is_alive():
-            log.warning(
-                "dispatcher process did not stop in %.0fs; killing it", DISPATCH_STOP_GRACE
-            )
-            process.kill()
-            await asyncio.to_thread(process.join)
+    asyncio.run(main())
 
 
 async def run(
@@ -180,9 +186,8 @@ async def run(
     out: TextIO = sys.stdout,
 ) -> None:
     """Run the chosen services until SIGINT or SIGTERM."""
+    log_level = logging.getLogger().getEffectiveLevel()
     async with _signals() as stop, contextlib.AsyncExitStack() as stack:
-        keys = signing_keys(config.signing.keys, config.signing.key_file)
-        codec = TokenCodec([decode_signing_key(key) for key in keys])
         store = await open_store(config.store)
         stack.push_async_callback(store.close)
         lines: list[tuple[str, str]] = []
@@ -202,30 +207,38 @@ async def run(
             stack.push_async_callback(dispatcher.stop)
             recorder = NotifyingRecorder(store, dispatcher.wake)
         elif dispatch is Dispatch.PROCESS:
-            child = _DispatchChild(config)
+            child = ChildProcess(
+                name="pixelpost dispatch", target=dispatch_process, args=(config, log_level)
+            )
             await child.start()
             stack.push_async_callback(child.stop)
         if relay:
-            transport = open_transport(config.upstream, local_hostname=config.relay.hostname)
-            stack.push_async_callback(transport.close)
-            handler = RelayHandler(
-                config=config,
-                access=AccessPolicy(allow_networks=config.relay.allow_networks),
-                delivery=ForwardingDelivery(
-                    transport=transport, recorder=recorder, hostname=config.relay.hostname
-                ),
-                codec=codec,
+            workers = config.relay.workers
+            for number in range(1, workers):
+                worker = ChildProcess(
+                    name=f"pixelpost relay {number}",
+                    target=relay_worker_process,
+                    args=(config, log_level),
+                )
+                await worker.start()
+                stack.push_async_callback(worker.stop)
+            server, queue, upstream = await start_relay(
+                config, stack, recorder, reuse_port=workers > 1
             )
-            relay_server = RelayServer(config=config.relay, handler=handler)
-            await relay_server.start()
-            stack.push_async_callback(relay_server.stop)
-            lines += [("smtp", str(relay_server.address)), ("upstream", transport.describe())]
+            lines += [
+                ("smtp", str(server.address) + (f" ({workers} processes)" if workers > 1 else "")),
+                ("spool", f"{config.relay.spool} ({queue.depth} waiting)"),
+                ("upstream", upstream),
+            ]
         if tracker:
             metrics = Metrics()
-            refresher = asyncio.create_task(metrics.keep_refreshed(store))
+            refresher = asyncio.create_task(
+                metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
+            )
             stack.push_async_callback(_cancel, refresher)
+            keys = signing_keys(config.signing.keys, config.signing.key_file)
             views = Views(
-                codec=codec,
+                codec=TokenCodec([decode_signing_key(key) for key in keys]),
                 recorder=recorder,
                 trusted_proxies=config.tracker.trusted_proxies,
                 anonymize_ip=config.tracker.anonymize_ip,
@@ -256,8 +269,3 @@ async def run(
         log.info("stopping (signal received)")
     out.write("pixelpost stopped\n")
     out.flush()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)

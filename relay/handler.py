@@ -85,6 +85,8 @@ class RelayHandler:
     async def _accept(self, session: Session, envelope: Envelope) -> str:
         assert envelope.original_content is not None
         assert envelope.mail_from is not None
+        # aiosmtpd reports the null reverse path (MAIL FROM:<>) as "<>".
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         original = envelope.original_content
         controls = extract_controls(original)
         try:
@@ -144,7 +146,7 @@ class RelayHandler:
                     mail_object(
                         message_id=copy.message_id,
                         sent_at=now,
-                        source=envelope.mail_from,
+                        source=sender,
                         destination=copy.recipients,
                         headers=headers,
                         common=common,
@@ -160,7 +162,7 @@ class RelayHandler:
         if prepared.failure is not None:
             log.warning("%s: tracking left out: %s", copies[0].message_id, prepared.failure)
         submission = Submission(
-            mail_from=envelope.mail_from,
+            mail_from=sender,
             mail_options=tuple(envelope.mail_options),
             copies=copies,
             config_set=config_set,

@@ -47,9 +47,12 @@ class _Connection(SMTP):
 class RelayServer:
     """The SMTP listener."""
 
-    def __init__(self, *, config: RelayConfig, handler: RelayHandler) -> None:
+    def __init__(
+        self, *, config: RelayConfig, handler: RelayHandler, reuse_port: bool = False
+    ) -> None:
         self._config = config
         self._handler = handler
+        self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
         self._live: set[_Connection] = set()
 
@@ -69,7 +72,14 @@ class RelayServer:
         listen = self._config.listen
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._protocol, listen.host, listen.port)
+            self._server = await loop.create_server(
+                self._protocol,
+                listen.host,
+                listen.port,
+                # Several relay processes share the port when relay.workers > 1; one alone
+                # does not, so that a second instance by mistake fails to start.
+                reuse_port=self._reuse_port or None,
+            )
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot listen for SMTP on {listen}: {exc.strerror}"

@@ -67,11 +67,19 @@ class Transport(Protocol):
         ...
 
 
-def open_transport(upstream: Upstream, *, local_hostname: str) -> Transport:
+POOL_SIZE_DEFAULT = 20
+POOL_IDLE_SECONDS = 30.0
+"""An idle upstream connection older than this is closed rather than used again (most
+MTAs drop idle clients after a minute or more)."""
+
+
+def open_transport(
+    upstream: Upstream, *, local_hostname: str, pool_size: int = POOL_SIZE_DEFAULT
+) -> Transport:
     """The transport for the configured upstream."""
     if isinstance(upstream, MaildirUpstream):
         return MaildirTransport(upstream.path)
-    return SMTPTransport(upstream, local_hostname=local_hostname)
+    return SMTPTransport(upstream, local_hostname=local_hostname, pool_size=pool_size)
 
 
 # aiosmtplib's start_tls: None upgrades when offered, unverified, as Postfix's "may"
@@ -85,11 +93,15 @@ def _one_line(text: str) -> str:
 
 
 class SMTPTransport:
-    """Delivers over SMTP with aiosmtplib, one connection per message."""
+    """Delivers over SMTP with aiosmtplib, reusing connections across messages."""
 
-    def __init__(self, upstream: SMTPUpstream, *, local_hostname: str) -> None:
+    def __init__(
+        self, upstream: SMTPUpstream, *, local_hostname: str, pool_size: int = POOL_SIZE_DEFAULT
+    ) -> None:
         self._upstream = upstream
         self._local_hostname = local_hostname
+        self._pool_size = pool_size
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._tls_context: ssl.SSLContext | None = None
         if upstream.security != "opportunistic":
             self._tls_context = ssl.create_default_context(
@@ -120,37 +132,63 @@ class SMTPTransport:
         content: bytes,
         mail_options: Sequence[str],
     ) -> SendResult:
+        client = self._take_idle()
+        if client is not None:
+            try:
+                return await self._transaction(client, mail_from, rcpt_tos, content, mail_options)
+            except _StaleConnection:
+                pass  # the upstream had closed the idle connection: once more, on a new one
+        client = await self._open()
+        try:
+            return await self._transaction(client, mail_from, rcpt_tos, content, mail_options)
+        except _StaleConnection as exc:
+            raise exc.error from None
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if now - since < POOL_IDLE_SECONDS and client.is_connected:
+                return client
+            client.close()
+        return None
+
+    async def _open(self) -> aiosmtplib.SMTP:
         client = self._client()
         upstream = self._upstream
         try:
             await client.connect()
             if upstream.username is not None and upstream.password is not None:
                 await client.login(upstream.username, upstream.password)
+        except BaseException as exc:
+            client.close()
+            raise _translate(exc, upstream) from None
+        return client
+
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        mail_from: str,
+        rcpt_tos: Sequence[str],
+        content: bytes,
+        mail_options: Sequence[str],
+    ) -> SendResult:
+        try:
             refused, data_reply = await client.sendmail(
                 mail_from,
                 list(rcpt_tos),
                 content,
                 mail_options=_mail_options(client, mail_options),
             )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            replies = [Reply(code=r.code, text=_one_line(r.message)) for r in exc.recipients]
-            raise _error_for(min(replies, key=lambda r: r.code)) from None
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            # Our credentials are wrong: the sender's mail is fine, so never bounce it.
-            raise TemporaryDeliveryError(
-                451, f"4.7.0 upstream login failed: {exc.code} {_one_line(exc.message)}"
-            ) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _error_for(Reply(code=exc.code, text=_one_line(exc.message))) from None
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise TemporaryDeliveryError(
-                451,
-                f"4.4.1 cannot deliver to {upstream.host}:{upstream.port}: "
-                f"{_one_line(str(exc)) or type(exc).__name__}",
-            ) from None
-        except ValueError as exc:
-            raise PermanentDeliveryError(553, f"5.1.3 {_one_line(str(exc))}") from None
-        finally:
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            client.close()
+            raise _StaleConnection(_unreachable(exc, self._upstream)) from None
+        except BaseException as exc:
+            client.close()
+            raise _translate(exc, self._upstream) from None
+        if len(self._idle) < self._pool_size:
+            self._idle.append((client, time.monotonic()))
+        else:
             await _quit(client)
         return SendResult(
             reply=Reply(code=250, text=_one_line(data_reply)),
@@ -160,7 +198,47 @@ class SMTPTransport:
         )
 
     async def close(self) -> None:
-        """Nothing to release: connections last one message."""
+        """Say goodbye on the idle connections."""
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(client) for client, _ in idle))
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out to be closed."""
+
+    def __init__(self, error: TemporaryDeliveryError | PermanentDeliveryError) -> None:
+        self.error = error
+
+
+def _unreachable(exc: BaseException, upstream: SMTPUpstream) -> TemporaryDeliveryError:
+    return TemporaryDeliveryError(
+        451,
+        f"4.4.1 cannot deliver to {upstream.host}:{upstream.port}: "
+        f"{_one_line(str(exc)) or type(exc).__name__}",
+    )
+
+
+def _translate(  # noqa: PLR0911 (one return per kind of error)
+    exc: BaseException, upstream: SMTPUpstream
+) -> TemporaryDeliveryError | PermanentDeliveryError | BaseException:
+    """An aiosmtplib or socket error as pixelpost's (anything else as it is)."""
+    if isinstance(exc, (TemporaryDeliveryError, PermanentDeliveryError)):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        replies = [Reply(code=r.code, text=_one_line(r.message)) for r in exc.recipients]
+        return _error_for(min(replies, key=lambda r: r.code))
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        # Our credentials are wrong: the sender's mail is fine, so never bounce it.
+        return TemporaryDeliveryError(
+            451, f"4.7.0 upstream login failed: {exc.code} {_one_line(exc.message)}"
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _error_for(Reply(code=exc.code, text=_one_line(exc.message)))
+    if isinstance(exc, (aiosmtplib.SMTPException, OSError, ssl.SSLError)):
+        return _unreachable(exc, upstream)
+    if isinstance(exc, ValueError):
+        return PermanentDeliveryError(553, f"5.1.3 {_one_line(str(exc))}")
+    return exc
 
 
 def _mail_options(client: aiosmtplib.SMTP, requested: Sequence[str]) -> list[str]:

@@ -4,10 +4,12 @@ started on port 0, and configuration written the way users write it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +17,15 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP
 
-from pixelpost.config import Config, parse_config_text
+from pixelpost.config import Config, HostPort, parse_config_text
 from pixelpost.event_types import EventType
 from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.runtime import start_relay as start_relay_services
 from pixelpost.store import Route, SQLiteStore, Store
 from pixelpost.tokens import TokenCodec
-from relay.access import AccessPolicy
-from relay.delivery import Delivery, ForwardingDelivery
-from relay.handler import RelayHandler
+from relay.queue import DeliveryQueue
 from relay.server import RelayServer
-from relay.upstream import open_transport
+from relay.spool import Spool
 from tests.sink import SinkHandler
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
@@ -32,8 +33,8 @@ CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 def config_text(upstream_url: str, tmp_path: Path, *, relay: str = "", upstream: str = "") -> str:
     """A configuration like a user's: two configuration sets, a file destination, and
-    the relay and tracker on free ports. `relay` and `upstream` add lines to those
-    tables."""
+    the relay and tracker on free ports; deferred mail is retried after 200 ms. `relay`
+    and `upstream` add lines to those tables."""
     return f"""
 default_config_set = "default"
 
@@ -41,6 +42,7 @@ default_config_set = "default"
 listen = "127.0.0.1:0"
 hostname = "relay.test"
 spool = "{tmp_path / "spool"}"
+retry_delays = ["200ms"]
 {relay}
 
 [upstream]
@@ -106,7 +108,7 @@ SinkStarter = Callable[..., Awaitable[tuple[SinkHandler, int]]]
 
 @pytest.fixture
 async def start_sink() -> AsyncIterator[SinkStarter]:
-    """Starts upstream sinks on 127.0.0.1 port 0: plain, with STARTTLS offered
+    """Starts upstream sinks on 127.0.0.1 (port 0 unless told): plain, with STARTTLS offered
     (`starttls=context`) or with implicit TLS (`implicit_tls=context`)."""
     servers: list[asyncio.Server] = []
 
@@ -115,6 +117,7 @@ async def start_sink() -> AsyncIterator[SinkStarter]:
         starttls: ssl.SSLContext | None = None,
         implicit_tls: ssl.SSLContext | None = None,
         smtputf8: bool = True,
+        port: int = 0,
     ) -> tuple[SinkHandler, int]:
         handler = SinkHandler()
         loop = asyncio.get_running_loop()
@@ -127,7 +130,7 @@ async def start_sink() -> AsyncIterator[SinkStarter]:
                 loop=loop,
             ),
             "127.0.0.1",
-            0,
+            port,
             ssl=implicit_tls,
         )
         servers.append(server)
@@ -180,34 +183,61 @@ def recorded(store: SQLiteStore) -> list[tuple[str, str, dict[str, Any]]]:
         return [(kind, message_id, json.loads(detail)) for kind, message_id, detail in rows]
 
 
-RelayStarter = Callable[..., Awaitable[RelayServer]]
+@dataclass
+class RunningRelay:
+    """A relay as `pixelpost relay` runs it: listener, spool and delivery queue."""
+
+    server: RelayServer
+    queue: DeliveryQueue
+    spool: Spool
+    _stack: contextlib.AsyncExitStack
+
+    @property
+    def address(self) -> HostPort:
+        return self.server.address
+
+    async def stop(self) -> None:
+        """Stop as on SIGTERM: the listener, then the deliveries."""
+        await self._stack.aclose()
+
+
+async def events_of(store: SQLiteStore, **expected: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The store's events (as `recorded` gives them) once it holds at least the expected
+    number of each type, by configuration name (`delivery=2, delivery_delay=1`); waits
+    up to 10 s."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        events = recorded(store)
+        counts = {kind: sum(1 for e in events if e[0] == kind) for kind in expected}
+        if all(counts[kind] >= n for kind, n in expected.items()):
+            return events
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"expected events {expected}, got {[e[0] for e in events]}")
+        await asyncio.sleep(0.02)
+
+
+RelayStarter = Callable[[Config], Awaitable[RunningRelay]]
 
 
 @pytest.fixture
 async def start_relay(store: SQLiteStore) -> AsyncIterator[RelayStarter]:
-    """Starts relays on 127.0.0.1 port 0 that forward to their configured upstream."""
-    servers: list[RelayServer] = []
+    """Starts relays on 127.0.0.1 port 0 as the runtime does, recording in `store`."""
+    relays: list[RunningRelay] = []
 
-    async def start(config: Config, *, delivery: Delivery | None = None) -> RelayServer:
-        if delivery is None:
-            transport = open_transport(config.upstream, local_hostname=config.relay.hostname)
-            delivery = ForwardingDelivery(
-                transport=transport, recorder=store, hostname=config.relay.hostname
-            )
-        handler = RelayHandler(
-            config=config,
-            access=AccessPolicy(allow_networks=config.relay.allow_networks),
-            delivery=delivery,
-            codec=codec_for(config),
-        )
-        server = RelayServer(config=config.relay, handler=handler)
-        await server.start()
-        servers.append(server)
-        return server
+    async def start(config: Config) -> RunningRelay:
+        stack = contextlib.AsyncExitStack()
+        try:
+            server, queue, _ = await start_relay_services(config, stack, store, reuse_port=False)
+        except BaseException:
+            await stack.aclose()
+            raise
+        relay = RunningRelay(server=server, queue=queue, spool=queue.spool, _stack=stack)
+        relays.append(relay)
+        return relay
 
     yield start
-    for server in servers:
-        await server.stop(grace=1)
+    for relay in relays:
+        await relay.stop()
 
 
 @pytest.fixture

@@ -27,14 +27,19 @@ class Arrival:
 class SinkHandler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
+    data_replies: dict[str, str] = field(default_factory=dict)
+    """A reply to DATA for messages to a given recipient (before `data_reply`)."""
     hold: threading.Event | None = None
     arrivals: list[Arrival] = field(default_factory=list)
+    rcpt_attempts: list[str] = field(default_factory=list)
+    """Every address given in RCPT TO, accepted or not."""
     data_attempts: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.rcpt_attempts.append(address)
         reply = self.rcpt_replies.get(address)
         if reply is not None:
             return reply
@@ -47,6 +52,9 @@ class SinkHandler:
             self._changed.notify_all()
         if self.hold is not None:
             await asyncio.to_thread(self.hold.wait, 30)
+        for rcpt in envelope.rcpt_tos:
+            if rcpt in self.data_replies:
+                return self.data_replies[rcpt]
         if self.data_reply is not None:
             return self.data_reply
         assert envelope.original_content is not None

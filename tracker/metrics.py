@@ -1,20 +1,22 @@
 """The tracker's Prometheus metrics, in a registry of their own (no global state).
 
-Opens, clicks and latency are counted where they happen. What became of events at
-their destinations is read from the store (every few seconds), so that it adds up
-whichever process, or how many, delivered them.
+Opens, clicks and latency are counted where they happen. Events by type (the relay's
+delivery outcomes among them) and what became of events at their destinations are
+read from the store every few seconds, so that they add up whichever process, or how
+many, recorded or delivered them; the relay's queue is counted in its spool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pixelpost.event_types import EventType
 from pixelpost.store import DestinationCounts, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,32 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 REFRESH_INTERVAL = 5.0
 
+SpoolDepth = Callable[[], tuple[int, int] | None]
+"""Counts the relay's spool: (messages, of which deferred), None if there is none."""
+
 
 class _Destinations(Collector):
     def __init__(self) -> None:
         self.counts: Mapping[str, DestinationCounts] = {}
+        self.events: Mapping[EventType, int] = {}
+        self.spool: tuple[int, int] | None = None
+        """Messages in the relay's spool: all, and those deferred."""
 
     def collect(self) -> Iterator[Metric]:
+        recorded = CounterMetricFamily(
+            "pixelpost_events_recorded", "Events recorded, by type", labels=["type"]
+        )
+        for event_type, count in sorted(self.events.items(), key=lambda item: item[0].value):
+            recorded.add_metric([event_type.value], count)
+        yield recorded
+        if self.spool is not None:
+            queue = GaugeMetricFamily(
+                "pixelpost_queue_messages", "Messages in the relay's spool", labels=["state"]
+            )
+            queued, deferred = self.spool
+            queue.add_metric(["waiting"], queued - deferred)
+            queue.add_metric(["deferred"], deferred)
+            yield queue
         families = (
             (CounterMetricFamily, "pixelpost_events_delivered", "Events delivered", "delivered"),
             (CounterMetricFamily, "pixelpost_events_failed", "Failed delivery attempts", "failed"),
@@ -80,15 +102,24 @@ class Metrics:
         self._destinations = _Destinations()
         registry.register(self._destinations)
 
-    async def refresh(self, store: Store) -> None:
-        """Read the destinations' counts from the store."""
+    async def refresh(self, store: Store, spool_depth: SpoolDepth | None = None) -> None:
+        """Read the destinations' and the events' counts from the store, and the depth of
+        the relay's spool when it is on this machine."""
         self._destinations.counts = await store.counts()
+        self._destinations.events = await store.event_counts()
+        if spool_depth is not None:
+            self._destinations.spool = await asyncio.to_thread(spool_depth)
 
-    async def keep_refreshed(self, store: Store, interval: float = REFRESH_INTERVAL) -> None:
+    async def keep_refreshed(
+        self,
+        store: Store,
+        spool_depth: SpoolDepth | None = None,
+        interval: float = REFRESH_INTERVAL,
+    ) -> None:
         """Refresh every `interval` seconds, until cancelled."""
         while True:
             try:
-                await self.refresh(store)
+                await self.refresh(store, spool_depth)
             except StoreError as exc:
-                log.warning("metrics: cannot read destination counts: %s", exc)
+                log.warning("metrics: cannot read counts from the store: %s", exc)
             await asyncio.sleep(interval)

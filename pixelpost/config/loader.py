@@ -301,6 +301,7 @@ def _relay(root: _Table) -> RelayConfig:
         allow_networks=table.parsed_list("allow_networks", ALLOW_NETWORKS_DEFAULT, parse_network),
         spool=Path(table.get("spool", str, SPOOL_DEFAULT)),
         workers=table.integer("workers", 1, minimum=1, maximum=256),
+        concurrency=table.integer("concurrency", 20, minimum=1, maximum=1000),
         retry_delays=_delays(table, "retry_delays", RETRY_DELAYS_DEFAULT),
         max_queue_lifetime=table.parsed(
             "max_queue_lifetime", MAX_QUEUE_LIFETIME_DEFAULT, parse_duration

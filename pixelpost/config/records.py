@@ -44,6 +44,8 @@ class RelayConfig:
     allow_networks: tuple[IPNetwork, ...]
     spool: Path
     workers: int
+    concurrency: int = 20
+    """Deliveries in flight per relay process (and pooled upstream connections)."""
     retry_delays: tuple[float, ...]
     max_queue_lifetime: float
     bounce_notifications: bool

@@ -155,5 +155,8 @@ class Store(Recorder, Protocol):
     async def counts(self) -> dict[str, DestinationCounts]:
         """Delivered, failed and dead-lettered events per destination, and the outbox."""
 
+    async def event_counts(self) -> dict[EventType, int]:
+        """Events recorded so far, by type."""
+
     async def close(self) -> None:
         """Finish pending writes and release the store."""

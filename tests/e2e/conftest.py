@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,3 +148,17 @@ def processes() -> Iterator[list[Running]]:
             running.process.kill()
         running.process.wait()
         running.close()
+
+
+def delivered(maildir: Path, count: int = 1, within: float = 15.0) -> list[Path]:
+    """The messages in a maildir upstream's new/, once `count` have arrived: the relay
+    answers 250 once a message is spooled and delivers it in the background."""
+    new = maildir / "new"
+    deadline = time.monotonic() + within
+    while True:
+        found = sorted(new.iterdir()) if new.is_dir() else []
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{new}: expected {count} messages, found {len(found)}")
+        time.sleep(0.02)

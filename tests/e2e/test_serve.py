@@ -18,7 +18,7 @@ import pytest
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, delivered, start
 from tests.sink import ThreadedSink
 
 MESSAGE = (
@@ -121,9 +121,9 @@ def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
             ["rcpt@example.org"],
             MESSAGE.replace(b"X-Config-Set: marketing", b"X-Config-Set: default"),
         )
-    [delivered] = (tmp_path / "var" / "outbox" / "new").iterdir()
-    assert delivered.read_bytes().endswith(b"\r\nHello from the end-to-end test.\r\n")
-    assert b"X-Config-Set" not in delivered.read_bytes()
+    [message] = delivered(tmp_path / "var" / "outbox")
+    assert message.read_bytes().endswith(b"\r\nHello from the end-to-end test.\r\n")
+    assert b"X-Config-Set" not in message.read_bytes()
     assert healthz("http://127.0.0.1:8080")["status"] == "ok"
     assert_clean_exit(running, signal.SIGINT)
 
@@ -201,8 +201,8 @@ def test_serve_tracks_every_html_part(tmp_path: Path, processes: list[Running]) 
     with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
         client.sendmail("news@example.com", ["reader@example.org"], original)
 
-    [delivered] = (tmp_path / "outbox" / "new").iterdir()
-    arrived = message_from_bytes(delivered.read_bytes(), policy=policy.default)
+    [message] = delivered(tmp_path / "outbox")
+    arrived = message_from_bytes(message.read_bytes(), policy=policy.default)
     key = (tmp_path / "signing.key").read_text().strip()
     codec = TokenCodec([decode_signing_key(key)])
     htmls = [p for p in arrived.walk() if p.get_content_type() == "text/html"]

@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, delivered, start
 from tests.net import free_port
 from tests.receiver import ThreadedReceiver
 
@@ -104,8 +104,8 @@ def curl(url: str) -> tuple[int, dict[str, str]]:
 def send_and_find_links(running: Running, tmp_path: Path) -> tuple[str, str]:
     with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
         client.sendmail("news@example.com", ["reader@example.org"], newsletter())
-    [delivered] = (tmp_path / "outbox" / "new").iterdir()
-    html = message_from_bytes(delivered.read_bytes(), policy=policy.default).get_body(("html",))
+    [message] = delivered(tmp_path / "outbox")
+    html = message_from_bytes(message.read_bytes(), policy=policy.default).get_body(("html",))
     assert html is not None
     text = html.get_content()
     [pixel] = re.findall(r'src="([^"]+/o/[^"]+)"', text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import ssl
 import threading
 from pathlib import Path
@@ -13,11 +12,8 @@ import aiosmtplib
 import pytest
 
 from pixelpost.store import SQLiteStore
-from relay.delivery import ForwardingDelivery, Submission
 from relay.headers import parse_header_section
-from relay.upstream import open_transport
-from tests.conftest import RelayStarter, SinkStarter, make_config
-from tests.net import free_port
+from tests.conftest import RelayStarter, SinkStarter, events_of, make_config, published, recorded
 from tests.sink import SinkHandler
 
 MESSAGE = (
@@ -69,18 +65,6 @@ async def test_message_arrives_byte_identical_but_for_control_headers_and_receiv
     assert handler.arrivals[0].mail_from == "sender@example.com"
 
 
-class Recording:
-    """The real forwarding delivery, remembering what it was given."""
-
-    def __init__(self, inner: ForwardingDelivery) -> None:
-        self.inner = inner
-        self.submissions: list[Submission] = []
-
-    async def submit(self, submission: Submission) -> str:
-        self.submissions.append(submission)
-        return await self.inner.submit(submission)
-
-
 @pytest.mark.parametrize(
     ("header", "expected_set"),
     [
@@ -99,29 +83,21 @@ async def test_configuration_set_and_tags_are_read(
     store: SQLiteStore,
 ) -> None:
     handler, port = sink
-    config = make_config(f"smtp://127.0.0.1:{port}", tmp_path)
-    recording = Recording(
-        ForwardingDelivery(
-            transport=open_transport(config.upstream, local_hostname="relay.test"),
-            recorder=store,
-            hostname="relay.test",
-        )
-    )
-    relay = await start_relay(config, delivery=recording)
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
 
     message = header + b"X-SES-MESSAGE-TAGS: a=1, b=two\r\nSubject: hi\r\n\r\nbody\r\n"
     await send(relay.address.port, message)
 
-    [submission] = recording.submissions
-    assert submission.config_set is not None
-    assert submission.config_set.name == expected_set
-    tags = json.loads(submission.copies[0].mail)["tags"]
+    await handler.wait(1)
+    await events_of(store, delivery=1)
+    send_event, delivery = await published(store)
+    assert (send_event["eventType"], delivery["eventType"]) == ("Send", "Delivery")
+    tags = send_event["mail"]["tags"]
     assert (tags["a"], tags["b"], tags["ses:configuration-set"]) == (
         ["1"],
         ["two"],
         [expected_set],
     )
-    await handler.wait(1)
     upstream_headers = handler.arrivals[0].content.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-config-set" not in upstream_headers
     assert b"x-ses-" not in upstream_headers
@@ -134,19 +110,17 @@ async def test_no_header_and_no_default_set_relays_untracked(
     config = dataclasses.replace(
         make_config(f"smtp://127.0.0.1:{port}", tmp_path), default_config_set=None
     )
-    recording = Recording(
-        ForwardingDelivery(
-            transport=open_transport(config.upstream, local_hostname="relay.test"),
-            recorder=store,
-            hostname="relay.test",
-        )
+    relay = await start_relay(config)
+
+    await send(
+        relay.address.port, b"Content-Type: text/html\r\n\r\n<a href='https://e.x/'>x</a>\r\n"
     )
-    relay = await start_relay(config, delivery=recording)
 
-    await send(relay.address.port, b"Subject: hi\r\n\r\nbody\r\n")
-
-    assert recording.submissions[0].config_set is None
     await handler.wait(1)
+    assert handler.arrivals[0].content.endswith(b"\r\n\r\n<a href='https://e.x/'>x</a>\r\n")
+    events = await events_of(store, delivery=1)
+    assert [kind for kind, _, _ in events] == ["send", "delivery"]
+    assert await published(store) == []  # no configuration set: no destination
 
 
 async def test_unknown_configuration_set_is_refused_by_name_and_nothing_is_forwarded(
@@ -185,85 +159,6 @@ async def test_client_outside_allow_networks_is_refused_at_rcpt(
     assert handler.arrivals == []
 
 
-async def test_upstream_unreachable_gets_451(start_relay: RelayStarter, tmp_path: Path) -> None:
-    relay = await start_relay(make_config(f"smtp://127.0.0.1:{free_port()}", tmp_path))
-
-    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
-        await send(relay.address.port, MESSAGE)
-
-    assert deferred.value.code == 451
-
-
-@pytest.mark.parametrize(
-    ("upstream_reply", "expected_code", "expected_text"),
-    [
-        ("452 4.3.1 Insufficient system storage", 451, "4.3.1 Insufficient system storage"),
-        ("552 5.3.4 Message too big for system", 554, "5.3.4 Message too big for system"),
-        ("554 5.7.1 Spam detected", 554, "5.7.1 Spam detected"),
-    ],
-)
-async def test_upstream_reply_to_data_maps_to_client_reply(
-    sink: tuple[SinkHandler, int],
-    start_relay: RelayStarter,
-    tmp_path: Path,
-    upstream_reply: str,
-    expected_code: int,
-    expected_text: str,
-) -> None:
-    handler, port = sink
-    handler.data_reply = upstream_reply
-    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
-
-    with pytest.raises(aiosmtplib.SMTPDataError) as failed:
-        await send(relay.address.port, MESSAGE)
-
-    assert failed.value.code == expected_code
-    assert expected_text in failed.value.message
-
-
-async def test_upstream_refusing_every_recipient_gets_554_with_its_text(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
-) -> None:
-    handler, port = sink
-    handler.rcpt_replies["rcpt@example.org"] = "550 5.1.1 No such user here"
-    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
-
-    with pytest.raises(aiosmtplib.SMTPDataError) as failed:
-        await send(relay.address.port, MESSAGE)
-
-    assert failed.value.code == 554
-    assert "5.1.1 No such user here" in failed.value.message
-
-
-async def test_one_recipient_refused_for_good_the_others_still_get_it(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
-) -> None:
-    handler, port = sink
-    handler.rcpt_replies["gone@example.org"] = "550 5.1.1 No such user here"
-    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
-
-    reply = await send(
-        relay.address.port, MESSAGE, rcpts=["a@example.org", "gone@example.org", "b@example.org"]
-    )
-
-    assert "queued as" in reply
-    await handler.wait(1)
-    assert handler.arrivals[0].rcpt_tos == ["a@example.org", "b@example.org"]
-
-
-async def test_one_recipient_deferred_makes_the_client_retry(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
-) -> None:
-    handler, port = sink
-    handler.rcpt_replies["busy@example.org"] = "450 4.2.1 Mailbox busy"
-    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
-
-    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
-        await send(relay.address.port, MESSAGE, rcpts=["a@example.org", "busy@example.org"])
-
-    assert deferred.value.code == 451
-
-
 async def test_smtputf8_mail_is_forwarded_with_smtputf8(
     sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
 ) -> None:
@@ -282,23 +177,24 @@ async def test_smtputf8_mail_is_forwarded_with_smtputf8(
     assert handler.arrivals[0].content.endswith(message)
 
 
-async def test_smtputf8_mail_is_refused_when_the_upstream_cannot_take_it(
-    start_sink: SinkStarter, start_relay: RelayStarter, tmp_path: Path
+async def test_smtputf8_mail_bounces_when_the_upstream_cannot_take_it(
+    start_sink: SinkStarter, start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
     handler, port = await start_sink(smtputf8=False)
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
 
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.address.port) as client:
-        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
-            await client.sendmail(
-                "jörg@bücher.example",
-                ["a@example.org"],
-                b"Subject: x\r\n\r\nb\r\n",
-                mail_options=["SMTPUTF8"],
-            )
+        await client.sendmail(
+            "jörg@bücher.example",
+            ["a@example.org"],
+            b"Subject: x\r\n\r\nb\r\n",
+            mail_options=["SMTPUTF8"],
+        )
 
-    assert refused.value.code == 554
-    assert "SMTPUTF8" in refused.value.message
+    events = await events_of(store, bounce=1)
+    [bounce] = [detail for kind, _, detail in events if kind == "bounce"]
+    assert bounce["bounceType"] == "Permanent"
+    assert "SMTPUTF8" in bounce["bouncedRecipients"][0]["diagnosticCode"]
     assert handler.arrivals == []
 
 
@@ -320,36 +216,42 @@ async def test_required_starttls_verifies_the_certificate(
     tmp_path: Path,
     server_tls: ssl.SSLContext,
     ca_file: Path,
+    store: SQLiteStore,
 ) -> None:
     handler, port = await start_sink(starttls=server_tls)
+    untrusted = await start_relay(make_config(f"smtp+starttls://127.0.0.1:{port}", tmp_path))
+
+    await send(untrusted.address.port, MESSAGE)
+
+    events = await events_of(store, delivery_delay=1)
+    [delay] = [detail for kind, _, detail in events if kind == "delivery_delay"]
+    assert "certificate" in delay["delayedRecipients"][0]["diagnosticCode"].lower()
+    assert handler.arrivals == []
+    await untrusted.stop()
+
     trusted = await start_relay(
         make_config(
             f"smtp+starttls://127.0.0.1:{port}", tmp_path, upstream=f'ca_file = "{ca_file}"'
         )
     )
-    untrusted = await start_relay(make_config(f"smtp+starttls://127.0.0.1:{port}", tmp_path))
+    assert trusted.queue.depth == 1  # the same spool: the deferred message waits there
 
-    await send(trusted.address.port, MESSAGE)
-    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
-        await send(untrusted.address.port, MESSAGE)
-
-    assert deferred.value.code == 451
-    assert "certificate" in deferred.value.message.lower()
     await handler.wait(1)
-    assert len(handler.arrivals) == 1
     assert handler.arrivals[0].tls
+    await events_of(store, delivery=1)
 
 
 async def test_required_starttls_without_offer_defers(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
     handler, port = sink
     relay = await start_relay(make_config(f"smtp+starttls://127.0.0.1:{port}", tmp_path))
 
-    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
-        await send(relay.address.port, MESSAGE)
+    await send(relay.address.port, MESSAGE)
 
-    assert deferred.value.code == 451
+    events = await events_of(store, delivery_delay=1)
+    [delay] = [detail for kind, _, detail in events if kind == "delivery_delay"]
+    assert "STARTTLS" in delay["delayedRecipients"][0]["diagnosticCode"]
     assert handler.arrivals == []
 
 
@@ -372,13 +274,14 @@ async def test_smtps_delivers_over_implicit_tls(
 
 
 async def test_maildir_upstream_writes_one_file_per_recipient(
-    start_relay: RelayStarter, tmp_path: Path
+    start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
     maildir = tmp_path / "outbox"
     relay = await start_relay(make_config(f"maildir:{maildir}", tmp_path))
 
     await send(relay.address.port, MESSAGE, rcpts=["a@example.org", "b@example.org"])
 
+    await events_of(store, delivery=1)
     files = sorted((maildir / "new").iterdir())
     assert len(files) == 2
     assert list((maildir / "tmp").iterdir()) == []
@@ -396,22 +299,24 @@ async def test_maildir_upstream_writes_one_file_per_recipient(
         assert b"\r\nX-Config-Set: marketing" not in content
 
 
-async def test_stop_refuses_new_connections_and_lets_a_message_in_flight_finish(
-    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+async def test_stop_refuses_new_connections_and_lets_a_delivery_in_flight_finish(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
     handler, port = sink
     handler.hold = threading.Event()
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
     relay_port = relay.address.port
 
-    sending = asyncio.create_task(send(relay_port, MESSAGE))
+    assert "queued as" in await send(relay_port, MESSAGE)
     await handler.wait(1, attempts=True)
-    stopping = asyncio.create_task(relay.stop(grace=10))
-    await asyncio.sleep(0)  # one turn of the loop: stop() closes the listener
+    stopping = asyncio.create_task(relay.stop())
+    await asyncio.sleep(0.05)
     with pytest.raises(aiosmtplib.SMTPConnectError):
         await send(relay_port, MESSAGE)
+    assert not stopping.done()
     handler.hold.set()
 
-    assert "queued as" in await sending
     await stopping
     assert len(handler.arrivals) == 1
+    assert relay.spool.ids() == []
+    assert [kind for kind, _, _ in recorded(store)] == ["send", "delivery"]

@@ -19,6 +19,7 @@ from tests.conftest import (
     RelayStarter,
     codec_for,
     config_text,
+    events_of,
     make_config,
     published,
 )
@@ -149,6 +150,7 @@ async def test_a_rendering_failure_delivers_the_original_and_says_why(
     await handler.wait(1)
     [arrival] = handler.arrivals
     assert arrival.content.endswith(message)
+    await events_of(store, delivery=1)
     events = await published(store)
     assert [e["eventType"] for e in events] == ["Send", "Rendering Failure", "Delivery"]
     failure = events[1]

@@ -373,6 +373,13 @@ class SQLiteStore:
 
         return await self._transaction(work)
 
+    async def event_counts(self) -> dict[EventType, int]:
+        async def work(connection: aiosqlite.Connection) -> dict[EventType, int]:
+            async with connection.execute("SELECT name, value FROM main.counters") as cursor:
+                return {_type(name): value for name, value in await cursor.fetchall()}
+
+        return await self._transaction(work)
+
     async def checkpoint(self) -> None:
         """Copy both WALs into their databases as far as no reader needs them (never
         waiting for readers or writers), so that the WALs stop growing."""

@@ -54,6 +54,17 @@ _INSERT_HITS = (
     "   'linkTags', json(value ->> 6)) END"
     " FROM json_each(?)"
 )
+# Events counted by type as they are written (for /metrics), in the same transaction.
+_COUNT_EVENTS = (
+    "INSERT INTO counters (name, value) SELECT value ->> 2, count(*) FROM json_each(?)"
+    " WHERE true GROUP BY value ->> 2"
+    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+_COUNT_HITS = (
+    "INSERT INTO counters (name, value) SELECT value ->> 0, count(*) FROM json_each(?)"
+    " WHERE true GROUP BY value ->> 0"
+    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
 TYPE_NAMES = {event_type: event_type.name.lower() for event_type in EventType}
 """How event types are written in the log."""
 
@@ -180,14 +191,12 @@ class GroupCommit:
             for sql, payload in (
                 (_INSERT_MESSAGES, messages),
                 (_INSERT_EVENTS, events),
+                (_COUNT_EVENTS, events),
                 (_INSERT_HITS, hits),
+                (_COUNT_HITS, hits),
             )
             if payload is not None
         ]
-        if len(statements) == 1:
-            sql, payload = statements[0]
-            connection.execute(sql, (payload,))  # one statement is its own transaction
-            return
         connection.execute("BEGIN IMMEDIATE")
         try:
             for sql, payload in statements:

@@ -8,6 +8,11 @@ CREATE TABLE messages (
     mail TEXT NOT NULL
 );
 
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
