@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pixelpost import __version__
+from pixelpost import __version__, logs
 from pixelpost.config import Config, load_config
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
@@ -356,15 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs every command it reads at INFO, AUTH lines included: keep it to
-    # warnings unless debugging, so that credentials never reach the log.
-    if args.log_level != "debug":
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logs.setup(logging.getLevelName(args.log_level.upper()))
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+
+from pixelpost import logs
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,7 @@ def child_setup(log_level: int, niceness: int = 0) -> None:
     """What every child does first: logging like its parent's, and its priority."""
     if niceness:
         os.nice(niceness)
-    logging.basicConfig(
-        level=log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(log_level)
 
 
 def watch_parent(stop: asyncio.Event) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -106,6 +107,10 @@ def spool_counts(path: Path) -> tuple[int, int] | None:
     """The metrics' view of a spool: (messages, of which deferred), None if none."""
     found = spool_depth(path)
     return None if found is None else (found.queued, found.deferred)
+
+
+async def _stop_all(children: Sequence[ChildProcess]) -> None:
+    await asyncio.gather(*(child.stop() for child in children))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -214,17 +219,25 @@ async def run(
             stack.push_async_callback(child.stop)
         if relay:
             workers = config.relay.workers
-            for number in range(1, workers):
-                worker = ChildProcess(
-                    name=f"pixelpost relay {number}",
-                    target=relay_worker_process,
-                    args=(config, log_level),
-                )
-                await worker.start()
-                stack.push_async_callback(worker.stop)
             server, queue, upstream = await start_relay(
                 config, stack, recorder, reuse_port=workers > 1
             )
+            # The others listen on the port this one got (`listen` may ask for port 0).
+            shared = dataclasses.replace(
+                config, relay=dataclasses.replace(config.relay, listen=server.address)
+            )
+            children = [
+                ChildProcess(
+                    name=f"pixelpost relay {number}",
+                    target=relay_worker_process,
+                    args=(shared, log_level),
+                )
+                for number in range(1, workers)
+            ]
+            for child in children:
+                await child.start()
+            # Stopped together: each one finishes its in-flight deliveries meanwhile.
+            stack.push_async_callback(_stop_all, children)
             lines += [
                 ("smtp", str(server.address) + (f" ({workers} processes)" if workers > 1 else "")),
                 ("spool", f"{config.relay.spool} ({queue.depth} waiting)"),
