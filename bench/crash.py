@@ -1,0 +1,310 @@
+"""Kill the relay with SIGKILL in the middle of a load, start it again, and count.
+
+    .venv/bin/python -m bench.crash [--messages 2000] [--kill-after 800] [--sessions 10]
+
+`pixelpost relay` runs in a subprocess and delivers to a counting aiosmtpd sink. Each
+message carries its number in an `X-Seq` header; clients send them over `--sessions`
+connections. Once `--kill-after` messages got 250, the relay is killed with SIGKILL, the
+clients see their connections drop, and the relay is started again on the same spool;
+the clients send the rest. Then the sink's count is compared with the 250s:
+
+  lost        got 250 and never reached the sink (must be 0: RFC 5321 section 6.1)
+  duplicated  reached the sink more than once (possible: a delivery the kill cut off
+              after the upstream's 250 but before the spool file was removed is sent
+              again, as with every MTA)
+  in flight   sent but with no answer when the relay died: the client must retry
+              these, and some may still arrive (the spool had them before the 250)
+
+`tests/e2e/test_crash.py` runs this scenario and asserts that nothing is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+_SEQ = re.compile(rb"^X-Seq: (\d+)\r?$", re.MULTILINE)
+
+
+@dataclass
+class CrashReport:
+    messages: int
+    accepted: set[int] = field(default_factory=set)
+    """Messages the relay answered 250 to, before or after the kill."""
+    in_flight: set[int] = field(default_factory=set)
+    """Messages sent to the relay that died before it answered."""
+    arrivals: collections.Counter[int] = field(default_factory=collections.Counter)
+    """How often each message reached the sink."""
+    accepted_before_kill: int = 0
+    seconds: float = 0.0
+
+    @property
+    def lost(self) -> set[int]:
+        return self.accepted - set(self.arrivals)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.arrivals.values())
+
+    @property
+    def in_flight_arrived(self) -> int:
+        return len(self.in_flight & set(self.arrivals))
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages} messages, relay killed (SIGKILL) after"
+            f" {self.accepted_before_kill} were accepted, restarted on the same spool\n"
+            f"  accepted (250)          {len(self.accepted)}\n"
+            f"  in flight at the kill   {len(self.in_flight)}"
+            f" (no answer; {self.in_flight_arrived} of them arrived anyway)\n"
+            f"  arrived at the sink     {len(self.arrivals)} distinct,"
+            f" {sum(self.arrivals.values())} in all\n"
+            f"  lost                    {len(self.lost)}\n"
+            f"  duplicated              {self.duplicates}\n"
+            f"  took                    {self.seconds:.1f}s"
+        )
+
+
+class CountingSink:
+    """An aiosmtpd upstream on its own thread that counts messages by `X-Seq`."""
+
+    def __init__(self) -> None:
+        self.arrivals: collections.Counter[int] = collections.Counter()
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert envelope.original_content is not None
+        match = _SEQ.search(envelope.original_content)
+        if match is None:
+            return "554 5.6.0 No X-Seq header"
+        with self._lock:
+            self.arrivals[int(match[1])] += 1
+        return "250 2.0.0 Ok"
+
+    def distinct(self) -> int:
+        with self._lock:
+            return len(self.arrivals)
+
+    def __enter__(self) -> CountingSink:
+        self._thread.start()
+
+        async def listen() -> asyncio.Server:
+            loop = asyncio.get_running_loop()
+            return await loop.create_server(lambda: SMTP(self), "127.0.0.1", 0)
+
+        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        server = self._server
+        if server is not None:
+
+            async def close() -> None:
+                server.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(workdir: Path, port: int, sink_port: int) -> Path:
+    path = workdir / "pixelpost.toml"
+    path.write_text(
+        f"""
+default_config_set = "news"
+[relay]
+listen = "127.0.0.1:{port}"
+hostname = "relay.crash"
+spool = "{workdir / "spool"}"
+retry_delays = ["1s"]
+[upstream]
+url = "smtp://127.0.0.1:{sink_port}"
+[tracker]
+listen = "127.0.0.1:0"
+public_url = "https://t.example.com"
+[store]
+url = "sqlite:///{workdir / "pixelpost.db"}"
+[signing]
+key_file = "{workdir / "signing.key"}"
+[config_sets.news]
+"""
+    )
+    return path
+
+
+def message(seq: int) -> bytes:
+    return (
+        "From: news@example.com\r\nTo: reader@example.org\r\n"
+        f"Subject: message {seq}\r\nX-Seq: {seq}\r\n"
+        'Content-Type: text/html; charset="utf-8"\r\n\r\n'
+        f'<p>Message {seq}, with <a href="https://example.com/{seq}">a link</a>.</p>\r\n'
+    ).encode()
+
+
+@contextlib.contextmanager
+def relay_process(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`pixelpost relay`, once it listens; killed at the end if still running."""
+    with log.open("ab") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "pixelpost"), "relay", "-c", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the relay exited with {process.returncode}: see {log}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the relay does not listen on {port}: see {log}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+class Load:
+    """Clients that send numbered messages until there are none left, and stop at the
+    first connection error (the relay died)."""
+
+    def __init__(self, port: int, numbers: Iterator[int], report: CrashReport) -> None:
+        self._port = port
+        self._numbers = numbers
+        self._report = report
+
+    async def client(self, kill_at: int | None, kill: asyncio.Event) -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self._port, timeout=30)
+        try:
+            await smtp.connect()
+            for seq in self._numbers:
+                if kill_at is not None and len(self._report.accepted) >= kill_at:
+                    kill.set()
+                self._report.in_flight.add(seq)
+                await smtp.sendmail("news@example.com", ["reader@example.org"], message(seq))
+                self._report.in_flight.discard(seq)
+                self._report.accepted.add(seq)
+        except (aiosmtplib.SMTPException, OSError):
+            return
+        finally:
+            smtp.close()
+
+    async def run(self, sessions: int, kill_at: int | None = None) -> None:
+        """Send until done or, with `kill_at`, until the relay is gone."""
+        kill = asyncio.Event()
+        clients = [asyncio.create_task(self.client(kill_at, kill)) for _ in range(sessions)]
+        done = asyncio.gather(*clients)
+        if kill_at is None:
+            await done
+            return
+        waiting = asyncio.create_task(kill.wait())
+        await asyncio.wait([waiting, done], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not kill.is_set():
+            raise RuntimeError(f"the load ended before {kill_at} messages were accepted")
+
+
+def run(
+    workdir: Path,
+    *,
+    messages: int = 2000,
+    kill_after: int = 800,
+    sessions: int = 10,
+    settle: float = 60.0,
+) -> CrashReport:
+    """The scenario; `settle` bounds the wait for the restarted relay to deliver."""
+    report = CrashReport(messages=messages)
+    started = time.monotonic()
+    with CountingSink() as sink:
+        port = free_port()
+        config = write_config(workdir, port, sink.port)
+        log = workdir / "relay.log"
+        numbers = iter(range(1, messages + 1))
+        with relay_process(config, port, log) as relay:
+            load = Load(port, numbers, report)
+
+            async def first_half() -> None:
+                killer = asyncio.create_task(load.run(sessions, kill_at=kill_after))
+                await killer
+                os.kill(relay.pid, signal.SIGKILL)
+                report.accepted_before_kill = len(report.accepted)
+                # The clients find out on their next read.
+                await asyncio.sleep(0.5)
+
+            asyncio.run(first_half())
+            relay.wait()
+        unanswered = set(report.in_flight)
+        with relay_process(config, port, log):
+            report.in_flight = set()
+            asyncio.run(Load(port, numbers, report).run(sessions))
+            report.in_flight = unanswered - report.accepted
+            deadline = time.monotonic() + settle
+            while not report.accepted <= set(sink.arrivals) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # Give redeliveries of in-flight messages a moment to show up as duplicates.
+            time.sleep(1.0)
+        report.arrivals = collections.Counter(sink.arrivals)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--kill-after", type=int, default=800, help="250s before the kill")
+    parser.add_argument("--sessions", type=int, default=10, help="parallel SMTP sessions")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    if not 0 < args.kill_after < args.messages:
+        parser.error("--kill-after must be between 0 and --messages")
+    for number in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="pixelpost-crash-") as tmp:
+            report = run(
+                Path(tmp),
+                messages=args.messages,
+                kill_after=args.kill_after,
+                sessions=args.sessions,
+            )
+        print(f"round {number + 1}: {report.summary()}", flush=True)
+        if report.lost:
+            raise SystemExit(f"LOST: {sorted(report.lost)[:20]}")
+
+
+if __name__ == "__main__":
+    main()
