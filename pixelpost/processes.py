@@ -19,7 +19,9 @@ from pixelpost import logs
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
-STOP_GRACE = 40.0
+STOP_GRACE = 65.0
+"""Longer than a relay takes to stop by itself: 30 s for messages being handed over,
+then 30 s for deliveries in flight."""
 
 
 def child_setup(log_level: int, niceness: int = 0) -> None:
