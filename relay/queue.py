@@ -20,7 +20,6 @@ between sends the message again rather than losing its events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
@@ -29,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pixelpost.aio import wait_event
 from pixelpost.bounces import classify
 from pixelpost.config import RelayConfig
 from pixelpost.config.values import format_duration
@@ -205,9 +205,7 @@ class DeliveryQueue:
                 wait = SCAN_INTERVAL
             else:
                 wait = max(0.0, self._schedule[0][0] - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
-            self._wakeup.clear()
+            await wait_event(self._wakeup, wait)
 
     def _launch(self, message_id: str) -> None:
         task = asyncio.create_task(self._deliver(message_id), name=f"deliver {message_id}")

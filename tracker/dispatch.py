@@ -13,7 +13,6 @@ disables its destination until a replay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
+from pixelpost.aio import wait_event
 from pixelpost.config import Config
 from pixelpost.event_types import EventType
 from pixelpost.store import Claimed, Route, Store, StoreError, open_store
@@ -100,12 +100,6 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    @staticmethod
-    async def _wait(event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-        event.clear()
-
     async def _route_loop(self) -> None:
         while True:
             try:
@@ -119,7 +113,7 @@ class Dispatcher:
                     wakeup.set()
             await asyncio.sleep(ROUTE_INTERVAL)
             if not routed:
-                await self._wait(self._route_wakeup, ROUTE_POLL_INTERVAL)
+                await wait_event(self._route_wakeup, ROUTE_POLL_INTERVAL)
 
     async def _destination_loop(self, sender: Sender) -> None:
         wakeup = self._wakeups[sender.name]
@@ -150,7 +144,7 @@ class Dispatcher:
                 self._deliveries.add(task)
                 task.add_done_callback(finished)
             if not claimed or len(in_flight) >= sender.concurrency:
-                await self._wait(wakeup, POLL_INTERVAL)
+                await wait_event(wakeup, POLL_INTERVAL)
 
     async def _deliver(self, sender: Sender, batch: Sequence[Claimed]) -> None:
         try:
