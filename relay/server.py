@@ -11,9 +11,10 @@ import asyncio
 import logging
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
 from pixelpost.config import HostPort, RelayConfig
+from relay.data import TooMuchData, read_data
 from relay.handler import RelayHandler
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,30 @@ class _Connection(SMTP):
     def connection_lost(self, exc: Exception | None) -> None:
         self._live.discard(self)
         super().connection_lost(exc)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the message read a buffer at a time (`relay.data`)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await read_data(self._reader, self.data_size_limit)
+        except TooMuchData:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push("552 5.3.4 Error: Too much mail data")
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     def shut_down(self) -> None:
         transport = self.transport

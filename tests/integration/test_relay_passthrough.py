@@ -320,3 +320,68 @@ async def test_stop_refuses_new_connections_and_lets_a_delivery_in_flight_finish
     assert len(handler.arrivals) == 1
     assert relay.spool.ids() == []
     assert [kind for kind, _, _ in recorded(store)] == ["send", "delivery"]
+
+
+async def smtp_dialogue(port: int, wire: bytes, replies: int) -> list[bytes]:
+    """Send `wire` in one write after the greeting (pipelined, as a client may), and
+    return the first `replies` replies."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await reader.readline()  # 220
+        writer.write(wire)
+        await writer.drain()
+        lines = []
+        while len(lines) < replies:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if not line:
+                break
+            if line[3:4] != b"-":  # the last line of a reply
+                lines.append(line.rstrip())
+        return lines
+    finally:
+        writer.close()
+
+
+async def test_data_on_the_wire_pipelined_smuggling_and_size(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    """Only CRLF.CRLF ends a message (no smuggled second one), a dot-stuffed line comes
+    out unstuffed, commands pipelined after the end are answered, and a message over
+    relay.max_message_bytes gets 552 once it is all read, with nothing forwarded."""
+    handler, port = sink
+    config = make_config(f"smtp://127.0.0.1:{port}", tmp_path, relay="max_message_bytes = 2000")
+    relay = await start_relay(config)
+    envelope = b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<rcpt@example.org>\r\nDATA\r\n"
+    smuggled = (
+        b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.com>\r\n"
+        b"RCPT TO:<victim@example.org>\r\nDATA\r\n\r\nsmuggled\r\n"
+        b"..dot\r\n.\r\n"
+    )
+    wire = b"EHLO client.test\r\n" + envelope + smuggled + envelope
+    wire += b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n"
+    wire += (b"y" * 78 + b"\r\n") * 30 + b".\r\nQUIT\r\n"
+
+    replies = await smtp_dialogue(relay.address.port, wire, 10)
+
+    codes = [reply[:3] for reply in replies]
+    assert codes == [
+        b"250",
+        b"250",
+        b"250",
+        b"354",
+        b"250",
+        b"250",
+        b"250",
+        b"354",
+        b"552",
+        b"221",
+    ]
+    await handler.wait(1)
+    await asyncio.sleep(0.3)
+    [arrival] = handler.arrivals
+    assert arrival.rcpt_tos == ["rcpt@example.org"]
+    assert arrival.content.endswith(b"\r\n\r\nsmuggled\r\n.dot\r\n")
+    # The attempt is text of the one message (aiosmtplib sends bare LFs as CRLF and
+    # dot-stuffs the line, so the upstream reads it as text too).
+    assert b"first\r\n.\r\nMAIL FROM:<evil@example.com>\r\n" in arrival.content
+    assert handler.rcpt_attempts == ["rcpt@example.org"]
