@@ -194,13 +194,16 @@ def smtp_sink(port: int) -> Iterator[SinkCounter]:
         process.stdout.close()
 
 
-def pixelpost_config(workdir: Path, port: int, sink_port: int, config_set: str) -> Path:
+def pixelpost_config(
+    workdir: Path, port: int, sink_port: int, config_set: str, workers: int = 1
+) -> Path:
     path = workdir / f"{config_set}.toml"
     path.write_text(
         f"""
 default_config_set = "{config_set}"
 [relay]
 listen = "127.0.0.1:{port}"
+workers = {workers}
 hostname = "relay.bench"
 spool = "{workdir / "spool"}"
 [upstream]
@@ -292,14 +295,14 @@ def postfix_serving(workdir: Path, port: int, sink_port: int) -> Iterator[int]:
         time.sleep(SETTLE)
 
 
-def build_systems(keys: list[str], workdir: Path, sink_port: int) -> list[System]:
+def build_systems(keys: list[str], workdir: Path, sink_port: int, workers: int) -> list[System]:
     systems = []
     for key in keys:
         name = SYSTEMS[key]
         port = free_port()
         start: Callable[[], contextlib.AbstractContextManager[int]]
         if key in ("tracked", "untracked"):
-            config = pixelpost_config(workdir, port, sink_port, key)
+            config = pixelpost_config(workdir, port, sink_port, key, workers)
             args = [str(BIN / "pixelpost"), "relay", "-c", str(config)]
             log = workdir / f"{key}.log"
             start = functools.partial(serving, args, port, log, workdir / "spool")
@@ -317,7 +320,8 @@ def build_systems(keys: list[str], workdir: Path, sink_port: int) -> list[System
 def report(kind: str, size: int, rates: dict[str, list[float]], args: argparse.Namespace) -> None:
     print(
         f"\n{KINDS[kind]}: {size:,} bytes, {args.messages} messages per round,"
-        f" {args.sessions} sessions, {args.rounds} rounds, {os.cpu_count()} cores;"
+        f" {args.sessions} sessions, {args.rounds} rounds, {os.cpu_count()} cores,"
+        f" pixelpost relay.workers = {args.workers};"
         " end to end, until smtp-sink has every message"
     )
     medians = {name: statistics.median(values) for name, values in rates.items()}
@@ -350,6 +354,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="pixelpost's relay.workers (default: one per core, as Postfix uses them all)",
+    )
+    parser.add_argument(
         "--systems",
         type=parse_systems,
         default=list(SYSTEMS),
@@ -365,7 +375,7 @@ def main() -> None:
         workdir.chmod(0o711)  # Postfix's daemons, as the postfix user, work in here
         sink_port = free_port()
         with smtp_sink(sink_port) as sink:
-            systems = build_systems(args.systems, workdir, sink_port)
+            systems = build_systems(args.systems, workdir, sink_port, args.workers)
             for kind in kinds:
                 message = workdir / f"{kind}.eml"
                 data = html_message() if kind == "html" else text_message()

@@ -105,5 +105,5 @@ class SpoolingDelivery:
         except SpoolError as exc:
             log.error("%s: not accepted: %s", submission.copies[0].message_id, exc)
             return "451 4.3.0 Cannot queue the message now; please try again later"
-        self._queue.add([envelope.id for envelope, _ in copies])
+        self._queue.add(copies)
         return f"250 2.0.0 Ok: queued as {submission.copies[0].message_id}"

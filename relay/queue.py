@@ -20,6 +20,7 @@ between sends the message again rather than losing its events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -54,6 +55,8 @@ SCAN_INTERVAL = 2.0
 """How often to look for messages another relay process spooled, or left behind."""
 RETRY_JITTER = 0.1
 STOP_GRACE_DEFAULT = 30.0
+FRESH_BYTES_LIMIT = 64 * 1024 * 1024
+"""Newly spooled messages kept in memory for their first attempt, in bytes."""
 
 
 def _status(code: int, text: str) -> str:
@@ -127,6 +130,8 @@ class DeliveryQueue:
         self._schedule: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Task[float | None]] = {}
+        self._fresh: dict[str, tuple[Envelope, bytes]] = {}
+        self._fresh_bytes = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._flushed_at = 0.0
@@ -160,10 +165,14 @@ class DeliveryQueue:
         heapq.heappush(self._schedule, (due, message_id))
         self._wakeup.set()
 
-    def add(self, message_ids: Sequence[str]) -> None:
-        """Deliver newly spooled messages now."""
-        for message_id in message_ids:
-            self._at(message_id, 0.0)
+    def add(self, messages: Sequence[tuple[Envelope, bytes]]) -> None:
+        """Deliver newly spooled messages now. Their first attempt takes them from
+        memory rather than from the spool, as long as that holds few enough bytes."""
+        for envelope, content in messages:
+            if self._fresh_bytes + len(content) <= FRESH_BYTES_LIMIT:
+                self._fresh[envelope.id] = (envelope, content)
+                self._fresh_bytes += len(content)
+            self._at(envelope.id, 0.0)
 
     @property
     def spool(self) -> Spool:
@@ -240,25 +249,33 @@ class DeliveryQueue:
     async def _deliver(self, message_id: str) -> float | None:
         """One attempt at a spooled message; returns when to try it again, if ever."""
         spool = self._spool
-        lock = await spool.run(spool.lock, message_id)
-        if lock is None:
-            return None  # delivered, or being delivered, by another process
+        known = self._fresh.pop(message_id, None)
+        if known is not None:
+            self._fresh_bytes -= len(known[1])
         try:
-            state = await spool.run(spool.state, message_id)
-            if state.next_attempt_at > self._clock() + 1:
-                return state.next_attempt_at  # another relay process deferred it meanwhile
-            try:
-                envelope, content = await spool.run(spool.read, lock)
-            except CorruptSpoolFile as exc:
-                where = await spool.run(spool.quarantine, message_id)
-                log.error("%s: damaged spool file moved to %s: %s", message_id, where, exc)
-                return None
-            return await self._attempt(envelope, content, state)
+            claim = await spool.run(spool.claim, message_id, known)
+        except CorruptSpoolFile as exc:
+            where = await spool.run(spool.quarantine, message_id)
+            log.error("%s: damaged spool file moved to %s: %s", message_id, where, exc)
+            return None
+        if claim is None:
+            return None  # delivered, or being delivered, by another process
+        done: bool | None = None  # None: the attempt did not happen; leave the files
+        try:
+            if claim.state.next_attempt_at > self._clock() + 1:
+                return claim.state.next_attempt_at  # another relay process deferred it
+            again = await self._attempt(claim.envelope, claim.content, claim.state)
+            done = again is None
+            return again
         except Exception:  # a bug must not lose the message: it stays spooled
             log.exception("%s: delivery failed unexpectedly; will try again", message_id)
             return self._clock() + self._relay.retry_delays[0]
         finally:
-            lock.release()
+            if done is None:
+                claim.lock.release()
+            else:
+                # Shielded: once the upstream has it, a stop must not skip the removal.
+                await asyncio.shield(spool.run(functools.partial(spool.finish, claim, done=done)))
 
     async def _attempt(self, envelope: Envelope, content: bytes, state: State) -> float | None:
         message_id = envelope.id
@@ -286,7 +303,6 @@ class DeliveryQueue:
                 expires_at=envelope.expires_at,
                 rng=self._rng,
             )
-            await self._spool.run(self._spool.save_state, message_id, state)
             log.info(
                 "%s: deferred %d recipients (attempt %d, next in %.0fs): %s",
                 message_id,
@@ -295,8 +311,6 @@ class DeliveryQueue:
                 state.next_attempt_at - now,
                 state.last_error,
             )
-        else:
-            await self._spool.run(self._spool.remove, message_id)
         if outcome.delivered:
             log.info(
                 "%s: delivered to %d via %s: %s",
@@ -452,4 +466,4 @@ class DeliveryQueue:
             log.error("%s: cannot queue the bounce notification: %s", envelope.id, exc)
             return
         log.info("%s: bounce notification %s for <%s>", envelope.id, dsn.id, envelope.mail_from)
-        self.add([dsn.id])
+        self.add([(dsn, report)])

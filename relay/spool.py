@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -120,11 +120,21 @@ def depth(path: Path) -> Depth | None:
     return Depth(queued=queued, deferred=deferred)
 
 
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
+
+
+def encode_parts(envelope: Envelope, content: bytes) -> tuple[bytes, bytes, bytes]:
+    """A spool file's bytes in three parts (the message itself is not copied)."""
+    values = {name: getattr(envelope, name) for name in _ENVELOPE_FIELDS}
+    header = _MAGIC + json.dumps(values, separators=(",", ":")).encode() + b"\n"
+    size = len(header) + len(content)
+    checksum = zlib.crc32(content, zlib.crc32(header))
+    return header, content, _TRAILER + f"{size} {checksum:08x}\n".encode()
+
+
 def encode(envelope: Envelope, content: bytes) -> bytes:
     """A spool file's bytes."""
-    header = _MAGIC + json.dumps(asdict(envelope), separators=(",", ":")).encode() + b"\n"
-    body = header + content
-    return body + _TRAILER + f"{len(body)} {zlib.crc32(body):08x}\n".encode()
+    return b"".join(encode_parts(envelope, content))
 
 
 def decode(data: bytes) -> tuple[Envelope, bytes]:
@@ -139,10 +149,10 @@ def decode(data: bytes) -> tuple[Envelope, bytes]:
     if trailer is None or int(trailer[1]) != len(body) or int(trailer[2], 16) != zlib.crc32(body):
         raise CorruptSpoolFile("length or checksum does not match")
     line_end = body.index(b"\n", len(_MAGIC))
-    fields = json.loads(body[len(_MAGIC) : line_end])
-    fields["recipients"] = tuple(fields["recipients"])
-    fields["mail_options"] = tuple(fields["mail_options"])
-    return Envelope(**fields), body[line_end + 1 :]
+    values = json.loads(body[len(_MAGIC) : line_end])
+    values["recipients"] = tuple(values["recipients"])
+    values["mail_options"] = tuple(values["mail_options"])
+    return Envelope(**values), body[line_end + 1 :]
 
 
 def _fsync_directory(path: Path) -> None:
@@ -203,6 +213,16 @@ class Lock:
             os.close(self.fd)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claim:
+    """A message held for a delivery attempt."""
+
+    lock: Lock
+    state: State
+    envelope: Envelope
+    content: bytes
+
+
 class Spool:
     """The spool directory."""
 
@@ -245,9 +265,13 @@ class Spool:
         temporary = self.tmp / envelope.id
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(encode(envelope, content))
-            while view:
-                view = view[os.write(fd, view) :]
+            parts = [memoryview(part) for part in encode_parts(envelope, content)]
+            while parts:
+                written = os.writev(fd, parts)
+                while parts and written >= len(parts[0]):
+                    written -= len(parts.pop(0))
+                if parts:
+                    parts[0] = parts[0][written:]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -274,6 +298,31 @@ class Spool:
             return None
         return Lock(fd)
 
+    def claim(self, message_id: str, known: tuple[Envelope, bytes] | None = None) -> Claim | None:
+        """Everything a delivery attempt needs, in one go: the lock, the state and the
+        message (read from the file unless `known`). None if another process holds it
+        or it is gone; CorruptSpoolFile if the file is damaged."""
+        lock = self.lock(message_id)
+        if lock is None:
+            return None
+        try:
+            state = self.state(message_id)
+            envelope, content = known if known is not None else self.read(lock)
+        except BaseException:
+            lock.release()
+            raise
+        return Claim(lock=lock, state=state, envelope=envelope, content=content)
+
+    def finish(self, claim: Claim, *, done: bool) -> None:
+        """Release a claim: remove the message when `done`, else save its state."""
+        try:
+            if done:
+                self.remove(claim.envelope.id)
+            else:
+                self.save_state(claim.envelope.id, claim.state)
+        finally:
+            claim.lock.release()
+
     def read(self, lock: Lock) -> tuple[Envelope, bytes]:
         """The envelope and message of a held spool file."""
         size = os.fstat(lock.fd).st_size
@@ -294,12 +343,12 @@ class Spool:
 
     def state(self, message_id: str) -> State:
         try:
-            fields = json.loads((self.states / message_id).read_bytes())
+            values = json.loads((self.states / message_id).read_bytes())
         except FileNotFoundError:
             return State()
         except ValueError:
             return State()  # a state torn by a crash: start over, which sends again at worst
-        return State(**fields)
+        return State(**values)
 
     def save_state(self, message_id: str, state: State) -> None:
         temporary = self.states / f".{message_id}.tmp"
