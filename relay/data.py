@@ -15,7 +15,10 @@ discarded, so that the reply (552) comes in step with the client.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
+LARGE_MESSAGE = 1024 * 1024
+"""Messages larger than this are "large": the relay lets only a few of them in at once."""
 END = b"\r\n.\r\n"
 """The end-of-data marker: a line holding only a dot."""
 _LAST_LINE = b".\r\n"
@@ -25,16 +28,27 @@ class TooMuchData(Exception):
     """The message is larger than the limit (it was read to its end and dropped)."""
 
 
-async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
+async def read_data(
+    reader: asyncio.StreamReader,
+    limit: int | None,
+    *,
+    on_large: Callable[[], Awaitable[None]] | None = None,
+) -> bytes:
     """The message up to the end-of-data line, dot-unstuffed, with its last CRLF.
 
-    Raises `TooMuchData` when it is over `limit` bytes (as sent, before unstuffing),
+    `on_large` is awaited once, when the message grows past `LARGE_MESSAGE` bytes: it
+    may make the reading wait (the client is held back by TCP meanwhile). Raises
+    `TooMuchData` when the message is over `limit` bytes (as sent, before unstuffing),
     `asyncio.IncompleteReadError` when the client goes away first.
     """
     data = bytearray()
     size = 0
     at_line_start = True
+    waited = False
     while True:
+        if on_large is not None and not waited and size > LARGE_MESSAGE:
+            waited = True
+            await on_large()
         if at_line_start:
             # The marker's CRLF may be the one already read: look at the next line alone.
             try:

@@ -20,6 +20,7 @@ between sends the message again rather than losing its events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import heapq
 import logging
@@ -44,6 +45,7 @@ from pixelpost.events import (
 )
 from pixelpost.ids import new_message_id
 from pixelpost.store import MessageRecord, Recorder, StoreError
+from relay.data import LARGE_MESSAGE
 from relay.dsn import Failure, notification
 from relay.spool import CorruptSpoolFile, Envelope, Spool, SpoolError, State
 from relay.upstream import Transport
@@ -55,6 +57,9 @@ SCAN_INTERVAL = 2.0
 """How often to look for messages another relay process spooled, or left behind."""
 RETRY_JITTER = 0.1
 STOP_GRACE_DEFAULT = 30.0
+LARGE_DELIVERIES_AT_ONCE = 4
+"""Messages over 1 MB sent at once: the SMTP client copies a message twice as it
+sends it (line endings, dot-stuffing)."""
 FRESH_BYTES_LIMIT = 64 * 1024 * 1024
 """Newly spooled messages kept in memory for their first attempt, in bytes."""
 
@@ -131,6 +136,7 @@ class DeliveryQueue:
         self._scheduled: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Task[float | None]] = {}
         self._fresh: dict[str, tuple[Envelope, bytes]] = {}
+        self._large = asyncio.Semaphore(LARGE_DELIVERIES_AT_ONCE)
         self._fresh_bytes = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -330,13 +336,15 @@ class DeliveryQueue:
 
     async def _send(self, envelope: Envelope, content: bytes, todo: list[str]) -> _Outcome:
         outcome = _Outcome()
+        large = len(content) > LARGE_MESSAGE
         try:
-            result = await self._transport.send(
-                mail_from=envelope.mail_from,
-                rcpt_tos=todo,
-                content=content,
-                mail_options=envelope.mail_options,
-            )
+            async with self._large if large else contextlib.nullcontext():
+                result = await self._transport.send(
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=todo,
+                    content=content,
+                    mail_options=envelope.mail_options,
+                )
         except TemporaryDeliveryError as exc:
             outcome.deferred = dict.fromkeys(todo, exc)
             return outcome

@@ -21,14 +21,26 @@ log = logging.getLogger(__name__)
 
 IDENT = "pixelpost ESMTP"
 GRACE_DEFAULT = 30.0
+LARGE_MESSAGES_AT_ONCE = 8
+"""Messages over 1 MB (`relay.data.LARGE_MESSAGE`) read and processed at once; more
+wait, held back by TCP, so that memory stays bounded however many clients send big
+messages together. Small messages never wait for these."""
 
 
 class _Connection(SMTP):
     """aiosmtpd's protocol, registering itself so that a stop can close it."""
 
-    def __init__(self, handler: RelayHandler, live: set[_Connection], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: RelayHandler,
+        live: set[_Connection],
+        large: asyncio.Semaphore,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._live = live
+        self._large = large
+        self._holds_large = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._live.add(self)
@@ -52,15 +64,35 @@ class _Connection(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            content = await read_data(self._reader, self.data_size_limit)
+            content = await read_data(
+                self._reader, self.data_size_limit, on_large=self._admit_large
+            )
         except TooMuchData:
+            self._release_large()
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push("552 5.3.4 Error: Too much mail data")
             return
+        except BaseException:
+            self._release_large()
+            raise
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._release_large()
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
+
+    async def _admit_large(self) -> None:
+        """Wait for one of the few places for a large message: it is held in memory,
+        several times over while it is rewritten and spooled."""
+        await self._large.acquire()
+        self._holds_large = True
+
+    def _release_large(self) -> None:
+        if self._holds_large:
+            self._holds_large = False
+            self._large.release()
 
     def shut_down(self) -> None:
         transport = self.transport
@@ -80,11 +112,13 @@ class RelayServer:
         self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
         self._live: set[_Connection] = set()
+        self._large = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
 
     def _protocol(self) -> _Connection:
         return _Connection(
             self._handler,
             self._live,
+            self._large,
             hostname=self._config.hostname,
             ident=IDENT,
             data_size_limit=self._config.max_message_bytes,

@@ -385,3 +385,50 @@ async def test_data_on_the_wire_pipelined_smuggling_and_size(
     # dot-stuffs the line, so the upstream reads it as text too).
     assert b"first\r\n.\r\nMAIL FROM:<evil@example.com>\r\n" in arrival.content
     assert handler.rcpt_attempts == ["rcpt@example.org"]
+
+
+async def test_large_messages_wait_for_a_place_small_ones_do_not(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory stays bounded: past relay.data.LARGE_MESSAGE bytes a message waits for one
+    of LARGE_MESSAGES_AT_ONCE places (here 10 KB and one place)."""
+    monkeypatch.setattr("relay.data.LARGE_MESSAGE", 10_000)
+    monkeypatch.setattr("relay.server.LARGE_MESSAGES_AT_ONCE", 1)
+    handler, port = sink
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+    envelope = (
+        b"EHLO client.test\r\nMAIL FROM:<sender@example.com>\r\n"
+        b"RCPT TO:<rcpt@example.org>\r\nDATA\r\n"
+    )
+    body = b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 200  # 20 KB
+
+    async def opened() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.address.port)
+        await reader.readline()
+        writer.write(envelope)
+        while not (await reader.readline()).startswith(b"354"):
+            pass
+        return reader, writer
+
+    first_reader, first = await opened()
+    first.write(body)  # over the threshold, unfinished: it holds the one place
+    await first.drain()
+    second_reader, second = await opened()
+    second.write(body + b".\r\n")
+    await second.drain()
+    second_reply = asyncio.ensure_future(second_reader.readline())
+
+    small = await smtp_dialogue(relay.address.port, envelope + b"Subject: s\r\n\r\nhi\r\n.\r\n", 5)
+    assert small[-1].startswith(b"250")
+    await asyncio.sleep(0.3)
+    assert not second_reply.done()  # still waiting for the place
+
+    first.write(b".\r\n")
+    assert (await asyncio.wait_for(first_reader.readline(), 10)).startswith(b"250")
+    assert (await asyncio.wait_for(second_reply, 10)).startswith(b"250")
+    for writer in (first, second):
+        writer.close()
+    await handler.wait(3)
