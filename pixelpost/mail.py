@@ -11,12 +11,13 @@ there; pixelpost puts the SMTP AUTH user, or, for a client admitted by
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader
-from email.parser import HeaderParser
 from typing import Any
 
 HEADERS_LIMIT = 10 * 1024
@@ -41,33 +42,41 @@ def timestamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
-def _addresses(header: object) -> list[str]:
+_FIELD = re.compile(r"^([^:\s]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(name: str, value: str) -> tuple[str, ...]:
+    """One header as `email`'s default policy reads it: addresses, or the decoded text.
+    Cached: a campaign sends the same From and Subject many times over."""
+    header = policy.default.header_fetch_parse(name, value)
     if isinstance(header, AddressHeader):
-        return [str(address) for address in header.addresses]
-    return [str(header)]
+        return tuple(str(address) for address in header.addresses)
+    return (str(header),)
 
 
 def common_headers(header_block: bytes) -> JSON:
     """SES's `commonHeaders`: the usual headers, decoded (RFC 2047) and address lists
     split. A header the standard library cannot read is left out, not guessed at."""
     # Decoded as UTF-8 first (RFC 6532): parsing bytes would leave surrogates in place of
-    # non-ASCII octets, which JSON cannot carry.
-    parsed = HeaderParser(policy=policy.default).parsestr(header_block.decode("utf-8", "replace"))
+    # non-ASCII octets, which JSON cannot carry. Only the fields used are parsed.
+    found: dict[str, list[str]] = {}
+    for field in _FIELD.finditer(header_block.decode("utf-8", "replace")):
+        name = field[1].lower()
+        if name in _ADDRESS_HEADERS or name in _TEXT_HEADERS:
+            found.setdefault(name, []).append(field[2].lstrip(" \t").rstrip("\r\n"))
     common: JSON = {}
-    for name, key in _ADDRESS_HEADERS.items():
+    for name, key in (*_ADDRESS_HEADERS.items(), *_TEXT_HEADERS.items()):
+        values = found.get(name)
+        if not values:
+            continue
+        if name in _TEXT_HEADERS:
+            values = values[:1]
         try:
-            values = parsed.get_all(name)
-            if values:
-                common[key] = [a for value in values for a in _addresses(value)]
+            parsed = [item for value in values for item in _parsed(name, value)]
         except (HeaderParseError, ValueError, IndexError, TypeError):
             continue
-    for name, key in _TEXT_HEADERS.items():
-        try:
-            value = parsed.get(name)
-        except (HeaderParseError, ValueError, IndexError, TypeError):
-            continue
-        if value is not None:
-            common[key] = str(value)
+        common[key] = parsed if name in _ADDRESS_HEADERS else parsed[0]
     return common
 
 
