@@ -38,6 +38,8 @@ _MAGIC = b"pixelpost-spool 1\n"
 _TRAILER = b"\nEND "
 _TRAILER_FIELDS = re.compile(rb"([0-9]{1,12}) ([0-9a-f]{8})\n")
 IO_THREADS = 4
+ABANDONED_AFTER = 60.0
+"""Seconds after which an unlocked file in spool/tmp is a dead writer's leftover."""
 """Threads writing spool files: fsyncs of several messages proceed side by side."""
 
 
@@ -240,11 +242,29 @@ class Spool:
         try:
             for folder in (self.tmp, self.queue, self.states):
                 folder.mkdir(parents=True, exist_ok=True)
-            for leftover in self.tmp.iterdir():
-                leftover.unlink()
+            self._remove_abandoned()
             return self.ids()
         except OSError as exc:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+
+    def _remove_abandoned(self) -> None:
+        """Remove what a process that died was writing (never accepted). Files being
+        written are locked by their writer; those and recent ones are other relay
+        processes' work in progress on a shared spool."""
+        old = time.time() - ABANDONED_AFTER
+        for leftover in os.scandir(self.tmp):
+            try:
+                fd = os.open(leftover.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # renamed into the queue meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_mtime < old:
+                    os.unlink(leftover.path)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
 
     def ids(self) -> list[str]:
         """The messages in the queue, oldest first (ids are time-ordered)."""
@@ -265,6 +285,7 @@ class Spool:
         temporary = self.tmp / envelope.id
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # in progress: see _remove_abandoned
             parts = [memoryview(part) for part in encode_parts(envelope, content)]
             while parts:
                 written = os.writev(fd, parts)

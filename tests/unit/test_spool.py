@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import time
 from pathlib import Path
@@ -61,12 +63,26 @@ async def test_commit_makes_files_that_read_back_and_leaves_nothing_in_tmp(tmp_p
         spool.close()
 
 
-def test_open_removes_what_was_never_accepted(tmp_path: Path) -> None:
+def test_open_removes_what_a_dead_writer_left_and_nothing_in_progress(tmp_path: Path) -> None:
+    """With relay.workers > 1 a relay starts while others are writing to the spool."""
     spool = Spool(tmp_path / "spool")
     spool.open()
-    (spool.tmp / "half-written").write_bytes(b"pixelpost-spool 1\n{")
-    assert spool.open() == []
-    assert list(spool.tmp.iterdir()) == []
+    abandoned = spool.tmp / "half-written"
+    abandoned.write_bytes(b"pixelpost-spool 1\n{")
+    recent = spool.tmp / "just-created"
+    recent.write_bytes(b"")
+    in_progress = spool.tmp / "being-written"
+    in_progress.write_bytes(b"pixelpost-spool 1\n")
+    an_hour_ago = time.time() - 3600
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    os.utime(in_progress, (an_hour_ago, an_hour_ago))
+    writer = os.open(in_progress, os.O_WRONLY)
+    fcntl.flock(writer, fcntl.LOCK_EX)
+    try:
+        assert Spool(tmp_path / "spool").open() == []
+        assert sorted(p.name for p in spool.tmp.iterdir()) == ["being-written", "just-created"]
+    finally:
+        os.close(writer)
     spool.close()
 
 
