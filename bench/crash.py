@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -234,7 +235,8 @@ class Load:
             await done
             return
         waiting = asyncio.create_task(kill.wait())
-        await asyncio.wait([waiting, done], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [waiting, done]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         if not kill.is_set():
             raise RuntimeError(f"the load ended before {kill_at} messages were accepted")

@@ -19,8 +19,8 @@ def newsletter_html(size: int = 100_000) -> str:
     bodies = []
     for path in templates:
         text = path.read_text("utf-8")
-        body = re.search(r"<body[^>]*>(.*)</body>", text, re.DOTALL | re.IGNORECASE)
-        bodies.append(body[1] if body else text)
+        found = re.search(r"<body[^>]*>(.*)</body>", text, re.DOTALL | re.IGNORECASE)
+        bodies.append(found[1] if found else text)
     head = templates[0].read_text("utf-8").split("<body", 1)[0]
     filled = []
     total = len(head)

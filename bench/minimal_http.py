@@ -43,7 +43,7 @@ def main() -> None:
         app,
         host="127.0.0.1",
         port=int(sys.argv[1]),
-        access_log=web.access_logger if typical else None,
+        access_log=logging.getLogger("aiohttp.access") if typical else None,
         print=None,
     )
 

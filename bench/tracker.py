@@ -124,7 +124,7 @@ def main() -> None:
         }
         for round_number in range(args.rounds):
             for name, (command, system_port) in systems.items():
-                with running(command, system_port, root):
+                with running(command, system_port, root, workdir / f"{system_port}.log"):
                     for route, path in paths.items():
                         url = f"http://127.0.0.1:{system_port}{path}"
                         wrk(url, duration=1, connections=args.connections)  # warm up
