@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from pixelpost.cli import main
+from pixelpost.config import parse_config_text
 from pixelpost.runtime import spool_counts
 from pixelpost.store import SQLiteStore
 from relay.spool import Envelope, encode
@@ -210,6 +211,32 @@ async def test_a_deferred_recipient_is_retried_alone_until_delivered(
     assert [a.rcpt_tos for a in handler.arrivals] == [["a@example.org"], ["busy@example.org"]]
     events = await events_of(store, delivery=2)
     assert [kind for kind, _, _ in events] == ["send", "delivery", "delivery_delay", "delivery"]
+    await until(lambda: relay.spool.ids() == [])
+
+
+async def test_a_timeout_after_the_final_dot_is_a_deferral_and_the_message_is_sent_again(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
+) -> None:
+    """The upstream may have taken the message when its reply is late: a duplicate is
+    possible, a loss is not."""
+    handler, port = sink
+    handler.hold = threading.Event()
+    text = config_text(f"smtp://127.0.0.1:{port}", tmp_path).replace(
+        'timeout = "5s"', 'timeout = "1s"'
+    )
+    relay = await start_relay(parse_config_text(text, environ={}))
+
+    await send(relay.address.port, MESSAGE)
+
+    events = await events_of(store, delivery_delay=1)
+    [delay] = details(events, "delivery_delay")
+    assert delay["delayType"] == "TransientCommunicationFailure"
+    assert handler.data_attempts >= 1
+    handler.hold.set()  # the upstream answers again (and finishes the first transaction)
+
+    await events_of(store, delivery=1)
+    assert 1 <= len(handler.arrivals) <= 2
+    assert all(a.rcpt_tos == ["rcpt@example.org"] for a in handler.arrivals)
     await until(lambda: relay.spool.ids() == [])
 
 
