@@ -29,7 +29,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,8 +40,8 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+from bench.relay import BIN, ROOT, free_port, pixelpost_config
+
 _SEQ = re.compile(rb"^X-Seq: (\d+)\r?$", re.MULTILINE)
 
 
@@ -132,37 +131,6 @@ class CountingSink:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(workdir: Path, port: int, sink_port: int) -> Path:
-    path = workdir / "pixelpost.toml"
-    path.write_text(
-        f"""
-default_config_set = "news"
-[relay]
-listen = "127.0.0.1:{port}"
-hostname = "relay.crash"
-spool = "{workdir / "spool"}"
-retry_delays = ["1s"]
-[upstream]
-url = "smtp://127.0.0.1:{sink_port}"
-[tracker]
-listen = "127.0.0.1:0"
-public_url = "https://t.example.com"
-[store]
-url = "sqlite:///{workdir / "pixelpost.db"}"
-[signing]
-key_file = "{workdir / "signing.key"}"
-[config_sets.news]
-"""
-    )
-    return path
 
 
 def message(seq: int) -> bytes:
@@ -255,7 +223,7 @@ def run(
     started = time.monotonic()
     with CountingSink() as sink:
         port = free_port()
-        config = write_config(workdir, port, sink.port)
+        config = pixelpost_config(workdir, port, sink.port, "tracked")
         log = workdir / "relay.log"
         numbers = iter(range(1, messages + 1))
         with relay_process(config, port, log) as relay:
