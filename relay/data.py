@@ -43,41 +43,49 @@ async def read_data(
     """
     data = bytearray()
     size = 0
-    at_line_start = True
+    over = False
+    done = False
+    # The first bytes, one at a time while they could still be the end-of-data line:
+    # its CRLF is the DATA command's, already read, so the search below cannot see it.
+    # Once past that, no marker can straddle what was read and what was not: a search
+    # that gives up leaves its last four bytes in the stream.
+    while _could_end(data):
+        data += await reader.readexactly(1)
+        size += 1
+        if (b"\r\n" + data[-len(END) :]).endswith(END):
+            done = True
+            break
+        if limit is not None and size > limit + len(END):
+            over = True
+            del data[: -len(END)]  # a message of empty lines: keep only what decides
     waited = False
-    while True:
+    while not done:
         if on_large is not None and not waited and size > LARGE_MESSAGE:
             waited = True
             await on_large()
-        if at_line_start:
-            # The marker's CRLF may be the one already read: look at the next line alone.
-            try:
-                line = await reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as exc:
-                line = await reader.readexactly(exc.consumed)
-            if line == _LAST_LINE:
-                break
-            chunk, done = line, False
-        else:
-            try:
-                chunk = await reader.readuntil(END)
-                done = True
-            except asyncio.LimitOverrunError as exc:
-                # No marker within the stream's limit: take what cannot be part of one.
-                chunk = await reader.readexactly(exc.consumed)
-                done = False
+        try:
+            chunk = await reader.readuntil(END)
+            done = True
+        except asyncio.LimitOverrunError as exc:
+            # No marker within the stream's limit: take what cannot be part of one.
+            chunk = await reader.readexactly(exc.consumed)
         size += len(chunk)
         if limit is not None and size > limit + len(END):
+            over = True
             data = bytearray()  # keep draining, drop what came
         else:
             data += chunk
-        if done:
-            del data[len(data) - len(_LAST_LINE) :]  # keep the last line's CRLF
-            break
-        at_line_start = chunk.endswith(b"\r\n")
-    if limit is not None and size > limit + len(END):
+    if over:
         raise TooMuchData
+    del data[len(data) - len(_LAST_LINE) :]  # the end-of-data line; its CRLF stays
     return _unstuff(bytes(data))
+
+
+def _could_end(data: bytearray) -> bool:
+    """Whether the data read so far, after the DATA command's CRLF, ends in a proper
+    beginning of the end-of-data marker."""
+    seen = b"\r\n" + data[-len(END) :]
+    return any(seen.endswith(END[:n]) for n in range(1, len(END)))
 
 
 def _unstuff(data: bytes) -> bytes:

@@ -81,3 +81,20 @@ async def test_a_message_over_the_limit_is_read_to_its_end_and_refused() -> None
     data, rest = await read(wire, [7, 50, 150], limit=204)
     assert len(data) == 204
     assert rest == b"QUIT\r\n"
+
+
+async def test_a_message_is_read_in_a_few_calls_not_a_line_at_a_time() -> None:
+    calls = 0
+
+    class Counting(asyncio.StreamReader):
+        async def readuntil(self, separator: bytes = b"\n") -> bytes:
+            nonlocal calls
+            calls += 1
+            return await super().readuntil(separator)
+
+    lines = [b"line %d of a long message" % n for n in range(1500)]
+    reader = Counting(limit=1001)  # aiosmtpd's
+    reader.feed_data(stuff(lines) + b".\r\n")
+    reader.feed_eof()
+    assert await read_data(reader, None) == b"".join(line + b"\r\n" for line in lines)
+    assert calls <= 3
