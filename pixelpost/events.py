@@ -10,6 +10,7 @@ pixelpost adds are extra keys, never new meanings for SES's.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,19 @@ class Event:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON, as events are stored and sent."""
-    return json.dumps(value, **_COMPACT)  # type: ignore[arg-type]
+    """Compact JSON, as events are stored and sent. Lone surrogates (bytes that were
+    not UTF-8, as aiosmtpd and aiosmtplib decode them) become U+FFFD: JSON and the
+    store can only carry text."""
+    text = json.dumps(value, **_COMPACT)  # type: ignore[arg-type]
+    return text if text.isascii() else clean_text(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with any lone surrogate replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def render(

@@ -93,5 +93,5 @@ def notification(
         "Content-Type: text/rfc822-headers\r\n",
         "Content-Description: Undelivered Message Headers\r\n\r\n",
     ]
-    text = "".join(parts).encode("utf-8")
+    text = "".join(parts).encode("utf-8", "replace")
     return text + headers + f"\r\n--{boundary}--\r\n".encode("ascii")

@@ -47,8 +47,8 @@ from pixelpost.ids import new_message_id
 from pixelpost.store import MessageRecord, Recorder, StoreError
 from relay.data import LARGE_MESSAGE
 from relay.dsn import Failure, notification
-from relay.spool import CorruptSpoolFile, Envelope, Spool, SpoolError, State
-from relay.upstream import Transport
+from relay.spool import Claim, CorruptSpoolFile, Envelope, Spool, SpoolError, State
+from relay.upstream import RecipientsRefused, Transport
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class DeliveryQueue:
         """Deliver newly spooled messages now. Their first attempt takes them from
         memory rather than from the spool, as long as that holds few enough bytes."""
         for envelope, content in messages:
+            if envelope.id in self._in_flight:
+                continue  # a scan found it first: it is being delivered from the spool
             if self._fresh_bytes + len(content) <= FRESH_BYTES_LIMIT:
                 self._fresh[envelope.id] = (envelope, content)
                 self._fresh_bytes += len(content)
@@ -229,10 +231,20 @@ class DeliveryQueue:
 
     def _finished(self, message_id: str, task: asyncio.Task[float | None]) -> None:
         del self._in_flight[message_id]
-        if not task.cancelled() and task.exception() is None:
+        known = self._fresh.pop(message_id, None)
+        if known is not None:
+            self._fresh_bytes -= len(known[1])
+        if task.cancelled():
+            again = None
+        elif (error := task.exception()) is not None:
+            # The spool could not be read or updated (a full disk, say): try again
+            # later rather than at once, which the spool's state file may still say.
+            log.error("%s: delivery attempt failed: %r; will try again", message_id, error)
+            again = self._clock() + self._relay.retry_delays[0]
+        else:
             again = task.result()
-            if again is not None and not self._stopping:
-                self._at(message_id, again)
+        if again is not None and not self._stopping:
+            self._at(message_id, again)
         self._wakeup.set()
 
     async def _scan(self) -> None:
@@ -249,8 +261,8 @@ class DeliveryQueue:
                         self._at(message_id, 0.0)
                 unknown = [i for i in ids if i not in self._scheduled and i not in self._in_flight]
                 await self._schedule_known(unknown)
-            except (OSError, SpoolError) as exc:
-                log.error("spool %s: cannot scan: %s", self._spool.path, exc)
+            except Exception:  # the scan must go on: it is how other relays' mail is found
+                log.exception("spool %s: cannot scan", self._spool.path)
 
     async def _deliver(self, message_id: str) -> float | None:
         """One attempt at a spooled message; returns when to try it again, if ever."""
@@ -275,13 +287,31 @@ class DeliveryQueue:
             return again
         except Exception:  # a bug must not lose the message: it stays spooled
             log.exception("%s: delivery failed unexpectedly; will try again", message_id)
-            return self._clock() + self._relay.retry_delays[0]
+            done = False  # what the attempt did so far is saved, and it backs off
+            return self._back_off(claim)
         finally:
             if done is None:
                 claim.lock.release()
             else:
                 # Shielded: once the upstream has it, a stop must not skip the removal.
                 await asyncio.shield(spool.run(functools.partial(spool.finish, claim, done=done)))
+
+    def _back_off(self, claim: Claim) -> float:
+        """When to try a message again whose attempt failed for want of a reply to
+        count: on the retry schedule, and past its lifetime at the longest delay."""
+        state = claim.state
+        state.attempts += 1
+        now = self._clock()
+        delays = self._relay.retry_delays
+        due = next_attempt_at(
+            attempts=state.attempts,
+            delays=delays,
+            now=now,
+            expires_at=claim.envelope.expires_at,
+            rng=self._rng,
+        )
+        state.next_attempt_at = due if due > now else now + delays[-1]
+        return state.next_attempt_at
 
     async def _attempt(self, envelope: Envelope, content: bytes, state: State) -> float | None:
         message_id = envelope.id
@@ -350,6 +380,15 @@ class DeliveryQueue:
             return outcome
         except PermanentDeliveryError as exc:
             outcome.bounced = dict.fromkeys(todo, (exc.code, exc.text))
+            return outcome
+        except RecipientsRefused as exc:
+            for rcpt in todo:
+                reply = exc.refused.get(rcpt)
+                if reply is not None and reply.code >= 500:
+                    outcome.bounced[rcpt] = (reply.code, reply.text)
+                else:
+                    code, text = (reply.code, reply.text) if reply else (451, "4.3.0 refused")
+                    outcome.deferred[rcpt] = TemporaryDeliveryError(code, text)
             return outcome
         outcome.reply = str(result.reply)
         for rcpt in todo:
@@ -441,6 +480,8 @@ class DeliveryQueue:
             await self._recorder.record(messages=records, events=events)
         except StoreError as exc:
             log.error("%s: delivery events not recorded: %s", envelope.id, exc)
+        except Exception:  # the upstream has the message: never send it again for this
+            log.exception("%s: delivery events not recorded", envelope.id)
 
     async def _notify(self, envelope: Envelope, content: bytes, outcome: _Outcome) -> None:
         """Queue a delivery status notification to the sender, unless the message is one
@@ -449,16 +490,20 @@ class DeliveryQueue:
         if envelope.notification or not envelope.mail_from or not relay.bounce_notifications:
             return
         hostname = self._relay.hostname
-        report = notification(
-            original=content,
-            sender=envelope.mail_from,
-            failures=[
-                Failure(recipient=rcpt, status=_status(code, text), diagnostic=f"{code} {text}")
-                for rcpt, (code, text) in outcome.failed.items()
-            ],
-            reporting_mta=hostname,
-            arrival=datetime.fromtimestamp(envelope.received_at, UTC),
-        )
+        try:
+            report = notification(
+                original=content,
+                sender=envelope.mail_from,
+                failures=[
+                    Failure(recipient=r, status=_status(code, text), diagnostic=f"{code} {text}")
+                    for r, (code, text) in outcome.failed.items()
+                ],
+                reporting_mta=hostname,
+                arrival=datetime.fromtimestamp(envelope.received_at, UTC),
+            )
+        except Exception:  # the bounce stands (its event is recorded) without a report
+            log.exception("%s: cannot write the bounce notification", envelope.id)
+            return
         now = self._clock()
         dsn = Envelope(
             id=new_message_id(),

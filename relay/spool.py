@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -273,12 +274,20 @@ class Spool:
     async def commit(self, copies: Sequence[tuple[Envelope, bytes]]) -> None:
         """Make the copies durable: when this returns, they survive a crash."""
         loop = asyncio.get_running_loop()
-        try:
-            await asyncio.gather(
-                *(loop.run_in_executor(self._executor, self._write, e, c) for e, c in copies)
-            )
-        except OSError as exc:
-            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._write, e, c) for e, c in copies),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # All or nothing: the client is told to send it again.
+            for (envelope, _), result in zip(copies, results, strict=True):
+                if not isinstance(result, BaseException):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.queue / envelope.id).unlink()
+            if isinstance(failed[0], OSError):
+                raise SpoolError(f"cannot write to the spool {self.path}: {failed[0]}")
+            raise failed[0]
         await self._queue_sync.sync()
 
     def _write(self, envelope: Envelope, content: bytes) -> None:
@@ -294,9 +303,13 @@ class Spool:
                 if parts:
                     parts[0] = parts[0][written:]
             os.fsync(fd)
+            os.rename(temporary, self.queue / envelope.id)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         finally:
             os.close(fd)
-        os.rename(temporary, self.queue / envelope.id)
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run blocking spool work on the spool's threads."""
@@ -369,10 +382,14 @@ class Spool:
             return State()
         except ValueError:
             return State()  # a state torn by a crash: start over, which sends again at worst
-        return State(**values)
+        try:
+            return State(**values)
+        except TypeError:  # not a state this version wrote: start over as well
+            return State()
 
     def save_state(self, message_id: str, state: State) -> None:
-        temporary = self.states / f".{message_id}.tmp"
+        # A name of its own: a relay and `pixelpost queue flush` may both be saving.
+        temporary = self.states / f".{message_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         temporary.write_text(json.dumps(asdict(state)))
         os.replace(temporary, self.states / message_id)
 
@@ -423,11 +440,17 @@ class Spool:
         now = time.time()
         flushed = 0
         for message_id in self.ids():
-            state = self.state(message_id)
-            if state.next_attempt_at > now:
-                state.next_attempt_at = now
-                self.save_state(message_id, state)
-                flushed += 1
+            lock = self.lock(message_id)
+            if lock is None:
+                continue  # being delivered right now, or just done
+            try:
+                state = self.state(message_id)
+                if state.next_attempt_at > now:
+                    state.next_attempt_at = now
+                    self.save_state(message_id, state)
+                    flushed += 1
+            finally:
+                lock.release()
         (self.path / "flush").write_text(f"{now}\n")
         return flushed
 

@@ -24,6 +24,7 @@ import aiosmtplib
 
 from pixelpost.config import MaildirUpstream, SMTPUpstream, Upstream
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
+from pixelpost.events import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ class SendResult:
     reply: Reply
     refused: Mapping[str, Reply] = field(default_factory=dict)
     """Recipients the upstream refused at RCPT, with its reply."""
+
+
+class RecipientsRefused(Exception):
+    """The upstream refused every recipient at RCPT: each one's reply (some may be
+    temporary, some permanent)."""
+
+    def __init__(self, refused: Mapping[str, Reply]) -> None:
+        super().__init__(f"all {len(refused)} recipients refused")
+        self.refused = refused
 
 
 class Transport(Protocol):
@@ -89,7 +99,9 @@ _PASSED_MAIL_OPTIONS = frozenset({"BODY=8BITMIME", "BODY=7BIT", "SMTPUTF8"})
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A reply's text on one line, as text (aiosmtplib keeps bytes that are not UTF-8
+    as surrogates, which neither events nor notifications can carry)."""
+    return clean_text(" ".join(text.split()))
 
 
 class SMTPTransport:
@@ -220,13 +232,14 @@ def _unreachable(exc: BaseException, upstream: SMTPUpstream) -> TemporaryDeliver
 
 def _translate(  # noqa: PLR0911 (one return per kind of error)
     exc: BaseException, upstream: SMTPUpstream
-) -> TemporaryDeliveryError | PermanentDeliveryError | BaseException:
+) -> TemporaryDeliveryError | PermanentDeliveryError | RecipientsRefused | BaseException:
     """An aiosmtplib or socket error as pixelpost's (anything else as it is)."""
     if isinstance(exc, (TemporaryDeliveryError, PermanentDeliveryError)):
         return exc
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        replies = [Reply(code=r.code, text=_one_line(r.message)) for r in exc.recipients]
-        return _error_for(min(replies, key=lambda r: r.code))
+        return RecipientsRefused(
+            {r.recipient: Reply(code=r.code, text=_one_line(r.message)) for r in exc.recipients}
+        )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # Our credentials are wrong: the sender's mail is fine, so never bounce it.
         return TemporaryDeliveryError(

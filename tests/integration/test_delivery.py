@@ -128,6 +128,49 @@ async def test_one_of_three_refused_bounces_with_a_notification_the_others_are_d
     await until(lambda: relay.spool.ids() == [])
 
 
+async def test_a_refusal_in_latin_1_bounces_once_and_the_others_get_one_copy(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
+) -> None:
+    """Reply text that is not UTF-8 (servers echo addresses in Latin-1) is carried as
+    U+FFFD; it once made recording fail and the message go out again and again."""
+    handler, port = sink
+    refusal = b"550 5.1.1 Empf\xe4nger unbekannt"
+    handler.rcpt_replies["gone@example.org"] = refusal  # type: ignore[assignment]
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+
+    await send(relay.address.port, MESSAGE, rcpts=["a@example.org", "gone@example.org"])
+
+    events = await events_of(store, delivery=1, bounce=1)
+    [bounce] = details(events, "bounce")
+    assert bounce["bouncedRecipients"][0]["diagnosticCode"] == (
+        "smtp; 550 5.1.1 Empf\ufffdnger unbekannt"
+    )
+    await until(lambda: relay.spool.ids() == [])
+    await asyncio.sleep(0.5)  # retries come after 200 ms: none may come
+    assert [a.rcpt_tos for a in handler.arrivals] == [["a@example.org"], ["sender@example.com"]]
+
+
+async def test_every_recipient_refused_each_by_its_own_reply(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
+) -> None:
+    handler, port = sink
+    handler.rcpt_replies["gone@example.org"] = "550 5.1.1 No such user here"
+    handler.rcpt_replies["busy@example.org"] = "450 4.2.1 Mailbox busy"
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+
+    await send(relay.address.port, MESSAGE, rcpts=["gone@example.org", "busy@example.org"])
+
+    events = await events_of(store, bounce=1, delivery_delay=1)
+    [bounce] = details(events, "bounce")
+    assert [r["emailAddress"] for r in bounce["bouncedRecipients"]] == ["gone@example.org"]
+    assert bounce["bounceType"] == "Permanent"
+    del handler.rcpt_replies["busy@example.org"]
+    events = await events_of(store, delivery=1)
+    [delivery] = details(events, "delivery")
+    assert delivery["recipients"] == ["busy@example.org"]
+    await until(lambda: relay.spool.ids() == [])
+
+
 async def test_a_refused_message_bounces_every_recipient(
     sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:

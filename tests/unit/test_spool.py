@@ -105,7 +105,15 @@ def test_state_summary_flush_and_removal(tmp_path: Path) -> None:
     assert summary.oldest[0] == f"{0:032x}"
     assert depth(spool.path) is not None
 
-    assert spool.request_flush() == 2
+    (spool.states / f"{0:032x}").write_text('{"attempts": 1, "from_the_future": true}')
+    assert spool.state(f"{0:032x}") == State()  # a state of another version starts over
+
+    held = spool.lock(f"{2:032x}")  # being delivered: flush leaves its state alone
+    assert held is not None
+    assert spool.request_flush() == 1
+    held.release()
+    assert spool.summary(time.time()).due == 2
+    assert spool.request_flush() == 1
     assert spool.summary(time.time()).due == 3
     assert spool.flush_requested_at() > 0
 
