@@ -69,6 +69,11 @@ class ChildProcess:
                 log.error("%s exited with %s; starting it again", self._name, process.exitcode)
                 await asyncio.to_thread(self._spawn)
 
+    def send_signal(self, signum: int) -> None:
+        process = self._process
+        if process is not None and process.pid is not None and process.is_alive():
+            os.kill(process.pid, signum)
+
     async def stop(self) -> None:
         self._stopping = True
         if self._supervisor is not None:

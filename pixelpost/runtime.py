@@ -25,12 +25,14 @@ from typing import TextIO
 
 from pixelpost import __version__
 from pixelpost.config import Config
+from pixelpost.errors import PixelpostError
 from pixelpost.events import Event
 from pixelpost.keys import decode_signing_key, signing_keys
 from pixelpost.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.store import Hit, MessageRecord, Recorder, Store, open_store
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
+from relay.auth import Accounts
 from relay.delivery import SpoolingDelivery
 from relay.handler import RelayHandler
 from relay.queue import DeliveryQueue
@@ -141,6 +143,7 @@ async def start_relay(
     )
     await queue.start()
     stack.push_async_callback(queue.stop)
+    accounts = Accounts(relay.users)
     handler = RelayHandler(
         config=config,
         access=AccessPolicy(allow_networks=relay.allow_networks),
@@ -148,11 +151,22 @@ async def start_relay(
             spool=spool, queue=queue, max_queue_lifetime=relay.max_queue_lifetime
         ),
         codec=codec,
+        accounts=accounts,
     )
-    server = RelayServer(config=relay, handler=handler, reuse_port=reuse_port)
+    server = RelayServer(config=relay, handler=handler, accounts=accounts, reuse_port=reuse_port)
     await server.start()
     stack.push_async_callback(server.stop)
     return server, queue, transport.describe()
+
+
+def _reload_tls(server: RelayServer, children: Sequence[ChildProcess] = ()) -> None:
+    """SIGHUP: the relay's certificate again, here and in the further relays."""
+    try:
+        server.reload_tls()
+    except PixelpostError as exc:
+        log.error("SIGHUP: %s; keeping the certificate in use", exc)
+    for child in children:
+        child.send_signal(signal.SIGHUP)
 
 
 def dispatch_process(config: Config, log_level: int) -> None:
@@ -176,10 +190,50 @@ def relay_worker_process(config: Config, log_level: int) -> None:
             watch_parent(stop)
             store = await open_store(config.store)
             stack.push_async_callback(store.close)
-            await start_relay(config, stack, store, reuse_port=True)
+            server, _, _ = await start_relay(config, stack, store, reuse_port=True)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             await stop.wait()
 
     asyncio.run(main())
+
+
+async def _run_relay(
+    config: Config, stack: contextlib.AsyncExitStack, recorder: Recorder, log_level: int
+) -> list[tuple[str, str]]:
+    """The relay here and `relay.workers - 1` more in child processes; banner lines."""
+    workers = config.relay.workers
+    server, queue, upstream = await start_relay(config, stack, recorder, reuse_port=workers > 1)
+    # The others listen on the ports this one got (the configuration may ask for port 0).
+    relay = dataclasses.replace(config.relay, listen=server.address)
+    if relay.tls is not None and server.tls_address is not None:
+        relay = dataclasses.replace(
+            relay, tls=dataclasses.replace(relay.tls, listen_tls=server.tls_address)
+        )
+    children = [
+        ChildProcess(
+            name=f"pixelpost relay {number}",
+            target=relay_worker_process,
+            args=(dataclasses.replace(config, relay=relay), log_level),
+        )
+        for number in range(1, workers)
+    ]
+    for child in children:
+        await child.start()
+    # Stopped together: each one finishes its in-flight deliveries meanwhile.
+    stack.push_async_callback(_stop_all, children)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload_tls, server, children)
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+    lines = [("smtp", str(server.address) + (f" ({workers} processes)" if workers > 1 else ""))]
+    if server.tls_address is not None:
+        lines.append(("smtps", f"{server.tls_address} (implicit TLS)"))
+    return [
+        *lines,
+        ("spool", f"{config.relay.spool} ({queue.depth} waiting)"),
+        ("upstream", upstream),
+    ]
 
 
 async def run(
@@ -218,31 +272,7 @@ async def run(
             await child.start()
             stack.push_async_callback(child.stop)
         if relay:
-            workers = config.relay.workers
-            server, queue, upstream = await start_relay(
-                config, stack, recorder, reuse_port=workers > 1
-            )
-            # The others listen on the port this one got (`listen` may ask for port 0).
-            shared = dataclasses.replace(
-                config, relay=dataclasses.replace(config.relay, listen=server.address)
-            )
-            children = [
-                ChildProcess(
-                    name=f"pixelpost relay {number}",
-                    target=relay_worker_process,
-                    args=(shared, log_level),
-                )
-                for number in range(1, workers)
-            ]
-            for child in children:
-                await child.start()
-            # Stopped together: each one finishes its in-flight deliveries meanwhile.
-            stack.push_async_callback(_stop_all, children)
-            lines += [
-                ("smtp", str(server.address) + (f" ({workers} processes)" if workers > 1 else "")),
-                ("spool", f"{config.relay.spool} ({queue.depth} waiting)"),
-                ("upstream", upstream),
-            ]
+            lines += await _run_relay(config, stack, recorder, log_level)
         if tracker:
             metrics = Metrics()
             refresher = asyncio.create_task(

@@ -19,6 +19,7 @@ from pixelpost.events import dumps
 from pixelpost.mail import common_headers, mail_object
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy, client_address, format_peer
+from relay.auth import Accounts
 from relay.delivery import Client, Delivery, Outgoing, Submission
 from relay.headers import extract_controls, parse_header_section, protocol_name, received_field
 from relay.tracking import prepare
@@ -45,14 +46,45 @@ class RelayHandler:
         codec: TokenCodec,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recipients_limit: int = RECIPIENTS_LIMIT_DEFAULT,
+        accounts: Accounts | None = None,
     ) -> None:
         self._config = config
+        self._accounts = accounts or Accounts(config.relay.users)
         self._access = access
         self._delivery = delivery
         self._codec = codec
         self._clock = clock
         self._recipients_limit = recipients_limit
         self._in_flight: set[asyncio.Task[Any]] = set()
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd lists AUTH after TLS even with no mechanism left (no accounts).
+        return [line for line in responses if line.rstrip() != "250-AUTH"]
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        user = session.auth_data if session.authenticated else None
+        if isinstance(user, str) and not self._accounts.may_send_from(user, address):
+            peer = format_peer(session.peer)
+            log.warning("%s: user %s may not send as <%s>", peer, user, address)
+            return f"553 5.7.1 <{address}>: sender address not allowed for user {user}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
 
     async def handle_RCPT(
         self,

@@ -8,12 +8,17 @@ remaining connections are told `421` and closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import ssl
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
-from pixelpost.config import HostPort, RelayConfig
+from pixelpost.config import HostPort, RelayConfig, RelayTLS
+from pixelpost.errors import PixelpostError
+from relay.access import client_address
+from relay.auth import Accounts, Throttled
 from relay.data import TooMuchData, read_data
 from relay.handler import RelayHandler
 
@@ -21,6 +26,7 @@ log = logging.getLogger(__name__)
 
 IDENT = "pixelpost ESMTP"
 GRACE_DEFAULT = 30.0
+_CHECK = "pixelpost: check the credentials"
 LARGE_MESSAGES_AT_ONCE = 8
 """Messages over 1 MB (`relay.data.LARGE_MESSAGE`) read and processed at once; more
 wait, held back by TCP, so that memory stays bounded however many clients send big
@@ -35,16 +41,60 @@ class _Connection(SMTP):
         handler: RelayHandler,
         live: set[_Connection],
         large: asyncio.Semaphore,
+        accounts: Accounts,
+        *,
+        implicit_tls: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        # AUTH only over TLS: after STARTTLS, or on the implicit-TLS port from the start.
+        super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
         self._live = live
         self._large = large
         self._holds_large = False
+        self._accounts = accounts
+        self._implicit_tls = implicit_tls
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._live.add(self)
         super().connection_made(transport)
+        if self._implicit_tls and self.session is not None and self.session.ssl is None:
+            self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
+
+    # AUTH PLAIN and LOGIN: aiosmtpd reads the credentials and hands them to
+    # _authenticate, synchronously; the check is an scrypt, so it is done here instead,
+    # on a thread (relay.auth), and the builtin mechanisms are wrapped to await it.
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False, auth_data=auth_data, message=_CHECK)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._check(await super().auth_LOGIN(_, args))
+
+    async def _check(self, parsed: AuthResult) -> AuthResult:
+        if parsed.message is not _CHECK:
+            return parsed  # the client's answer could not be read; aiosmtpd replied
+        credentials = parsed.auth_data
+        assert isinstance(credentials, LoginPassword)
+        assert self.session is not None
+        client = client_address(self.session.peer)
+        try:
+            user = await self._accounts.verify(
+                str(client) if client is not None else "?",
+                credentials.login.decode("utf-8", "replace"),
+                credentials.password.decode("utf-8", "replace"),
+            )
+        except Throttled:
+            return AuthResult(
+                success=False,
+                handled=False,  # aiosmtpd replies with the message
+                message="454 4.7.0 Too many failed authentication attempts; try again later",
+            )
+        if user is None:
+            return AuthResult(success=False, handled=False)  # aiosmtpd replies 535
+        return AuthResult(success=True, auth_data=user)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._live.discard(self)
@@ -101,24 +151,54 @@ class _Connection(SMTP):
             transport.close()
 
 
+def server_tls_context(tls: RelayTLS) -> ssl.SSLContext:
+    """The relay's TLS context (TLS 1.2 or newer) with its certificate loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_certificate(context, tls)
+    return context
+
+
+def _load_certificate(context: ssl.SSLContext, tls: RelayTLS) -> None:
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise PixelpostError(
+            f"cannot load the relay's certificate ({tls.cert}, {tls.key}): {exc}"
+        ) from exc
+
+
 class RelayServer:
-    """The SMTP listener."""
+    """The SMTP listeners: `relay.listen` (STARTTLS offered when `[relay.tls]` is
+    set) and `relay.tls.listen_tls` (implicit TLS)."""
 
     def __init__(
-        self, *, config: RelayConfig, handler: RelayHandler, reuse_port: bool = False
+        self,
+        *,
+        config: RelayConfig,
+        handler: RelayHandler,
+        accounts: Accounts | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._config = config
         self._handler = handler
+        self._accounts = accounts or Accounts(config.users)
         self._reuse_port = reuse_port
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._live: set[_Connection] = set()
         self._large = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
+        self._tls = server_tls_context(config.tls) if config.tls is not None else None
 
-    def _protocol(self) -> _Connection:
+    def _protocol(self, *, implicit_tls: bool = False) -> _Connection:
         return _Connection(
             self._handler,
             self._live,
             self._large,
+            self._accounts,
+            implicit_tls=implicit_tls,
+            tls_context=None if implicit_tls else self._tls,
+            # Without accounts, AUTH is never offered.
+            auth_exclude_mechanism=None if self._accounts else ["PLAIN", "LOGIN"],
             hostname=self._config.hostname,
             ident=IDENT,
             data_size_limit=self._config.max_message_bytes,
@@ -128,37 +208,70 @@ class RelayServer:
         )
 
     async def start(self) -> None:
-        listen = self._config.listen
+        listeners: list[tuple[HostPort, ssl.SSLContext | None]] = [(self._config.listen, None)]
+        tls = self._config.tls
+        if tls is not None and tls.listen_tls is not None:
+            listeners.append((tls.listen_tls, self._tls))
         loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(
-                self._protocol,
-                listen.host,
-                listen.port,
-                # Several relay processes share the port when relay.workers > 1; one alone
-                # does not, so that a second instance by mistake fails to start.
-                reuse_port=self._reuse_port or None,
+        for listen, implicit in listeners:
+            try:
+                server = await loop.create_server(
+                    functools.partial(self._protocol, implicit_tls=implicit is not None),
+                    listen.host,
+                    listen.port,
+                    ssl=implicit,
+                    # Several relay processes share the port when relay.workers > 1;
+                    # one alone does not, so that a second instance by mistake fails.
+                    reuse_port=self._reuse_port or None,
+                )
+            except OSError as exc:
+                for started in self._servers:
+                    started.close()
+                raise OSError(
+                    exc.errno, f"cannot listen for SMTP on {listen}: {exc.strerror}"
+                ) from exc
+            self._servers.append(server)
+            log.info(
+                "relay listening on %s%s",
+                _address(server),
+                " (implicit TLS)" if implicit else " (STARTTLS)" if self._tls else "",
             )
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen for SMTP on {listen}: {exc.strerror}"
-            ) from exc
-        log.info("relay listening on %s", self.address)
+
+    def reload_tls(self) -> None:
+        """Load the certificate again (after SIGHUP): new connections get it, the open
+        ones keep theirs. A certificate that does not load changes nothing."""
+        tls = self._config.tls
+        if tls is None or self._tls is None:
+            return
+        server_tls_context(tls)  # raises, naming the files, if they do not load
+        _load_certificate(self._tls, tls)
+        log.info("relay: certificate %s loaded again", tls.cert)
+
+    @property
+    def tls_address(self) -> HostPort | None:
+        """Where the implicit-TLS listener is, if there is one."""
+        return _address(self._servers[1]) if len(self._servers) > 1 else None
 
     @property
     def address(self) -> HostPort:
         """Where the relay listens (the real port when the configuration says 0)."""
-        assert self._server is not None, "start() first"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return HostPort(host=host, port=port)
+        assert self._servers, "start() first"
+        return _address(self._servers[0])
 
     async def stop(self, *, grace: float = GRACE_DEFAULT) -> None:
-        if self._server is None:
+        if not self._servers:
             return
-        self._server.close()
+        for server in self._servers:
+            server.close()
         if not await self._handler.drain(grace):
             log.warning("relay: messages still being handed over after %.0fs; closing", grace)
         for connection in list(self._live):
             connection.shut_down()
-        await self._server.wait_closed()
-        self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
+
+
+def _address(server: asyncio.Server) -> HostPort:
+    host, port = server.sockets[0].getsockname()[:2]
+    return HostPort(host=host, port=port)

@@ -1,0 +1,272 @@
+"""The relay's SMTP side as the internet's mailers meet it: STARTTLS and implicit TLS
+(trustme certificates), AUTH PLAIN and LOGIN only over TLS, throttled failures,
+per-user sender domains, certificate reload, and the open-relay matrix."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+import trustme
+
+from pixelpost.passwords import hash_password
+from pixelpost.store import SQLiteStore
+from tests.conftest import RelayStarter, RunningRelay, events_of, make_config, published
+from tests.integration.test_relay_passthrough import MESSAGE
+from tests.sink import SinkHandler
+
+PASSWORD = "correct horse battery staple"
+HASH = hash_password(PASSWORD, log2_n=4)  # cheap for tests; the default is 2**15
+
+
+def tls_lines(ca: trustme.CA, tmp_path: Path, *, networks: str = "10.0.0.0/8") -> str:
+    """[relay] lines: loopback outside allow_networks (unless `networks`), a certificate
+    for 127.0.0.1, implicit TLS on a free port, and two users."""
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "relay.crt", tmp_path / "relay.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return f"""allow_networks = ["{networks}"]
+
+[relay.tls]
+cert = "{cert}"
+key = "{key}"
+listen_tls = "127.0.0.1:0"
+
+[[relay.users]]
+name = "app"
+password_hash = "{HASH}"
+from_domains = ["example.com"]
+
+[[relay.users]]
+name = "any"
+password_hash = "{HASH}"
+"""
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def no_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("relay.auth.FAILURE_DELAY", 0.0)
+
+
+async def tls_relay(
+    start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path, port: int, **kw: str
+) -> RunningRelay:
+    return await start_relay(
+        make_config(f"smtp://127.0.0.1:{port}", tmp_path, relay=tls_lines(ca, tmp_path, **kw))
+    )
+
+
+async def ehlo_lines(client: aiosmtplib.SMTP) -> list[str]:
+    response = await client.ehlo()
+    return response.message.splitlines()
+
+
+async def test_starttls_then_auth_and_the_user_is_the_caller_identity(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    ca: trustme.CA,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    handler, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port)
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=relay.address.port,
+        start_tls=False,
+        tls_context=client_context(ca),
+    )
+    async with client:
+        before = await ehlo_lines(client)
+        assert "STARTTLS" in before
+        assert not any(line.startswith("AUTH") for line in before)  # never in the clear
+        with pytest.raises(aiosmtplib.SMTPException):
+            await client.login("app", PASSWORD)
+        await client.starttls()
+        assert "AUTH LOGIN PLAIN" in await ehlo_lines(client)
+        await client.login("app", PASSWORD)
+        await client.sendmail("news@example.com", ["rcpt@example.org"], MESSAGE)
+
+    await handler.wait(1)
+    await events_of(store, send=1)
+    [send] = [e for e in await published(store) if e["eventType"] == "Send"]
+    assert send["mail"]["tags"]["ses:caller-identity"] == ["app"]
+
+
+async def test_implicit_tls_offers_auth_at_once_and_login_works(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port)
+    assert relay.server.tls_address is not None
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=relay.server.tls_address.port,
+        use_tls=True,
+        tls_context=client_context(ca),
+    ) as client:
+        lines = await ehlo_lines(client)
+        assert "AUTH LOGIN PLAIN" in lines
+        assert "STARTTLS" not in lines
+        await client.auth_login("any", PASSWORD)
+        await client.sendmail("anyone@elsewhere.example", ["rcpt@example.org"], MESSAGE)
+    await handler.wait(1)
+
+
+async def test_failures_are_throttled_per_client(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    ca: trustme.CA,
+    tmp_path: Path,
+    no_delay: None,
+) -> None:
+    _, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port)
+    assert relay.server.tls_address is not None
+    codes = []
+    for _ in range(7):
+        async with aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=relay.server.tls_address.port,
+            use_tls=True,
+            tls_context=client_context(ca),
+        ) as client:
+            await client.ehlo()
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+                await client.auth_plain("app", "wrong")  # one attempt (login() tries two)
+            codes.append(refused.value.code)
+    assert codes == [535] * 5 + [454] * 2
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=relay.server.tls_address.port,
+        use_tls=True,
+        tls_context=client_context(ca),
+    ) as client:  # the right password is refused too, unchecked, until failures age out
+        await client.ehlo()
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+            await client.auth_plain("app", PASSWORD)
+        assert refused.value.code == 454
+
+
+async def test_a_user_may_send_only_from_their_domains(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port)
+    assert relay.server.tls_address is not None
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=relay.server.tls_address.port,
+        use_tls=True,
+        tls_context=client_context(ca),
+    ) as client:
+        await client.login("app", PASSWORD)
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await client.sendmail("ceo@evil.example", ["rcpt@example.org"], MESSAGE)
+        assert refused.value.code == 553
+        await client.sendmail("News@Example.COM", ["rcpt@example.org"], MESSAGE)
+    await handler.wait(1)
+    assert handler.arrivals[0].mail_from == "News@Example.COM"
+
+
+async def test_sighup_reload_serves_the_new_certificate_and_keeps_open_connections(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port, networks="127.0.0.0/8")
+    assert relay.server.tls_address is not None
+    tls_port = relay.server.tls_address.port
+
+    async def serial() -> int:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_port, ssl=client_context(ca), server_hostname="127.0.0.1"
+        )
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return hash(der)
+
+    old = await serial()
+    open_client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=tls_port, use_tls=True, tls_context=client_context(ca)
+    )
+    await open_client.connect()
+    renewed = ca.issue_cert("127.0.0.1", "localhost")
+    renewed.cert_chain_pems[0].write_to_path(str(tmp_path / "relay.crt"))
+    renewed.private_key_pem.write_to_path(str(tmp_path / "relay.key"))
+    relay.server.reload_tls()
+
+    assert await serial() != old
+    await open_client.sendmail("news@example.com", ["rcpt@example.org"], MESSAGE)
+    await open_client.quit()
+    await handler.wait(1)
+
+    (tmp_path / "relay.key").write_text("not a key")
+    with pytest.raises(Exception, match="cannot load the relay's certificate"):
+        relay.server.reload_tls()
+    assert await serial() != old  # the certificate in use stays
+
+
+@pytest.mark.parametrize("allowed_network", [True, False], ids=["allowed network", "outside"])
+async def test_never_an_open_relay(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    ca: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_delay: None,
+    allowed_network: bool,
+) -> None:
+    """Every combination of network x TLS x AUTH x sender: mail goes through only from
+    allow_networks or after AUTH (which needs TLS), and an authenticated user only from
+    their domains."""
+    monkeypatch.setattr("relay.auth.FAILURES_ALLOWED", 1000)
+    handler, port = sink
+    networks = "127.0.0.0/8" if allowed_network else "10.0.0.0/8"
+    relay = await tls_relay(start_relay, ca, tmp_path, port, networks=networks)
+    assert relay.server.tls_address is not None
+    outcomes = {}
+    for tls in ("plain", "starttls", "implicit"):
+        for auth in ("none", "good", "bad"):
+            for sender in ("news@example.com", "ceo@evil.example"):
+                implicit = tls == "implicit"
+                client = aiosmtplib.SMTP(
+                    hostname="127.0.0.1",
+                    port=relay.server.tls_address.port if implicit else relay.address.port,
+                    use_tls=implicit,
+                    start_tls=tls == "starttls",
+                    tls_context=client_context(ca),
+                )
+                before = len(handler.arrivals)
+                async with client:
+                    authenticated = False
+                    if auth != "none":
+                        try:
+                            await client.login("app", PASSWORD if auth == "good" else "wrong")
+                            authenticated = True
+                        except aiosmtplib.SMTPException:
+                            pass
+                    try:
+                        await client.sendmail(sender, ["rcpt@example.org"], MESSAGE)
+                        accepted = True
+                    except aiosmtplib.SMTPException:
+                        accepted = False
+                if accepted:
+                    await handler.wait(before + 1)
+                outcomes[(tls, auth, sender)] = (authenticated, accepted)
+
+    for (tls, auth, sender), (authenticated, accepted) in outcomes.items():
+        assert authenticated == (auth == "good" and tls != "plain"), (tls, auth, sender)
+        # Authenticated: only the user's domains; otherwise: only from allow_networks.
+        expected = sender.endswith("@example.com") if authenticated else allowed_network
+        assert accepted == expected, (tls, auth, sender)
+    assert len(handler.arrivals) == sum(accepted for _, accepted in outcomes.values())
