@@ -152,6 +152,7 @@ async def start_relay(
         ),
         codec=codec,
         accounts=accounts,
+        recipients_limit=relay.max_recipients,
     )
     server = RelayServer(config=relay, handler=handler, accounts=accounts, reuse_port=reuse_port)
     await server.start()

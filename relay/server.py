@@ -8,6 +8,7 @@ remaining connections are told `421` and closed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import ssl
@@ -17,7 +18,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
-from relay.access import client_address
+from relay.access import client_address, format_peer
 from relay.auth import Accounts, Throttled
 from relay.data import TooMuchData, read_data
 from relay.handler import RelayHandler
@@ -33,6 +34,33 @@ wait, held back by TCP, so that memory stays bounded however many clients send b
 messages together. Small messages never wait for these."""
 
 
+class Admission:
+    """Connections at once, in all and per client address (Postfix's
+    `smtpd_client_connection_count_limit`)."""
+
+    def __init__(self, *, total: int, per_client: int) -> None:
+        self._total_limit = total
+        self._per_client_limit = per_client
+        self._total = 0
+        self._per_client: collections.Counter[str] = collections.Counter()
+
+    def admit(self, client: str) -> str | None:
+        """None if `client` may connect (and it is counted), else the reply."""
+        if self._total >= self._total_limit:
+            return "421 4.7.0 Too many connections; try again later"
+        if self._per_client[client] >= self._per_client_limit:
+            return "421 4.7.0 Too many connections from your address; try again later"
+        self._total += 1
+        self._per_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self._total -= 1
+        self._per_client[client] -= 1
+        if self._per_client[client] <= 0:
+            del self._per_client[client]
+
+
 class _Connection(SMTP):
     """aiosmtpd's protocol, registering itself so that a stop can close it."""
 
@@ -42,12 +70,16 @@ class _Connection(SMTP):
         live: set[_Connection],
         large: asyncio.Semaphore,
         accounts: Accounts,
+        admission: Admission,
         *,
         implicit_tls: bool = False,
         **kwargs: Any,
     ) -> None:
         # AUTH only over TLS: after STARTTLS, or on the implicit-TLS port from the start.
         super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
+        self._admission = admission
+        self._refused = False
+        self._client = ""
         self._live = live
         self._large = large
         self._holds_large = False
@@ -55,6 +87,17 @@ class _Connection(SMTP):
         self._implicit_tls = implicit_tls
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._client = str(client_address(peer) or peer)
+        refusal = self._admission.admit(self._client)
+        if refusal is not None:
+            # Told before aiosmtpd greets; this connection never becomes a session.
+            log.warning("%s: %s", format_peer(peer), refusal)
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{refusal}\r\n".encode())
+            transport.close()
+            self._refused = True
+            return
         self._live.add(self)
         super().connection_made(transport)
         if self._implicit_tls and self.session is not None and self.session.ssl is None:
@@ -97,8 +140,26 @@ class _Connection(SMTP):
         return AuthResult(success=True, auth_data=user)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._admission.release(self._client)
         self._live.discard(self)
         super().connection_lost(exc)
+
+    def _timeout_cb(self) -> None:
+        """The client was silent past relay.timeout: say so, as Postfix does, then
+        close."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.4.2 Error: timeout exceeded\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self._refused else super().eof_received()
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -188,6 +249,9 @@ class RelayServer:
         self._live: set[_Connection] = set()
         self._large = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
         self._tls = server_tls_context(config.tls) if config.tls is not None else None
+        self._admission = Admission(
+            total=config.max_connections, per_client=config.max_connections_per_ip
+        )
 
     def _protocol(self, *, implicit_tls: bool = False) -> _Connection:
         return _Connection(
@@ -195,7 +259,9 @@ class RelayServer:
             self._live,
             self._large,
             self._accounts,
+            self._admission,
             implicit_tls=implicit_tls,
+            timeout=self._config.timeout,
             tls_context=None if implicit_tls else self._tls,
             # Without accounts, AUTH is never offered.
             auth_exclude_mechanism=None if self._accounts else ["PLAIN", "LOGIN"],

@@ -69,6 +69,7 @@ TRUSTED_PROXIES_DEFAULT: Final = ("127.0.0.1/32", "::1/128")
 SPOOL_DEFAULT: Final = "./var/spool"
 RETRY_DELAYS_DEFAULT: Final = ("1m", "5m", "15m", "30m", "1h", "2h", "4h")
 MAX_QUEUE_LIFETIME_DEFAULT: Final = "2d"
+RELAY_TIMEOUT_DEFAULT: Final = "5m"
 UPSTREAM_URL_DEFAULT: Final = "maildir:./var/outbox"
 UPSTREAM_TIMEOUT_DEFAULT: Final = "60s"
 STORE_URL_DEFAULT: Final = "sqlite:///./var/pixelpost.db"
@@ -309,6 +310,12 @@ def _relay(root: _Table) -> RelayConfig:
         bounce_notifications=table.get("bounce_notifications", bool, True),
         users=users,
         tls=tls,
+        max_recipients=table.integer("max_recipients", 1000, minimum=1, maximum=100_000),
+        max_connections=table.integer("max_connections", 500, minimum=1, maximum=100_000),
+        max_connections_per_ip=table.integer(
+            "max_connections_per_ip", 50, minimum=1, maximum=100_000
+        ),
+        timeout=table.parsed("timeout", RELAY_TIMEOUT_DEFAULT, parse_duration),
     )
     table.finish()
     return config

@@ -51,6 +51,14 @@ class RelayConfig:
     bounce_notifications: bool
     users: tuple[RelayUser, ...] = ()
     tls: RelayTLS | None = None
+    max_recipients: int = 1000
+    """Recipients per message; more get 452."""
+    max_connections: int = 500
+    """Connections at once per relay process; more get 421."""
+    max_connections_per_ip: int = 50
+    """Connections at once from one client address per relay process; more get 421."""
+    timeout: float = 300.0
+    """Seconds a client may take for a command, or for a whole message after DATA."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -270,3 +270,67 @@ async def test_never_an_open_relay(
         expected = sender.endswith("@example.com") if authenticated else allowed_network
         assert accepted == expected, (tls, auth, sender)
     assert len(handler.arrivals) == sum(accepted for _, accepted in outcomes.values())
+
+
+async def greeting(port: int, source: str = "127.0.0.1") -> tuple[bytes, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    return await asyncio.wait_for(reader.readline(), 5), writer
+
+
+async def test_connections_past_the_limits_are_told_421(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    _, port = sink
+    relay = await start_relay(
+        make_config(
+            f"smtp://127.0.0.1:{port}",
+            tmp_path,
+            relay="max_connections = 3\nmax_connections_per_ip = 2",
+        )
+    )
+    first, a = await greeting(relay.address.port)
+    second, b = await greeting(relay.address.port)
+    third, c = await greeting(relay.address.port)
+    assert first.startswith(b"220")
+    assert second.startswith(b"220")
+    assert third.startswith(b"421 4.7.0 Too many connections from your address")
+    other, d = await greeting(relay.address.port, "127.0.0.2")
+    assert other.startswith(b"220")  # another address: the third connection in all
+    fourth, e = await greeting(relay.address.port, "127.0.0.3")
+    assert fourth.startswith(b"421 4.7.0 Too many connections;")
+    b.close()
+    await b.wait_closed()
+    await asyncio.sleep(0.1)
+    again, f = await greeting(relay.address.port)
+    assert again.startswith(b"220")  # a place was freed
+    for writer in (a, c, d, e, f):
+        writer.close()
+
+
+async def test_too_many_recipients_get_452_and_a_silent_client_421(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await start_relay(
+        make_config(
+            f"smtp://127.0.0.1:{port}", tmp_path, relay='max_recipients = 2\ntimeout = "1s"'
+        )
+    )
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.address.port) as client:
+        refused = await client.sendmail(
+            "sender@example.com", ["a@example.org", "b@example.org", "c@example.org"], MESSAGE
+        )
+    assert refused[0]["c@example.org"].code == 452
+    await handler.wait(1)
+    assert sorted(r for a in handler.arrivals for r in a.rcpt_tos) == [
+        "a@example.org",
+        "b@example.org",
+    ]
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.address.port)
+    assert (await reader.readline()).startswith(b"220")
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.readline(), 5) == b"421 4.4.2 Error: timeout exceeded\r\n"
+    assert await reader.read() == b""
+    assert asyncio.get_running_loop().time() - started < 3
+    writer.close()
