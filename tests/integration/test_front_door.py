@@ -334,3 +334,28 @@ async def test_too_many_recipients_get_452_and_a_silent_client_421(
     assert await reader.read() == b""
     assert asyncio.get_running_loop().time() - started < 3
     writer.close()
+
+
+async def test_commands_pipelined_behind_starttls_are_discarded(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """CVE-2024-34083: plaintext sent after STARTTLS must not count as sent over TLS."""
+    _, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port, networks="127.0.0.0/8")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.address.port)
+
+    async def reply() -> bytes:
+        while (line := await asyncio.wait_for(reader.readline(), 5))[3:4] == b"-":
+            pass
+        return line
+
+    assert (await reply()).startswith(b"220")
+    writer.write(b"EHLO client.test\r\n")
+    assert (await reply()).startswith(b"250")
+    writer.write(b"STARTTLS\r\nMAIL FROM:<injected@example.com>\r\n")
+    assert (await reply()).startswith(b"220")
+    await writer.start_tls(client_context(ca), server_hostname="127.0.0.1")
+    writer.write(b"EHLO client.test\r\nRCPT TO:<rcpt@example.org>\r\n")
+    assert (await reply()).startswith(b"250")
+    assert (await reply()).startswith(b"503")  # no MAIL FROM: the injected one was dropped
+    writer.close()
