@@ -53,6 +53,17 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
+def smtps(relay: RunningRelay, ca: trustme.CA) -> aiosmtplib.SMTP:
+    """A client of the relay's implicit-TLS port."""
+    assert relay.server.tls_address is not None
+    return aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=relay.server.tls_address.port,
+        use_tls=True,
+        tls_context=client_context(ca),
+    )
+
+
 @pytest.fixture
 def no_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("relay.auth.FAILURE_DELAY", 0.0)
@@ -109,12 +120,7 @@ async def test_implicit_tls_offers_auth_at_once_and_login_works(
     handler, port = sink
     relay = await tls_relay(start_relay, ca, tmp_path, port)
     assert relay.server.tls_address is not None
-    async with aiosmtplib.SMTP(
-        hostname="127.0.0.1",
-        port=relay.server.tls_address.port,
-        use_tls=True,
-        tls_context=client_context(ca),
-    ) as client:
+    async with smtps(relay, ca) as client:
         lines = await ehlo_lines(client)
         assert "AUTH LOGIN PLAIN" in lines
         assert "STARTTLS" not in lines
@@ -135,23 +141,14 @@ async def test_failures_are_throttled_per_client(
     assert relay.server.tls_address is not None
     codes = []
     for _ in range(7):
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1",
-            port=relay.server.tls_address.port,
-            use_tls=True,
-            tls_context=client_context(ca),
-        ) as client:
+        async with smtps(relay, ca) as client:
             await client.ehlo()
             with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
                 await client.auth_plain("app", "wrong")  # one attempt (login() tries two)
             codes.append(refused.value.code)
     assert codes == [535] * 5 + [454] * 2
-    async with aiosmtplib.SMTP(
-        hostname="127.0.0.1",
-        port=relay.server.tls_address.port,
-        use_tls=True,
-        tls_context=client_context(ca),
-    ) as client:  # the right password is refused too, unchecked, until failures age out
+    # The right password is refused too, unchecked, until the failures age out.
+    async with smtps(relay, ca) as client:
         await client.ehlo()
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
             await client.auth_plain("app", PASSWORD)
@@ -164,12 +161,7 @@ async def test_a_user_may_send_only_from_their_domains(
     handler, port = sink
     relay = await tls_relay(start_relay, ca, tmp_path, port)
     assert relay.server.tls_address is not None
-    async with aiosmtplib.SMTP(
-        hostname="127.0.0.1",
-        port=relay.server.tls_address.port,
-        use_tls=True,
-        tls_context=client_context(ca),
-    ) as client:
+    async with smtps(relay, ca) as client:
         await client.login("app", PASSWORD)
         with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
             await client.sendmail("ceo@evil.example", ["rcpt@example.org"], MESSAGE)
