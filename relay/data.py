@@ -15,6 +15,7 @@ discarded, so that the reply (552) comes in step with the client.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 LARGE_MESSAGE = 1024 * 1024
@@ -92,3 +93,19 @@ def _unstuff(data: bytes) -> bytes:
     """Remove the dot that starts a line (RFC 5321 section 4.5.2)."""
     unstuffed = data.replace(b"\r\n.", b"\r\n")
     return unstuffed[1:] if unstuffed.startswith(b".") else unstuffed
+
+
+_NEWLINE = re.compile(rb"\r\n|\r|\n")
+
+
+def has_bare_newlines(data: bytes) -> bool:
+    """Whether `data` holds a LF or a CR that is not part of a CRLF."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """Every bare LF and bare CR made a CRLF, as the message goes on (Postfix's
+    `smtpd_forbid_bare_newline = normalize`): parsers and the next hop then agree on
+    where lines end, and a smuggled end-of-data is only text."""
+    return _NEWLINE.sub(b"\r\n", data) if has_bare_newlines(data) else data

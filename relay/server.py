@@ -20,7 +20,7 @@ from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
 from relay.access import client_address, format_peer
 from relay.auth import Accounts, Throttled
-from relay.data import TooMuchData, read_data
+from relay.data import TooMuchData, has_bare_newlines, normalize_newlines, read_data
 from relay.handler import RelayHandler
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,14 @@ class _Connection(SMTP):
         accounts: Accounts,
         admission: Admission,
         *,
+        bare_newlines: str = "normalize",
         implicit_tls: bool = False,
         **kwargs: Any,
     ) -> None:
         # AUTH only over TLS: after STARTTLS, or on the implicit-TLS port from the start.
         super().__init__(handler, auth_require_tls=not implicit_tls, **kwargs)
         self._admission = admission
+        self._bare_newlines = bare_newlines
         self._refused = False
         self._client = ""
         self._live = live
@@ -186,6 +188,13 @@ class _Connection(SMTP):
         except BaseException:
             self._release_large()
             raise
+        if has_bare_newlines(content):
+            if self._bare_newlines == "reject":
+                self._release_large()
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                await self.push("550 5.5.2 Bare <LF> or <CR> in message text")
+                return
+            content = normalize_newlines(content)
         self.envelope.content = self.envelope.original_content = content
         try:
             status = await self._call_handler_hook("DATA")
@@ -260,6 +269,7 @@ class RelayServer:
             self._large,
             self._accounts,
             self._admission,
+            bare_newlines=self._config.bare_newlines,
             implicit_tls=implicit_tls,
             timeout=self._config.timeout,
             tls_context=None if implicit_tls else self._tls,

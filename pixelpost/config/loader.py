@@ -178,6 +178,14 @@ class _Table:
             return default
         return value
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        """A string that must be one of `choices`."""
+        value = self.get(key, str, default)
+        if value not in choices:
+            self.problem(key, f"{_show(value)} is not one of {', '.join(choices)}")
+            return default
+        return value
+
     def parsed(self, key: str, default: str, parse: Callable[[str], T]) -> T:
         """A string value run through `parse`; a bad one is reported and the default used."""
         text = self.get(key, str, default)
@@ -316,6 +324,11 @@ def _relay(root: _Table) -> RelayConfig:
             "max_connections_per_ip", 50, minimum=1, maximum=100_000
         ),
         timeout=table.parsed("timeout", RELAY_TIMEOUT_DEFAULT, parse_duration),
+        bare_newlines=(
+            "reject"
+            if table.choice("bare_newlines", ("normalize", "reject"), "normalize") == "reject"
+            else "normalize"
+        ),
     )
     table.finish()
     return config

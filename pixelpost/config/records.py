@@ -59,6 +59,8 @@ class RelayConfig:
     """Connections at once from one client address per relay process; more get 421."""
     timeout: float = 300.0
     """Seconds a client may take for a command, or for a whole message after DATA."""
+    bare_newlines: Literal["normalize", "reject"] = "normalize"
+    """What becomes of a bare LF or CR in a message: made CRLF, or the message refused."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

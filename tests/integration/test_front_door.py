@@ -15,7 +15,7 @@ import trustme
 from pixelpost.passwords import hash_password
 from pixelpost.store import SQLiteStore
 from tests.conftest import RelayStarter, RunningRelay, events_of, make_config, published
-from tests.integration.test_relay_passthrough import MESSAGE
+from tests.integration.test_relay_passthrough import MESSAGE, smtp_dialogue
 from tests.sink import SinkHandler
 
 PASSWORD = "correct horse battery staple"
@@ -351,3 +351,70 @@ async def test_commands_pipelined_behind_starttls_are_discarded(
     assert (await reply()).startswith(b"250")
     assert (await reply()).startswith(b"503")  # no MAIL FROM: the injected one was dropped
     writer.close()
+
+
+SMUGGLED_ENDS = [
+    b"\n.\n",
+    b"\r.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\n.\r",
+    b"\r.\n",
+    b"\r\n\x00.\r\n",
+    b"\r\n.\x00\r\n",
+]
+"""End-of-data look-alikes from SEC Consult's research and smtpsmug."""
+
+
+def smuggling_attempt(end: bytes) -> bytes:
+    return (
+        b"EHLO client.test\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<rcpt@example.org>\r\n"
+        b"DATA\r\nSubject: one\r\n\r\nfirst" + end + b"MAIL FROM:<evil@example.com>\r\n"
+        b"RCPT TO:<victim@example.org>\r\nDATA\r\n\r\nsmuggled\r\n.\r\nQUIT\r\n"
+    )
+
+
+async def test_smuggled_ends_of_data_yield_one_normalized_message_each(
+    start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    """A maildir upstream shows the message as the relay made it (an SMTP client on the
+    way out would normalise line ends again)."""
+    maildir = tmp_path / "outbox"
+    relay = await start_relay(make_config(f"maildir:{maildir}", tmp_path))
+
+    async def arrived(count: int) -> list[bytes]:
+        for _ in range(200):
+            files = sorted((maildir / "new").glob("*")) if (maildir / "new").is_dir() else []
+            if len(files) >= count:
+                return [f.read_bytes() for f in files]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {count} messages")
+
+    for number, end in enumerate(SMUGGLED_ENDS, 1):
+        replies = await smtp_dialogue(relay.address.port, smuggling_attempt(end), 6)
+        assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"354", b"250", b"221"], end
+        messages = await arrived(number)
+        assert len(messages) == number, end
+    await asyncio.sleep(0.3)
+    messages = await arrived(len(SMUGGLED_ENDS))
+    assert len(messages) == len(SMUGGLED_ENDS)
+    for content in messages:
+        assert b"Delivered-To: rcpt@example.org\r\n" in content
+        assert content.endswith(b"DATA\r\n\r\nsmuggled\r\n")
+        assert content.count(b"\n") == content.count(b"\r\n")
+        assert content.count(b"\r") == content.count(b"\r\n")
+
+
+async def test_bare_newlines_refused_when_configured(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await start_relay(
+        make_config(f"smtp://127.0.0.1:{port}", tmp_path, relay='bare_newlines = "reject"')
+    )
+    replies = await smtp_dialogue(relay.address.port, smuggling_attempt(b"\n.\n"), 6)
+    assert replies[4].startswith(b"550 5.5.2 Bare <LF> or <CR>")
+    await asyncio.sleep(0.3)
+    assert handler.arrivals == []
