@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
@@ -68,6 +69,14 @@ class RelayHandler:
         session.host_name = hostname
         # aiosmtpd lists AUTH after TLS even with no mechanism left (no accounts).
         return [line for line in responses if line.rstrip() != "250-AUTH"]
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
+    ) -> bool:
+        """Called only with relay.proxy_protocol on: the real client is the PROXY
+        header's (see `relay.server`)."""
+        proxied: Callable[[ProxyData], bool] | None = getattr(server, "proxied", None)
+        return proxied(proxy_data) if proxied is not None else False
 
     async def handle_MAIL(
         self,

@@ -12,8 +12,10 @@ import collections
 import functools
 import logging
 import ssl
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 IDENT = "pixelpost ESMTP"
 GRACE_DEFAULT = 30.0
 _CHECK = "pixelpost: check the credentials"
+PROXY_TIMEOUT = 5.0
+"""Seconds a load balancer has to send the PROXY header (relay.proxy_protocol)."""
 LARGE_MESSAGES_AT_ONCE = 8
 """Messages over 1 MB (`relay.data.LARGE_MESSAGE`) read and processed at once; more
 wait, held back by TCP, so that memory stays bounded however many clients send big
@@ -81,6 +85,7 @@ class _Connection(SMTP):
         self._admission = admission
         self._bare_newlines = bare_newlines
         self._refused = False
+        self._refused_late = False
         self._client = ""
         self._live = live
         self._large = large
@@ -144,9 +149,36 @@ class _Connection(SMTP):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
-        self._admission.release(self._client)
+        if not self._refused_late:
+            self._admission.release(self._client)
         self._live.discard(self)
         super().connection_lost(exc)
+
+    def proxied(self, proxy_data: ProxyData) -> bool:
+        """The PROXY header's client becomes this session's peer (for allow_networks,
+        AUTH throttling, limits, logs and ses:source-ip); False refuses the connection."""
+        assert self.session is not None
+        if not proxy_data.valid or proxy_data.src_addr is None:
+            log.warning(
+                "%s: bad PROXY header: %s", format_peer(self.session.peer), proxy_data.error
+            )
+            return False
+        if isinstance(proxy_data.src_addr, IPv4Address | IPv6Address):
+            # aiosmtpd types peer as a string; it holds the (host, port) of getpeername.
+            self.session.peer = (str(proxy_data.src_addr), proxy_data.src_port or 0)  # type: ignore[assignment]
+        client = str(client_address(self.session.peer) or self.session.peer)
+        self._admission.release(self._client)
+        refusal = self._admission.admit(client)
+        if refusal is not None:
+            self._client = ""  # nothing to release any more
+            self._refused_late = True
+            log.warning("%s: %s", format_peer(self.session.peer), refusal)
+            transport = self.transport
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"{refusal}\r\n".encode())
+            return False
+        self._client = client
+        return True
 
     def _timeout_cb(self) -> None:
         """The client was silent past relay.timeout: say so, as Postfix does, then
@@ -270,6 +302,7 @@ class RelayServer:
             self._accounts,
             self._admission,
             bare_newlines=self._config.bare_newlines,
+            proxy_protocol_timeout=PROXY_TIMEOUT if self._config.proxy_protocol else None,
             implicit_tls=implicit_tls,
             timeout=self._config.timeout,
             tls_context=None if implicit_tls else self._tls,

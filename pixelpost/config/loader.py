@@ -329,6 +329,7 @@ def _relay(root: _Table) -> RelayConfig:
             if table.choice("bare_newlines", ("normalize", "reject"), "normalize") == "reject"
             else "normalize"
         ),
+        proxy_protocol=table.get("proxy_protocol", bool, False),
     )
     table.finish()
     return config

@@ -61,6 +61,8 @@ class RelayConfig:
     """Seconds a client may take for a command, or for a whole message after DATA."""
     bare_newlines: Literal["normalize", "reject"] = "normalize"
     """What becomes of a bare LF or CR in a message: made CRLF, or the message refused."""
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY header (v1 or v2) from a load balancer."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -5,7 +5,9 @@ per-user sender domains, certificate reload, and the open-relay matrix."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
+import struct
 from pathlib import Path
 
 import aiosmtplib
@@ -418,3 +420,58 @@ async def test_bare_newlines_refused_when_configured(
     assert replies[4].startswith(b"550 5.5.2 Bare <LF> or <CR>")
     await asyncio.sleep(0.3)
     assert handler.arrivals == []
+
+
+def proxy_v2(source: str, port: int) -> bytes:
+    """A PROXY protocol v2 header for a TCP4 client."""
+    addresses = ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address("127.0.0.1").packed
+    body = addresses + struct.pack("!HH", port, 2525)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+async def test_behind_a_load_balancer_the_proxy_header_names_the_client(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
+) -> None:
+    handler, port = sink
+    lines = 'allow_networks = ["192.0.2.0/24"]\nproxy_protocol = true'
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path, relay=lines))
+    envelope = (
+        b"EHLO client.test\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<rcpt@example.org>\r\n"
+    )
+    message = b"DATA\r\nSubject: proxied\r\n\r\nhello\r\n.\r\nQUIT\r\n"
+
+    # v1 from an allowed network: relayed, and the events say who sent it.
+    header = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 2525\r\n"
+    replies = await smtp_dialogue_raw(relay.address.port, header + envelope + message, 6)
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354", b"250"]
+    await handler.wait(1)
+    await events_of(store, send=1)
+    [send] = [e for e in await published(store) if e["eventType"] == "Send"]
+    assert send["mail"]["tags"]["ses:source-ip"] == ["192.0.2.7"]
+
+    # v2 from elsewhere: refused at RCPT like any outsider, though the TCP peer is local.
+    replies = await smtp_dialogue_raw(
+        relay.address.port, proxy_v2("198.51.100.9", 40001) + envelope, 4
+    )
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"554"]
+
+    # No header: closed without a greeting.
+    assert await smtp_dialogue_raw(relay.address.port, envelope, 1) == []
+
+
+async def smtp_dialogue_raw(port: int, wire: bytes, replies: int) -> list[bytes]:
+    """Like `smtp_dialogue`, but the greeting counts as a reply (PROXY comes first)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(wire)
+        await writer.drain()
+        lines: list[bytes] = []
+        while len(lines) < replies:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if not line:
+                break
+            if line[3:4] != b"-":
+                lines.append(line.rstrip())
+        return lines
+    finally:
+        writer.close()
