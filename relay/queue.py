@@ -355,6 +355,11 @@ class DeliveryQueue:
                 self._transport.describe(),
                 outcome.reply,
             )
+        if outcome.failed:
+            code, text = next(iter(outcome.failed.values()))
+            log.info(
+                "%s: bounced %d recipients: %d %s", message_id, len(outcome.failed), code, text
+            )
         return state.next_attempt_at if outcome.deferred else None
 
     def _expire(self, outcome: _Outcome) -> None:
