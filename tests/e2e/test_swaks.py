@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import smtplib
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -89,4 +92,44 @@ def test_swaks_over_starttls_with_auth(tmp_path: Path, processes: list[Running])
         time.sleep(0.1)
     kinds = {json.loads(line)["eventType"]: json.loads(line) for line in lines}
     assert kinds["Send"]["mail"]["tags"]["ses:caller-identity"] == ["app"]
+    assert running.stop() == 0
+
+
+def test_sighup_loads_a_renewed_certificate_without_dropping_connections(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    config = example_with_tls_and_a_user(tmp_path, "s3cret")
+    running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test reads the certificate, it does not trust it
+
+    def certificate(client: smtplib.SMTP) -> bytes:
+        client.ehlo()
+        client.starttls(context=context)
+        der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+        assert der is not None
+        return der
+
+    kept = smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10)
+    before = certificate(kept)
+    renewed = trustme.CA().issue_cert("127.0.0.1")
+    renewed.cert_chain_pems[0].write_to_path(str(tmp_path / "relay.crt"))
+    renewed.private_key_pem.write_to_path(str(tmp_path / "relay.key"))
+    running.process.send_signal(signal.SIGHUP)
+
+    deadline = time.monotonic() + 10
+    while True:
+        with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as fresh:
+            after = certificate(fresh)
+        if after != before or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert after != before
+    assert "loaded again" in running.stderr
+    kept.login("app", "s3cret")  # the connection opened before the reload still works
+    kept.sendmail("news@example.com", ["someone@example.org"], b"Subject: kept\r\n\r\nhi\r\n")
+    kept.quit()
+    delivered(tmp_path / "var" / "outbox")
     assert running.stop() == 0
