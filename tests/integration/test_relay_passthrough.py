@@ -322,12 +322,16 @@ async def test_stop_refuses_new_connections_and_lets_a_delivery_in_flight_finish
     assert [kind for kind, _, _ in recorded(store)] == ["send", "delivery"]
 
 
-async def smtp_dialogue(port: int, wire: bytes, replies: int) -> list[bytes]:
+async def smtp_dialogue(
+    port: int, wire: bytes, replies: int, *, greeting_counts: bool = False
+) -> list[bytes]:
     """Send `wire` in one write after the greeting (pipelined, as a client may), and
-    return the first `replies` replies."""
+    return the first `replies` replies; with `greeting_counts`, `wire` goes first (a
+    PROXY header does) and the greeting is the first reply."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        await reader.readline()  # 220
+        if not greeting_counts:
+            await reader.readline()  # 220
         writer.write(wire)
         await writer.drain()
         lines = []
