@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
@@ -73,6 +74,11 @@ class ChildProcess:
         process = self._process
         if process is not None and process.pid is not None and process.is_alive():
             os.kill(process.pid, signum)
+
+    def request_stop(self) -> None:
+        """Tell the child to stop (SIGTERM) without waiting; `stop` waits."""
+        self._stopping = True
+        self.send_signal(signal.SIGTERM)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -115,6 +115,11 @@ async def _stop_all(children: Sequence[ChildProcess]) -> None:
     await asyncio.gather(*(child.stop() for child in children))
 
 
+def _request_stop(children: Sequence[ChildProcess]) -> None:
+    for child in children:
+        child.request_stop()
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -205,6 +210,10 @@ async def _run_relay(
 ) -> list[tuple[str, str]]:
     """The relay here and `relay.workers - 1` more in child processes; banner lines."""
     workers = config.relay.workers
+    children: list[ChildProcess] = []
+    # Unwound last: the further relays are waited for after this one has stopped, and
+    # were told to stop first (below), so that all of them stop side by side.
+    stack.push_async_callback(_stop_all, children)
     server, queue, upstream = await start_relay(config, stack, recorder, reuse_port=workers > 1)
     # The others listen on the ports this one got (the configuration may ask for port 0).
     relay = dataclasses.replace(config.relay, listen=server.address)
@@ -212,7 +221,7 @@ async def _run_relay(
         relay = dataclasses.replace(
             relay, tls=dataclasses.replace(relay.tls, listen_tls=server.tls_address)
         )
-    children = [
+    children += [
         ChildProcess(
             name=f"pixelpost relay {number}",
             target=relay_worker_process,
@@ -222,8 +231,7 @@ async def _run_relay(
     ]
     for child in children:
         await child.start()
-    # Stopped together: each one finishes its in-flight deliveries meanwhile.
-    stack.push_async_callback(_stop_all, children)
+    stack.callback(_request_stop, children)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload_tls, server, children)
     stack.callback(loop.remove_signal_handler, signal.SIGHUP)

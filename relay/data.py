@@ -34,11 +34,13 @@ async def read_data(
     limit: int | None,
     *,
     on_large: Callable[[], Awaitable[None]] | None = None,
+    on_oversize: Callable[[], None] | None = None,
 ) -> bytes:
     """The message up to the end-of-data line, dot-unstuffed, with its last CRLF.
 
     `on_large` is awaited once, when the message grows past `LARGE_MESSAGE` bytes: it
-    may make the reading wait (the client is held back by TCP meanwhile). Raises
+    may make the reading wait (the client is held back by TCP meanwhile); `on_oversize`
+    is called once, as soon as it is over `limit` (what is left is only drained). Raises
     `TooMuchData` when the message is over `limit` bytes (as sent, before unstuffing),
     `asyncio.IncompleteReadError` when the client goes away first.
     """
@@ -57,6 +59,8 @@ async def read_data(
             done = True
             break
         if limit is not None and size > limit + len(END):
+            if not over and on_oversize is not None:
+                on_oversize()
             over = True
             del data[: -len(END)]  # a message of empty lines: keep only what decides
     waited = False
@@ -72,6 +76,8 @@ async def read_data(
             chunk = await reader.readexactly(exc.consumed)
         size += len(chunk)
         if limit is not None and size > limit + len(END):
+            if not over and on_oversize is not None:
+                on_oversize()
             over = True
             data = bytearray()  # keep draining, drop what came
         else:

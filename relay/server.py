@@ -210,7 +210,10 @@ class _Connection(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             content = await read_data(
-                self._reader, self.data_size_limit, on_large=self._admit_large
+                self._reader,
+                self.data_size_limit,
+                on_large=self._admit_large,
+                on_oversize=self._release_large,  # draining needs no place
             )
         except TooMuchData:
             self._release_large()

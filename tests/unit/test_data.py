@@ -98,3 +98,19 @@ async def test_a_message_is_read_in_a_few_calls_not_a_line_at_a_time() -> None:
     reader.feed_eof()
     assert await read_data(reader, None) == b"".join(line + b"\r\n" for line in lines)
     assert calls <= 3
+
+
+async def test_an_oversized_message_says_so_as_soon_as_it_is_over_the_limit() -> None:
+    """So that the relay can give back its place for large messages while it drains."""
+    told = []
+    reader = asyncio.StreamReader(limit=1001)
+    reader.feed_data(b"x" * 3000 + b"\r\n")
+    reading = asyncio.create_task(read_data(reader, 1000, on_oversize=lambda: told.append(1)))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert told == [1]  # before the end of the data has even arrived
+    assert not reading.done()
+    reader.feed_data(b"y" * 3000 + b"\r\n.\r\n")
+    with pytest.raises(TooMuchData):
+        await reading
+    assert told == [1]
