@@ -21,10 +21,16 @@ class BounceKind:
     """The enhanced status code, given or derived from the reply code."""
 
 
+def enhanced_status(code: int, text: str) -> str:
+    """The RFC 3463 status of a reply: the one it gives, else one from its code."""
+    match = _ENHANCED.match(text.strip())
+    return match.group(0) if match else f"{code // 100}.0.0"
+
+
 def classify(code: int, text: str) -> BounceKind:
     """The bounce type of a permanent refusal `code text`."""
     match = _ENHANCED.match(text.strip())
-    status = match.group(0) if match else f"{code // 100}.0.0"
+    status = match.group(0) if match else enhanced_status(code, text)
     subject_detail = status.split(".", 1)[1]
     lowered = text.lower()
     if subject_detail in ("1.1", "1.0", "1.10", "1.3", "1.6") or (

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pixelpost.aio import wait_event
-from pixelpost.bounces import classify
+from pixelpost.bounces import classify, enhanced_status
 from pixelpost.config import RelayConfig
 from pixelpost.config.values import format_duration
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -64,16 +64,9 @@ FRESH_BYTES_LIMIT = 64 * 1024 * 1024
 """Newly spooled messages kept in memory for their first attempt, in bytes."""
 
 
-def _status(code: int, text: str) -> str:
-    first = text.split(" ", 1)[0]
-    if first.count(".") == 2 and first[0] in "245":
-        return first
-    return f"{code // 100}.0.0"
-
-
 def _delay_type(error: TemporaryDeliveryError) -> str:
     """SES's delayType for a deferral."""
-    status = _status(error.code, error.text)
+    status = enhanced_status(error.code, error.text)
     if status.startswith("4.4.") or "cannot deliver to" in error.text:
         return "TransientCommunicationFailure"
     if status == "4.2.2":
@@ -440,7 +433,7 @@ class DeliveryQueue:
                     envelope.id,
                     delay_type=_delay_type(first),
                     recipients=[
-                        (rcpt, _status(e.code, e.text), f"smtp; {e.code} {e.text}")
+                        (rcpt, enhanced_status(e.code, e.text), f"smtp; {e.code} {e.text}")
                         for rcpt, e in outcome.deferred.items()
                     ],
                     expiration=datetime.fromtimestamp(envelope.expires_at, UTC),
@@ -462,7 +455,9 @@ class DeliveryQueue:
             envelope.id,
             bounce_type=bounce_type,
             bounce_subtype=subtype,
-            recipients=[(r, _status(c, t), f"smtp; {c} {t}") for r, (c, t) in failed.items()],
+            recipients=[
+                (r, enhanced_status(c, t), f"smtp; {c} {t}") for r, (c, t) in failed.items()
+            ],
             reporting_mta=self._relay.hostname,
             now=now,
         )
@@ -500,8 +495,8 @@ class DeliveryQueue:
                 original=content,
                 sender=envelope.mail_from,
                 failures=[
-                    Failure(recipient=r, status=_status(code, text), diagnostic=f"{code} {text}")
-                    for r, (code, text) in outcome.failed.items()
+                    Failure(recipient=r, status=enhanced_status(c, t), diagnostic=f"{c} {t}")
+                    for r, (c, t) in outcome.failed.items()
                 ],
                 reporting_mta=hostname,
                 arrival=datetime.fromtimestamp(envelope.received_at, UTC),

@@ -128,11 +128,9 @@ class _Connection(SMTP):
             return parsed  # the client's answer could not be read; aiosmtpd replied
         credentials = parsed.auth_data
         assert isinstance(credentials, LoginPassword)
-        assert self.session is not None
-        client = client_address(self.session.peer)
         try:
             user = await self._accounts.verify(
-                str(client) if client is not None else "?",
+                self._client,  # as the connection limits count it (after PROXY, too)
                 credentials.login.decode("utf-8", "replace"),
                 credentials.password.decode("utf-8", "replace"),
             )
