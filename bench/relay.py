@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.relay [--kind both|text|html] [--messages 400] [--sessions 20]
                                     [--rounds 3] [--systems tracked,untracked,...]
+                                    [--workers N]   (pixelpost's relay.workers; default: cores)
 
 Postfix's `smtp-source` sends the same message file, one recipient each, through each
 system in turn to Postfix's `smtp-sink` (Debian's postfix package provides all three):
