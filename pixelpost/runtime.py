@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pixelpost import __version__
+from pixelpost.classify import classifier_for
 from pixelpost.config import Config
 from pixelpost.errors import PixelpostError
 from pixelpost.events import Event
@@ -41,6 +42,7 @@ from relay.spool import Spool
 from relay.spool import depth as spool_depth
 from relay.upstream import open_transport
 from tracker.app import create_app
+from tracker.auth import Access
 from tracker.dispatch import Dispatcher, run_dispatcher
 from tracker.metrics import Metrics
 from tracker.server import TrackerServer
@@ -295,10 +297,16 @@ async def run(
                 trusted_proxies=config.tracker.trusted_proxies,
                 anonymize_ip=config.tracker.anonymize_ip,
                 metrics=metrics,
+                classifier=classifier_for(config.classify),
+                delivered_at=store.delivered_at,
             )
-            tracker_server = TrackerServer(
-                app=create_app(views=views, metrics=metrics), listen=config.tracker.listen
+            app = create_app(
+                views=views,
+                metrics=metrics,
+                access=Access(config.tracker.api_token),
+                stats=store,
             )
+            tracker_server = TrackerServer(app=app, listen=config.tracker.listen)
             await tracker_server.start()
             stack.push_async_callback(tracker_server.stop)
             lines += [

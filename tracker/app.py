@@ -6,6 +6,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pixelpost import __version__
+from tracker.api import StatsReader, add_api
+from tracker.auth import Access
 from tracker.metrics import Metrics
 from tracker.views import Views
 
@@ -15,8 +17,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-def create_app(*, views: Views, metrics: Metrics) -> web.Application:
-    """The tracker application: the pixel, the redirects, health and metrics."""
+def create_app(
+    *, views: Views, metrics: Metrics, access: Access, stats: StatsReader
+) -> web.Application:
+    """The tracker application: the pixel, the redirects, health and metrics, and the
+    statistics API for holders of `access`'s token."""
     app = web.Application()
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -29,4 +34,5 @@ def create_app(*, views: Views, metrics: Metrics) -> web.Application:
     app.router.add_get("/c/{token:.+}", views.click)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    add_api(app, access=access, stats=stats)
     return app

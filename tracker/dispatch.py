@@ -39,6 +39,11 @@ ROUTE_POLL_INTERVAL = 0.25
 a process of its own, or events come from a relay elsewhere)."""
 STORE_ERROR_PAUSE = 5.0
 STOP_GRACE = 10.0
+ROLLUP_INTERVAL = 1.0
+"""How often new events are added to the statistics."""
+ROLLUP_PROGRESS_EVERY = 100_000
+PURGE_INTERVAL = 3600.0
+"""How often events and message records past `store.retention_days` are deleted."""
 
 
 def routes_for(config: Config) -> list[Route]:
@@ -66,6 +71,7 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self._routes = routes_for(config)
+        self._retention = config.store.retention_days * 86400.0
         self._store = store
         self._senders = senders
         self._clock = clock
@@ -77,7 +83,11 @@ class Dispatcher:
         self._stopping = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._route_loop(), name="dispatch: route")]
+        self._tasks = [
+            asyncio.create_task(self._route_loop(), name="dispatch: route"),
+            asyncio.create_task(self._rollup_loop(), name="dispatch: statistics"),
+            asyncio.create_task(self._retention_loop(), name="dispatch: retention"),
+        ]
         self._tasks += [
             asyncio.create_task(self._destination_loop(sender), name=f"dispatch: {name}")
             for name, sender in self._senders.items()
@@ -114,6 +124,43 @@ class Dispatcher:
             await asyncio.sleep(ROUTE_INTERVAL)
             if not routed:
                 await wait_event(self._route_wakeup, ROUTE_POLL_INTERVAL)
+
+    async def _rollup_loop(self) -> None:
+        counted = 0
+        while True:
+            try:
+                added = await self._store.rollup()
+            except StoreError as exc:
+                log.error("statistics: cannot count new events: %s", exc)
+                await asyncio.sleep(STORE_ERROR_PAUSE)
+                continue
+            if added:
+                # A long backlog (an upgrade, a store copied in) shows its progress.
+                if counted // ROLLUP_PROGRESS_EVERY != (counted + added) // ROLLUP_PROGRESS_EVERY:
+                    log.info("statistics: %d events counted so far, more to go", counted + added)
+                counted += added
+                await asyncio.sleep(0)
+            else:
+                counted = 0
+                await asyncio.sleep(ROLLUP_INTERVAL)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            before = self._clock() - self._retention
+            try:
+                events, messages = await self._store.purge(before)
+            except StoreError as exc:
+                log.error("retention: cannot delete old records: %s", exc)
+            else:
+                if events or messages:
+                    log.info(
+                        "retention: deleted %d events and %d message records older than "
+                        "%d days (statistics kept; links keep working)",
+                        events,
+                        messages,
+                        self._retention // 86400,
+                    )
+            await asyncio.sleep(PURGE_INTERVAL)
 
     async def _destination_loop(self, sender: Sender) -> None:
         wakeup = self._wakeups[sender.name]

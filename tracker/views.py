@@ -4,6 +4,10 @@ Each hit is recorded durably before the answer goes out (the store groups concur
 hits into one commit), so an open or click that got its answer is never lost, even if
 the tracker dies right after. A token that does not verify gets 404 and a short plain
 page, never a redirect.
+
+Each hit is classified (`pixelpost.classify`) before it is stored: a machine's open or
+a bot's click is marked so, with its reason. The client's full address is only used
+for that; with `anonymize_ip` the stored one is cut to its /24 or /48.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from pixelpost.classify import Classifier, Facts, RecentClicks, builtin_rules
 from pixelpost.config import IPNetwork
 from pixelpost.event_types import EventType
 from pixelpost.events import dumps
@@ -33,6 +39,7 @@ PIXEL = (
 """A transparent 1x1 GIF, 43 bytes."""
 NOT_FOUND = "This link is not valid.\n"
 USER_AGENT_LIMIT = 512
+DELIVERY_TIMES_CACHED = 50_000
 _NO_STORE = {"Cache-Control": "no-store"}
 _HEADER_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
@@ -62,9 +69,15 @@ class Views:
         trusted_proxies: Sequence[IPNetwork],
         anonymize_ip: bool,
         metrics: Metrics,
+        classifier: Classifier | None = None,
+        delivered_at: Callable[[str], Awaitable[float | None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._codec = codec
+        self._classifier = classifier or Classifier(builtin_rules())
+        self._delivered_at = delivered_at
+        self._delivery_times: OrderedDict[str, float] = OrderedDict()
+        self._recent_clicks = RecentClicks()
         self._recorder = recorder
         self._trusted = tuple(trusted_proxies)
         self._anonymize = anonymize_ip
@@ -76,6 +89,7 @@ class Views:
         self._click_latency = metrics.latency.labels("click")
 
     def _who(self, request: web.Request) -> tuple[str, str]:
+        """The client's full address and its user agent."""
         headers = request.headers
         forwarded = headers.get("X-Forwarded-For")
         peer = request.remote
@@ -83,9 +97,23 @@ class Views:
             ip = peer  # the common case needs no parsing
         else:
             ip = client_ip(peer, forwarded, self._trusted)
-        if self._anonymize:
-            ip = anonymize(ip)
         return ip, headers.get("User-Agent", "")[:USER_AGENT_LIMIT]
+
+    async def _since_delivery(self, message_id: str, now: float) -> float | None:
+        """Seconds since the copy was delivered (or accepted), for the rules that ask."""
+        at = self._delivery_times.get(message_id)
+        if at is None and self._delivered_at is not None:
+            try:
+                at = await self._delivered_at(message_id)
+            except StoreError as exc:
+                log.warning("%s: delivery time unknown: %s", message_id, exc)
+                return None
+            if at is None:
+                return None
+            self._delivery_times[message_id] = at
+            if len(self._delivery_times) > DELIVERY_TIMES_CACHED:
+                self._delivery_times.popitem(last=False)
+        return None if at is None else now - at
 
     def _unrecorded(self, hit: Hit, error: StoreError) -> None:
         # The recipient still gets the image or the page: a tracker that breaks links
@@ -101,7 +129,28 @@ class Views:
             self._metrics.invalid_tokens.labels("pixel").inc()
             return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
         ip, user_agent = self._who(request)
-        hit = Hit(EventType.OPEN, token.message_id, ip, user_agent, self._clock())
+        now = self._clock()
+        message_id = token.message_id
+        since_delivery = (
+            await self._since_delivery(message_id, now)
+            if self._classifier.needs_delivery("open")
+            else None
+        )
+        verdict = self._classifier.classify(
+            Facts("open", request.method, user_agent, ip, since_delivery=since_delivery)
+        )
+        hit = Hit(
+            EventType.OPEN,
+            message_id,
+            anonymize(ip) if self._anonymize else ip,
+            user_agent,
+            now,
+            None,
+            None,
+            verdict.machine,
+            verdict.reason,
+            verdict.proxy,
+        )
         try:
             await self._recorder.record_hits((hit,))
         except StoreError as exc:
@@ -121,13 +170,37 @@ class Views:
             self._metrics.invalid_tokens.labels("click").inc()
             return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
         ip, user_agent = self._who(request)
+        now = self._clock()
+        message_id = token.message_id
+        since_delivery = (
+            await self._since_delivery(message_id, now)
+            if self._classifier.needs_delivery("click")
+            else None
+        )
+        facts = Facts(
+            "click",
+            request.method,
+            user_agent,
+            ip,
+            since_delivery=since_delivery,
+            since_other_link=self._recent_clicks.since_other_link(message_id, ip, token.url, now),
+        )
+        verdict = self._classifier.classify(facts)
         tags = (
             dumps({name: list(values) for name, values in token.tags.items()})
             if token.tags
             else "{}"
         )
         hit = Hit(
-            EventType.CLICK, token.message_id, ip, user_agent, self._clock(), token.url, tags
+            EventType.CLICK,
+            message_id,
+            anonymize(ip) if self._anonymize else ip,
+            user_agent,
+            now,
+            token.url,
+            tags,
+            verdict.machine,
+            verdict.reason,
         )
         try:
             await self._recorder.record_hits((hit,))

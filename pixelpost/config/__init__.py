@@ -9,6 +9,8 @@ from pixelpost.config.loader import (
     parse_config_text,
 )
 from pixelpost.config.records import (
+    ClassifyConfig,
+    ClassifyRule,
     Config,
     ConfigSet,
     Destination,
@@ -29,6 +31,8 @@ from pixelpost.config.values import HostPort, IPNetwork
 __all__ = [
     "BUILTIN_DEFAULTS",
     "DEFAULT_FILE",
+    "ClassifyConfig",
+    "ClassifyRule",
     "Config",
     "ConfigSet",
     "Destination",

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from pixelpost.config.records import (
+    ClassifyConfig,
+    ClassifyRule,
     Config,
     ConfigSet,
     Destination,
@@ -460,6 +462,63 @@ def _store(root: _Table) -> StoreConfig:
     return StoreConfig(url=url, kind="sqlite", retention_days=retention_days)
 
 
+_REASON = re.compile(r"[a-z0-9_]{1,64}")
+_RULE_CONDITIONS = ("user_agent", "networks", "method", "after_delivery")
+
+
+def _classify_rule(table: _Table) -> ClassifyRule:
+    reason = table.get("reason", str, "")
+    if not _REASON.fullmatch(reason):
+        table.problem(
+            "reason",
+            f"{_show(reason)} is not a reason (1 to 64 of a-z, 0-9 and _, e.g. "
+            '"corporate_scanner")',
+        )
+    verdict = table.choice("verdict", ("machine", "human", "proxy"), "machine")
+    kinds = table.strings("events", ("open", "click"))
+    for index, kind in enumerate(kinds):
+        if kind not in ("open", "click"):
+            table.problem(f"events[{index}]", f"{_show(kind)} is not one of open, click")
+    if not kinds:
+        table.problem("events", "needs open, click or both")
+    user_agent = table.optional("user_agent", str)
+    if user_agent is not None:
+        try:
+            re.compile(user_agent)
+        except re.error as exc:
+            table.problem("user_agent", f"{_show(user_agent)} is not a regular expression: {exc}")
+    networks = table.parsed_list("networks", (), parse_network)
+    method = table.optional("method", str)
+    if method is not None and method not in ("GET", "HEAD"):
+        table.problem("method", f"{_show(method)} is not one of GET, HEAD")
+    after_delivery = table.parsed_optional("after_delivery", parse_duration)
+    if not any(key in table.data for key in _RULE_CONDITIONS):
+        table.problems.append(
+            f"{table.path}: a rule needs a condition: one of {', '.join(_RULE_CONDITIONS)}"
+        )
+    table.finish()
+    return ClassifyRule(
+        reason=reason,
+        verdict=verdict,  # type: ignore[arg-type]
+        kinds=frozenset(k for k in kinds if k in ("open", "click")),  # type: ignore[misc]
+        user_agent=user_agent,
+        networks=networks,
+        method=method if method in ("GET", "HEAD") else None,  # type: ignore[arg-type]
+        after_delivery=after_delivery,
+    )
+
+
+def _classify(root: _Table) -> ClassifyConfig:
+    table = root.table("classify") or _Table({}, "classify", root.problems, root.environ)
+    config = ClassifyConfig(
+        click_after_delivery=table.parsed("click_after_delivery", "10s", parse_duration),
+        link_burst=table.parsed("link_burst", "1s", parse_duration),
+        rules=tuple(_classify_rule(t) for t in table.tables("rules")),
+    )
+    table.finish()
+    return config
+
+
 def _signing(root: _Table) -> SigningConfig:
     table = root.table("signing") or _Table({}, "signing", root.problems, root.environ)
     keys = table.strings("keys", (), secret=True)
@@ -562,6 +621,7 @@ def parse_config(
     tracker = _tracker(root)
     store = _store(root)
     signing = _signing(root)
+    classify = _classify(root)
     config_sets = {name: _config_set(name, t) for name, t in root.subtables("config_sets").items()}
     destinations = {
         name: destination
@@ -594,6 +654,7 @@ def parse_config(
         signing=signing,
         config_sets=config_sets,
         destinations=destinations,
+        classify=classify,
         default_config_set=default_set,
         source=source,
     )

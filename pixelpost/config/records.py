@@ -104,6 +104,33 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClassifyRule:
+    """A rule of `[[classify.rules]]` (see `pixelpost.classify`), checked before the
+    built-in ones."""
+
+    reason: str
+    verdict: Literal["machine", "human", "proxy"] = "machine"
+    kinds: frozenset[Literal["open", "click"]] = frozenset(("open", "click"))
+    user_agent: str | None = None
+    """A regular expression, searched case-insensitively."""
+    networks: tuple[IPNetwork, ...] = ()
+    method: Literal["GET", "HEAD"] | None = None
+    after_delivery: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClassifyConfig:
+    """How opens and clicks are told to be machines' (`[classify]`)."""
+
+    click_after_delivery: float = 10.0
+    """A click sooner than this after delivery is a scanner's; 0 turns the rule off."""
+    link_burst: float = 1.0
+    """A click on another link of the same copy by the same client within this is a
+    bot's; 0 turns the rule off."""
+    rules: tuple[ClassifyRule, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StoreConfig:
     """Where messages and events are kept (`[store]`)."""
 
@@ -169,6 +196,7 @@ class Config:
     signing: SigningConfig
     config_sets: Mapping[str, ConfigSet]
     destinations: Mapping[str, Destination]
+    classify: ClassifyConfig = ClassifyConfig()
     default_config_set: str | None = None
     """The set for mail without `X-Config-Set`; None leaves such mail untracked."""
     source: Path | None = None

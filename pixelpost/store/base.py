@@ -4,6 +4,8 @@
     events       the event log; each event is routed once into the outbox
     outbox       one delivery per event and subscribed destination: pending, or dead
                  (a dead letter) once its retries are spent
+    statistics   counters per configuration set, tag, link and hour, rolled up from the
+                 events; they outlive the events' retention
 
 `SQLiteStore` implements it for one machine; a PostgreSQL store will implement the same
 Protocol for many relay and tracker instances.
@@ -19,6 +21,7 @@ from typing import NamedTuple, Protocol
 from pixelpost.errors import PixelpostError
 from pixelpost.event_types import EventType
 from pixelpost.events import Event
+from pixelpost.stats import StatsQuery, StatsTable
 
 
 class StoreError(PixelpostError):
@@ -51,6 +54,12 @@ class Hit(NamedTuple):
     link: str | None = None
     link_tags: str | None = None
     """The click's linkTags, as JSON."""
+    machine: bool = False
+    """A machine's open or a bot's click (`pixelpost.classify`)."""
+    reason: str | None = None
+    """Why it is a machine's."""
+    proxy: str | None = None
+    """The proxy a person's open came through."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +166,20 @@ class Store(Recorder, Protocol):
 
     async def event_counts(self) -> dict[EventType, int]:
         """Events recorded so far, by type."""
+
+    async def delivered_at(self, message_id: str) -> float | None:
+        """When the copy was delivered, or, before that, accepted (a Unix time); None
+        for a copy the store does not know."""
+
+    async def rollup(self, *, limit: int = 5000) -> int:
+        """Add up to `limit` events not counted yet to the statistics; returns how many."""
+
+    async def stats(self, query: StatsQuery) -> StatsTable:
+        """The statistics counters that `query` asks for."""
+
+    async def purge(self, before: float) -> tuple[int, int]:
+        """Delete events and message records from before `before` (a Unix time), once
+        routed and counted; returns how many of each. Statistics stay."""
 
     async def close(self) -> None:
         """Finish pending writes and release the store."""

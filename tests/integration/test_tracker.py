@@ -3,23 +3,29 @@ metrics; every hit in the real store."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 
+from pixelpost.classify import classifier_for
+from pixelpost.config import ClassifyConfig, ClassifyRule, HostPort
 from pixelpost.ids import new_message_id
-from pixelpost.store import SQLiteStore
+from pixelpost.store import MessageRecord, SQLiteStore
 from pixelpost.tokens import TokenCodec
 from tests.conftest import recorded
 from tracker.app import create_app
+from tracker.auth import Access
 from tracker.metrics import Metrics
 from tracker.server import TrackerServer
 from tracker.views import PIXEL, Views
 
 codec = TokenCodec([os.urandom(32)])
+DEFAULT_CLASSIFY = ClassifyConfig()
 TrackerStarter = Callable[..., Awaitable[str]]
 
 
@@ -27,7 +33,13 @@ TrackerStarter = Callable[..., Awaitable[str]]
 async def start_tracker(store: SQLiteStore) -> AsyncIterator[TrackerStarter]:
     servers: list[TrackerServer] = []
 
-    async def start(*, trusted: str = "127.0.0.1/32", anonymize_ip: bool = False) -> str:
+    async def start(
+        *,
+        trusted: str = "127.0.0.1/32",
+        anonymize_ip: bool = False,
+        classify: ClassifyConfig = DEFAULT_CLASSIFY,
+        api_token: str | None = None,
+    ) -> str:
         metrics = Metrics()
         views = Views(
             codec=codec,
@@ -35,12 +47,11 @@ async def start_tracker(store: SQLiteStore) -> AsyncIterator[TrackerStarter]:
             trusted_proxies=[ipaddress.ip_network(trusted)],
             anonymize_ip=anonymize_ip,
             metrics=metrics,
+            classifier=classifier_for(classify),
+            delivered_at=store.delivered_at,
         )
-        from pixelpost.config import HostPort  # noqa: PLC0415
-
-        server = TrackerServer(
-            app=create_app(views=views, metrics=metrics), listen=HostPort(host="127.0.0.1", port=0)
-        )
+        app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
+        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
         await server.start()
         servers.append(server)
         return f"http://{server.address}"
@@ -174,3 +185,137 @@ async def test_hits_are_answered_when_the_store_is_down(
         assert response.status == 302
     async with http.get(f"{base}/metrics") as response:
         assert "pixelpost_hits_unrecorded_total 1.0" in await response.text()
+
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+async def test_hits_are_classified_before_they_are_stored(
+    start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
+) -> None:
+    base = await start_tracker(
+        anonymize_ip=True,
+        classify=ClassifyConfig(
+            rules=(
+                ClassifyRule(
+                    reason="acme_gateway",
+                    networks=(ipaddress.ip_network("203.0.113.0/28"),),
+                ),
+            )
+        ),
+    )
+    message_id = new_message_id()
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
+            )
+        ]
+    )
+    pixel = f"{base}/o/{codec.open_token(message_id)}"
+    link_a = f"{base}/c/{codec.click_token(message_id, 0, 'https://example.com/a', {})}"
+
+    def via(ip: str, user_agent: str = CHROME) -> dict[str, str]:
+        return {"X-Forwarded-For": ip, "User-Agent": user_agent}
+
+    hits = [
+        ("GET", pixel, via("198.51.100.7", "Mozilla/5.0")),  # Apple's prefetch
+        ("GET", link_a, via("198.51.100.8")),  # seconds after delivery: a scanner
+        ("GET", pixel, via("203.0.113.5")),  # the operator's own rule, on the full address
+        ("GET", pixel, via("203.0.113.200")),  # outside it, though in the same /24
+    ]
+    for method, url, headers in hits:
+        async with http.request(method, url, headers=headers, allow_redirects=False) as r:
+            assert r.status in (200, 302)
+    events = recorded(store)
+    assert [(e[2]["machine"], e[2]["machineReason"]) for e in events if e[0] == "open"] == [
+        (True, "apple_mpp"),
+        (True, "acme_gateway"),
+        (False, None),
+    ]
+    click = next(e[2] for e in events if e[0] == "click")
+    assert (click["bot"], click["botReason"]) == (True, "click_after_delivery")
+    # Classified on the full address, stored cut to its /24.
+    assert {e[2]["ipAddress"] for e in events} == {"198.51.100.0", "203.0.113.0"}
+
+
+async def test_clicks_after_the_window_are_people_unless_they_come_too_fast(
+    start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
+) -> None:
+    base = await start_tracker(classify=ClassifyConfig(click_after_delivery=0.2))
+    message_id = new_message_id()
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
+            )
+        ]
+    )
+    await asyncio.sleep(0.3)  # past the window
+    links = [
+        f"{base}/c/{codec.click_token(message_id, n, f'https://example.com/{n}', {})}"
+        for n in range(3)
+    ]
+    for url in links:  # one client, three links within a second
+        async with http.get(url, headers={"User-Agent": CHROME}, allow_redirects=False) as r:
+            assert r.status == 302
+    async with http.head(links[0], headers={"User-Agent": CHROME}) as r:
+        assert r.status == 302
+    clicks = [(e[2]["bot"], e[2]["botReason"]) for e in recorded(store)]
+    assert clicks == [
+        (False, None),
+        (True, "link_burst"),
+        (True, "link_burst"),
+        (True, "head_request"),
+    ]
+
+
+async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
+    start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
+) -> None:
+    off = await start_tracker()
+    async with http.get(f"{off}/api/v1/stats") as r:
+        assert r.status == 404
+        assert "tracker.api_token" in (await r.json())["error"]
+
+    base = await start_tracker(api_token="s3cret-token")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        async with http.get(f"{base}/api/v1/stats", headers=headers) as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    auth = {"Authorization": "Bearer s3cret-token"}
+    async with http.get(f"{base}/api/v1/stats?by=week", headers=auth) as r:
+        assert r.status == 400
+        assert (await r.json())["error"].startswith("by: 'week' is not one of")
+
+    message_id = new_message_id()
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
+            )
+        ]
+    )
+    pixel = f"{base}/o/{codec.open_token(message_id)}"
+    for user_agent in ("Mozilla/5.0", CHROME, CHROME):
+        async with http.get(pixel, headers={"User-Agent": user_agent}) as r:
+            assert r.status == 200
+    await store.rollup()
+    async with http.get(
+        f"{base}/api/v1/stats?config_set=default&by=hour&since=1h", headers=auth
+    ) as r:
+        assert r.status == 200
+        assert r.headers["Cache-Control"] == "no-store"
+        data = await r.json()
+    assert data["config_set"] == "default"
+    assert data["totals"]["opened"] == {
+        "total": 3,
+        "unique": 1,
+        "human": {"total": 2, "unique": 1, "proxied": 0},
+        "machine": {"total": 1, "unique": 1, "reasons": {"apple_mpp": 1}},
+    }
+    assert len(data["groups"]) == 1
+    assert data["groups"][0]["opened"]["total"] == 3

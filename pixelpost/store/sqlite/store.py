@@ -16,6 +16,7 @@ import aiosqlite
 
 from pixelpost.event_types import EventType
 from pixelpost.events import Event, dumps, render
+from pixelpost.stats import StatsQuery, StatsTable
 from pixelpost.store.base import (
     Claimed,
     DeadLetter,
@@ -25,6 +26,7 @@ from pixelpost.store.base import (
     Route,
     StoreError,
 )
+from pixelpost.store.sqlite import statistics
 from pixelpost.store.sqlite.schema import PRAGMAS, migrate, rollback
 from pixelpost.store.sqlite.writer import TYPE_NAMES, GroupCommit
 
@@ -34,6 +36,8 @@ T = TypeVar("T")
 
 CHECKPOINT_INTERVAL = 1.0
 ROUTE_BATCH = 500
+ROLLUP_BATCH = 5000
+PURGE_BATCH = 5000
 _BUSY_RETRIES = 20
 
 
@@ -55,11 +59,13 @@ class SQLiteStore:
         path: Path,
         writer: GroupCommit,
         background: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self._writer = writer
         self._background = background
+        self._reader = reader
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._closed = False
@@ -71,6 +77,7 @@ class SQLiteStore:
         """Open (creating and migrating as needed) the store whose log is at `path`."""
         writer = GroupCommit(path)
         background: aiosqlite.Connection | None = None
+        reader: aiosqlite.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             await migrate(path, "log")
@@ -84,14 +91,22 @@ class SQLiteStore:
             # may roll back, and events are routed or delivered once more (at least
             # once, as promised). Not syncing them spares an fsync per claim.
             await background.execute("PRAGMA outbox.synchronous = NORMAL")
+            await background.execute("PRAGMA temp_store = MEMORY")
+            # Reads that must not queue behind the dispatcher's work (the tracker's
+            # delivery-time lookups, statistics) have a connection of their own.
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in PRAGMAS:
+                await reader.execute(pragma)
+            await reader.execute("ATTACH DATABASE ? AS outbox", (str(outbox_path(path)),))
         except BaseException as exc:
             await writer.close()
-            if background is not None:
-                await background.close()
+            for connection in (background, reader):
+                if connection is not None:
+                    await connection.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
             raise
-        return cls(path=path, writer=writer, background=background, clock=clock)
+        return cls(path=path, writer=writer, background=background, reader=reader, clock=clock)
 
     async def record(
         self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
@@ -380,6 +395,141 @@ class SQLiteStore:
 
         return await self._transaction(work)
 
+    def _open_reader(self) -> aiosqlite.Connection:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        return self._reader
+
+    async def delivered_at(self, message_id: str) -> float | None:
+        reader = self._open_reader()
+        try:
+            async with reader.execute(
+                "SELECT coalesce(delivered_at, created_at) FROM main.messages WHERE id = ?",
+                (message_id,),
+            ) as cursor:
+                row = await cursor.fetchone()
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        return float(row[0]) if row is not None else None
+
+    async def rollup(self, *, limit: int = ROLLUP_BATCH) -> int:
+        async with (
+            self._lock,
+            self._background.execute(
+                "SELECT seq, (SELECT coalesce(max(seq), 0) FROM main.events) FROM outbox.cursors"
+                " WHERE name = 'rolled_up'"
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None or row[0] >= row[1]:
+            return 0
+
+        async def work(connection: aiosqlite.Connection) -> int:
+            async with connection.execute(
+                "UPDATE outbox.cursors SET seq = seq WHERE name = 'rolled_up' RETURNING seq"
+            ) as cursor:
+                cursor_row = await cursor.fetchone()
+            assert cursor_row is not None
+            after = int(cursor_row[0])
+            async with connection.execute(
+                "SELECT coalesce(max(seq), 0) FROM main.events"
+            ) as cursor:
+                newest_row = await cursor.fetchone()
+            newest = int(newest_row[0]) if newest_row else 0
+            if newest <= after:
+                return 0
+            upto = min(newest, after + limit)
+            await statistics.roll_up(connection, after, upto)
+            await connection.execute(
+                "UPDATE outbox.cursors SET seq = ? WHERE name = 'rolled_up'", (upto,)
+            )
+            return upto - after
+
+        return await self._transaction(work)
+
+    async def stats(self, query: StatsQuery) -> StatsTable:
+        reader = self._open_reader()
+        try:
+            return await statistics.read(reader, query)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    async def purge(self, before: float, *, batch: int = PURGE_BATCH) -> tuple[int, int]:
+        events = await self._purge_events(before, batch)
+        messages = await self._purge_messages(before, batch)
+        return events, messages
+
+    async def _purge_events(self, before: float, batch: int) -> int:
+        purged = 0
+        while True:
+
+            async def work(connection: aiosqlite.Connection) -> int:
+                # Only events routed and rolled up, and with no delivery still to make.
+                async with connection.execute(
+                    "SELECT min(seq) FROM outbox.cursors WHERE name IN ('routed', 'rolled_up')"
+                ) as cursor:
+                    done = await cursor.fetchone()
+                async with connection.execute(
+                    "SELECT min(event_seq) FROM outbox.deliveries WHERE state = 'pending'"
+                ) as cursor:
+                    pending = await cursor.fetchone()
+                limit = int(done[0]) if done and done[0] is not None else 0
+                if pending and pending[0] is not None:
+                    limit = min(limit, int(pending[0]) - 1)
+                async with connection.execute(
+                    "SELECT seq, created_at FROM main.events WHERE seq <= ? ORDER BY seq LIMIT ?",
+                    (limit, batch),
+                ) as cursor:
+                    rows = await cursor.fetchall()
+                last = None
+                for seq, created_at in rows:
+                    if created_at >= before:
+                        break
+                    last = seq
+                if last is None:
+                    return 0
+                cursor = await connection.execute(
+                    "DELETE FROM main.events WHERE seq <= ?", (last,)
+                )
+                await connection.execute(
+                    "DELETE FROM outbox.deliveries WHERE event_seq <= ?", (last,)
+                )
+                return cursor.rowcount
+
+            deleted = await self._transaction(work)
+            purged += deleted
+            if deleted < batch:
+                return purged
+
+    async def _purge_messages(self, before: float, batch: int) -> int:
+        purged = 0
+        while True:
+
+            async def work(connection: aiosqlite.Connection) -> int:
+                async with connection.execute(
+                    "SELECT rowid, id, created_at FROM main.messages ORDER BY rowid LIMIT ?",
+                    (batch,),
+                ) as cursor:
+                    rows = await cursor.fetchall()
+                old = []
+                for _, message_id, created_at in rows:
+                    if created_at >= before:
+                        break
+                    old.append(message_id)
+                if not old:
+                    return 0
+                await connection.execute(
+                    "DELETE FROM main.messages WHERE id IN (SELECT value FROM json_each(?))",
+                    (dumps(old),),
+                )
+                await statistics.purge_firsts(connection, old)
+                return len(old)
+
+            deleted = await self._transaction(work)
+            purged += deleted
+            if deleted < batch:
+                return purged
+
     async def checkpoint(self) -> None:
         """Copy both WALs into their databases as far as no reader needs them (never
         waiting for readers or writers), so that the WALs stop growing."""
@@ -407,3 +557,4 @@ class SQLiteStore:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._writer.close()
         await self._background.close()
+        await self._reader.close()

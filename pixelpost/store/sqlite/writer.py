@@ -30,29 +30,47 @@ COMMIT_INTERVAL = 0.001
 """The least time between the starts of two commits; 1 ms was best for throughput and
 latency together in bench/tracker.py (0, 0.5, 1, 1.5 and 2 ms tried)."""
 
+# Each copy's message tags (not SES's own `ses:` ones) as "name:value" strings, for the
+# statistics per tag.
 _INSERT_MESSAGES = (
-    "INSERT OR IGNORE INTO messages (id, config_set, created_at, mail)"
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)"
+    "INSERT OR IGNORE INTO messages (id, config_set, created_at, mail, tags)"
+    " SELECT m.value ->> 0, m.value ->> 1, m.value ->> 2, m.value ->> 3,"
+    "  (SELECT json_group_array(t.key || ':' || v.value)"
+    "   FROM json_each(m.value ->> 3, '$.tags') AS t, json_each(t.value) AS v"
+    "   WHERE t.key NOT LIKE 'ses:%')"
+    " FROM json_each(?) AS m"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (id, message_id, type, created_at, detail)"
     " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)"
 )
-# The detail objects in SES's key order.
+# The detail objects in SES's key order, then pixelpost's additions (`pixelpost.classify`).
 _INSERT_HITS = (
     "INSERT INTO events (id, message_id, type, created_at, detail)"
     " SELECT lower(hex(randomblob(16))), value ->> 1, value ->> 0, value ->> 4,"
     "  CASE WHEN value ->> 5 IS NULL THEN json_object("
     "   'ipAddress', value ->> 2,"
     "   'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', value ->> 4, 'unixepoch'),"
-    "   'userAgent', value ->> 3)"
+    "   'userAgent', value ->> 3,"
+    "   'machine', json(iif(value ->> 7, 'true', 'false')),"
+    "   'machineReason', value ->> 8,"
+    "   'proxy', value ->> 9)"
     "  ELSE json_object("
     "   'ipAddress', value ->> 2,"
     "   'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', value ->> 4, 'unixepoch'),"
     "   'userAgent', value ->> 3,"
     "   'link', value ->> 5,"
-    "   'linkTags', json(value ->> 6)) END"
+    "   'linkTags', json(value ->> 6),"
+    "   'bot', json(iif(value ->> 7, 'true', 'false')),"
+    "   'botReason', value ->> 8) END"
     " FROM json_each(?)"
+)
+# When each copy was delivered, for the classification of clicks soon after.
+_DELIVERED = (
+    "UPDATE messages SET delivered_at = d.at"
+    " FROM (SELECT value ->> 1 AS id, min(value ->> 3) AS at FROM json_each(?)"
+    "  WHERE value ->> 2 = 'delivery' GROUP BY value ->> 1) AS d"
+    " WHERE messages.id = d.id AND messages.delivered_at IS NULL"
 )
 # Events counted by type as they are written (for /metrics), in the same transaction.
 _COUNT_EVENTS = (
@@ -191,6 +209,7 @@ class GroupCommit:
             for sql, payload in (
                 (_INSERT_MESSAGES, messages),
                 (_INSERT_EVENTS, events),
+                (_DELIVERED, events),
                 (_COUNT_EVENTS, events),
                 (_INSERT_HITS, hits),
                 (_COUNT_HITS, hits),

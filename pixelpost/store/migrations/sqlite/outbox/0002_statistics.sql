@@ -1,0 +1,24 @@
+-- Statistics, rolled up from the log by the process that routes (the events they come
+-- from may be purged; these stay): one counter per tag, link, hour, configuration set
+-- and metric. tag is '' for all of a set's mail, else "name:value"; link is '' for
+-- counts per copy, else the URL clicked; config_set is '' for mail without a set.
+-- stats_firsts remembers which copies already counted towards a unique count
+-- ("open:human", "click:bot" + U+001F + URL …), so that each counts once.
+
+CREATE TABLE stats (
+    tag TEXT NOT NULL,
+    link TEXT NOT NULL,
+    config_set TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (tag, link, config_set, hour, metric)
+) WITHOUT ROWID;
+
+CREATE TABLE stats_firsts (
+    message_id TEXT NOT NULL,
+    what TEXT NOT NULL,
+    PRIMARY KEY (message_id, what)
+) WITHOUT ROWID;
+
+INSERT INTO cursors (name, seq) VALUES ('rolled_up', 0);

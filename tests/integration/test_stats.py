@@ -1,0 +1,265 @@
+"""Statistics in the real SQLite store: opens and clicks recorded as the tracker records
+them, rolled up, read back per set, tag, link and hour; retention purges the events and
+keeps the counts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pixelpost.event_types import EventType
+from pixelpost.events import bounce_event, delivery_event, send_event
+from pixelpost.stats import StatsQuery, report
+from pixelpost.store import Hit, MessageRecord, SQLiteStore
+from pixelpost.store.sqlite import outbox_path
+
+H0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
+H1 = H0 + 3600
+A = "https://example.com/a"
+B = "https://example.com/b"
+
+
+def message(message_id: str, config_set: str | None, **tags: str) -> MessageRecord:
+    all_tags = {name: [value] for name, value in tags.items()}
+    if config_set is not None:
+        all_tags["ses:configuration-set"] = [config_set]
+    mail = {"messageId": message_id, "tags": all_tags}
+    return MessageRecord(
+        id=message_id,
+        config_set=config_set,
+        created_at=datetime.fromtimestamp(H0, UTC),
+        mail=json.dumps(mail),
+    )
+
+
+def opened(
+    message_id: str, at: float, *, reason: str | None = None, proxy: str | None = None
+) -> Hit:
+    return Hit(
+        EventType.OPEN,
+        message_id,
+        "192.0.2.1",
+        "UA",
+        at,
+        None,
+        None,
+        reason is not None,
+        reason,
+        proxy,
+    )
+
+
+def clicked(message_id: str, link: str, at: float, *, reason: str | None = None) -> Hit:
+    return Hit(
+        EventType.CLICK, message_id, "192.0.2.1", "UA", at, link, "{}", reason is not None, reason
+    )
+
+
+async def funnel(store: SQLiteStore, **query: Any) -> dict[str, Any]:
+    await store.rollup()
+    stats_query = StatsQuery(**query)
+    return report(stats_query, await store.stats(stats_query), now=H1 + 3600)
+
+
+async def record_campaign(store: SQLiteStore) -> None:
+    at = datetime.fromtimestamp(H0 + 1, UTC)
+    copies = [
+        message("m1", "marketing", campaign="spring"),
+        message("m2", "marketing", campaign="spring"),
+        message("m3", "marketing", campaign="fall"),
+        message("m4", "news"),
+        message("m5", None),
+    ]
+    await store.record(
+        messages=copies,
+        events=[
+            *(send_event(m.id, now=at) for m in copies),
+            *(
+                delivery_event(
+                    m,
+                    recipients=["r@example.com"],
+                    smtp_response="250 ok",
+                    processing_ms=5,
+                    reporting_mta="relay",
+                    now=at,
+                )
+                for m in ("m1", "m2", "m3", "m4")
+            ),
+            bounce_event(
+                "m5",
+                bounce_type="Permanent",
+                bounce_subtype="General",
+                recipients=[("x@example.com", "5.1.1", "smtp; 550 no")],
+                reporting_mta="relay",
+                now=at,
+            ),
+        ],
+    )
+    await store.record_hits(
+        [
+            opened("m1", H0 + 5, reason="apple_mpp"),
+            clicked("m1", A, H0 + 6, reason="click_after_delivery"),
+            opened("m1", H1 + 10),
+            opened("m1", H1 + 20),
+            opened("m2", H1 + 30, proxy="gmail"),
+            clicked("m1", A, H1 + 40),
+            clicked("m1", B, H1 + 50),
+            clicked("m2", A, H1 + 60),
+            clicked("m2", A, H1 + 70),
+        ]
+    )
+
+
+async def test_the_funnel_counts_people_and_machines_apart(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await record_campaign(store)
+        data = await funnel(store, config_set="marketing")
+    finally:
+        await store.close()
+    totals = data["totals"]
+    assert (totals["sent"], totals["delivered"], totals["bounced"]["total"]) == (3, 3, 0)
+    assert totals["opened"] == {
+        "total": 4,
+        "unique": 2,
+        "human": {"total": 3, "unique": 2, "proxied": 1},
+        "machine": {"total": 1, "unique": 1, "reasons": {"apple_mpp": 1}},
+    }
+    assert totals["clicked"] == {
+        "total": 5,
+        "unique": 2,
+        "human": {"total": 4, "unique": 2},
+        "bot": {"total": 1, "unique": 1, "reasons": {"click_after_delivery": 1}},
+    }
+    assert totals["rates"] == {
+        "delivery": 1.0,
+        "open": round(2 / 3, 4),
+        "click": round(2 / 3, 4),
+        "click_to_open": 1.0,
+        "machine_open_share": 0.25,
+        "bot_click_share": 0.2,
+    }
+
+
+async def test_groups_by_hour_link_tag_and_set(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await record_campaign(store)
+        hours = await funnel(store, config_set="marketing", by="hour")
+        links = await funnel(store, config_set="marketing", by="link")
+        tags = await funnel(store, by="tag")
+        spring = await funnel(store, tag="campaign:spring")
+        sets = await funnel(store, by="config_set")
+        later = await funnel(store, config_set="marketing", since=H1)
+    finally:
+        await store.close()
+
+    assert [g["key"] for g in hours["groups"]] == ["2026-11-29T10:00:00Z", "2026-11-29T11:00:00Z"]
+    first, second = hours["groups"]
+    # m1's first open was the machine's at 10:00: the copy's unique open counts there.
+    assert (first["opened"]["unique"], first["opened"]["machine"]["unique"]) == (1, 1)
+    assert (second["opened"]["unique"], second["opened"]["human"]["unique"]) == (1, 2)
+    assert (first["sent"], second["sent"]) == (3, 0)
+
+    assert [g["key"] for g in links["groups"]] == [A, B]  # the most clicked first
+    link_a, link_b = links["groups"]
+    assert link_a["clicked"]["human"] == {"total": 3, "unique": 2}
+    assert (link_a["clicked"]["bot"]["total"], link_b["clicked"]["human"]["total"]) == (1, 1)
+    assert links["totals"]["sent"] == 3  # totals stay those of the whole selection
+
+    assert {g["key"]: g["sent"] for g in tags["groups"]} == {
+        "campaign:fall": 1,
+        "campaign:spring": 2,
+    }
+    assert spring["totals"]["opened"]["human"]["unique"] == 2
+    assert spring["totals"]["sent"] == 2
+
+    assert {g["key"]: (g["sent"], g["bounced"]["Permanent"]) for g in sets["groups"]} == {
+        None: (1, 1),
+        "marketing": (3, 0),
+        "news": (1, 0),
+    }
+    assert later["totals"]["sent"] == 0
+    assert later["totals"]["clicked"]["human"]["total"] == 4
+    assert later["since"] == "2026-11-29T11:00:00Z"
+
+
+async def test_a_copy_counts_once_as_unique_across_roll_ups(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await store.record(messages=[message("m1", "marketing")])
+        await store.record_hits([opened("m1", H0), clicked("m1", A, H0)])
+        assert await store.rollup() == 2
+        assert await store.rollup() == 0  # nothing new
+        await store.record_hits(
+            [opened("m1", H0 + 60), clicked("m1", A, H0 + 60), clicked("m1", B, H0 + 61)]
+        )
+        data = await funnel(store, config_set="marketing", by="link")
+    finally:
+        await store.close()
+    assert data["totals"]["opened"]["human"] == {"total": 2, "unique": 1, "proxied": 0}
+    assert data["totals"]["clicked"]["human"] == {"total": 3, "unique": 1}
+    assert {g["key"]: g["clicked"]["human"]["unique"] for g in data["groups"]} == {A: 1, B: 1}
+
+
+async def test_retention_purges_events_and_records_and_keeps_the_counts(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await record_campaign(store)
+        before = await funnel(store, config_set="marketing")
+        await store.route([])  # purge waits for routing and counting
+        assert await store.purge(H0) == (0, 0)  # nothing older than that
+        purged_events, purged_messages = await store.purge(H1 + 3600)
+        after = await funnel(store, config_set="marketing")
+        assert await store.delivered_at("m1") is None
+    finally:
+        await store.close()
+    assert (purged_events, purged_messages) == (19, 5)
+    assert after == before
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        assert connection.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    with sqlite3.connect(outbox_path(tmp_path / "s.db")) as connection:
+        assert connection.execute("SELECT count(*) FROM stats_firsts").fetchone() == (0,)
+
+
+async def test_purge_keeps_what_is_not_counted_yet(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await store.record(messages=[message("m1", "marketing")])
+        await store.record_hits([opened("m1", H0)])
+        await store.route([])
+        events, _ = await store.purge(H1)  # routed, but not rolled up yet
+        assert events == 0
+        await store.rollup()
+        events, _ = await store.purge(H1)
+        assert events == 1
+    finally:
+        await store.close()
+
+
+async def test_delivery_time_is_known_to_the_tracker(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await store.record(messages=[message("m1", "marketing")])
+        assert await store.delivered_at("m1") == H0  # accepted, not delivered yet
+        delivered = datetime.fromtimestamp(H0 + 42, UTC)
+        await store.record(
+            events=[
+                delivery_event(
+                    "m1",
+                    recipients=["r@example.com"],
+                    smtp_response="250 ok",
+                    processing_ms=5,
+                    reporting_mta="relay",
+                    now=delivered,
+                )
+            ]
+        )
+        assert await store.delivered_at("m1") == H0 + 42
+        assert await store.delivered_at("unknown") is None
+    finally:
+        await store.close()

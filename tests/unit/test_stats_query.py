@@ -1,0 +1,111 @@
+"""Statistics queries: parameters read and checked, the funnel's arithmetic, the table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pixelpost.stats import (
+    StatsQuery,
+    StatsQueryError,
+    StatsTable,
+    counts,
+    format_table,
+    parse_query,
+    report,
+)
+
+NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC).timestamp()
+
+
+def test_parameters_are_read() -> None:
+    query = parse_query(
+        {
+            "config_set": "marketing",
+            "tag": "campaign:spring",
+            "since": "7d",
+            "until": "2026-11-30T06:00:00Z",
+            "by": "day",
+            "limit": "10",
+        },
+        now=NOW,
+    )
+    assert query == StatsQuery(
+        config_set="marketing",
+        tag="campaign:spring",
+        since=NOW - 7 * 86400,
+        until=datetime(2026, 11, 30, 6, tzinfo=UTC).timestamp(),
+        by="day",
+        limit=10,
+    )
+    assert (
+        parse_query({"since": "2026-11-29"}, now=NOW).since
+        == datetime(2026, 11, 29, tzinfo=UTC).timestamp()
+    )
+    assert parse_query({}, now=NOW) == StatsQuery()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"config": "x"}, "config: unknown parameter"),
+        ({"config_set": "no such/set"}, "config_set: 'no such/set' is not"),
+        ({"tag": "campaign"}, "tag: 'campaign' is not a tag (write it name:value)"),
+        ({"since": "last week"}, "since: 'last week' is neither a date"),
+        ({"until": "2026-13-01"}, "until: '2026-13-01' is neither"),
+        ({"since": "1d", "until": "2d"}, "since: must be before until"),
+        ({"by": "week"}, "by: 'week' is not one of hour, day, link, tag, config_set"),
+        ({"by": "tag", "tag": "a:b"}, "by: by=tag groups by every tag"),
+        ({"limit": "0"}, "limit: '0' is not a number from 1 to 10000"),
+        ({"limit": "many"}, "limit: 'many' is not"),
+    ],
+)
+def test_a_bad_parameter_is_named(params: dict[str, str], message: str) -> None:
+    with pytest.raises(StatsQueryError) as raised:
+        parse_query(params, now=NOW)
+    assert str(raised.value).startswith(message)
+
+
+def test_rates_count_people_and_are_null_without_a_denominator() -> None:
+    funnel = counts(
+        {
+            "sent": 10,
+            "delivered": 8,
+            "opens:human": 6,
+            "opens:machine": 14,
+            "unique_opens:human": 4,
+            "clicks:human": 3,
+            "clicks:bot": 1,
+            "unique_clicks:human": 2,
+            "bounced:Permanent": 1,
+            "bounced:Transient": 1,
+        }
+    )
+    assert funnel["rates"] == {
+        "delivery": 0.8,
+        "open": 0.5,
+        "click": 0.25,
+        "click_to_open": 0.5,
+        "machine_open_share": 0.7,
+        "bot_click_share": 0.25,
+    }
+    assert funnel["bounced"] == {"total": 2, "Permanent": 1, "Transient": 1, "Undetermined": 0}
+    assert set(counts({})["rates"].values()) == {None}
+
+
+def test_the_table_shows_groups_and_the_total() -> None:
+    query = StatsQuery(config_set="marketing", by="config_set")
+    table = StatsTable(
+        totals={"sent": 3, "delivered": 2, "unique_opens:human": 1, "opens:machine:apple_mpp": 2},
+        groups={"marketing": {"sent": 3, "delivered": 2}, "": {"sent": 1}},
+    )
+    text = format_table(report(query, table, now=NOW))
+    lines = text.splitlines()
+    assert lines[0] == "configuration set marketing, until 2026-11-30T12:30:00Z"
+    assert lines[1].split()[:3] == ["set", "sent", "delivered"]
+    assert lines[2].split()[:3] == ["(no", "set)", "1"]
+    assert lines[3].split()[:3] == ["marketing", "3", "2"]
+    assert lines[4].split()[:5] == ["total", "3", "2", "0", "0"]
+    assert "50.0%" in lines[4]  # the open rate: 1 of 2 delivered
+    assert lines[5] == "machines: open: apple_mpp 2"

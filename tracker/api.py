@@ -1,0 +1,70 @@
+"""The statistics API: `GET /api/v1/stats`, for the bearer token `tracker.api_token`
+(or the dashboard's session cookie).
+
+    config_set  one configuration set (default: all mail)
+    tag         one message tag, name:value
+    since       from (ISO 8601 date or time, or a duration ago: 24h, 7d); hours are whole
+    until       to, exclusive (default: now)
+    by          hour, day, link, tag or config_set: also answer per group
+    limit       most groups (default 100)
+
+The answer is `pixelpost.stats.report`'s JSON. A bad parameter gets 400 naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from pixelpost.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
+from pixelpost.store import StoreError
+from tracker.auth import Access
+
+log = logging.getLogger(__name__)
+
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+class StatsReader(Protocol):
+    async def stats(self, query: StatsQuery) -> StatsTable: ...
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers={**_HEADERS, **headers})
+
+
+def add_api(
+    app: web.Application,
+    *,
+    access: Access,
+    stats: StatsReader,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Serve `/api/v1/stats` from `stats`."""
+
+    async def stats_view(request: web.Request) -> web.Response:
+        if not access.enabled:
+            return _error(404, "the API is off: set tracker.api_token to turn it on")
+        if not access.allows(request):
+            return _error(
+                401,
+                "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",
+                **{"WWW-Authenticate": 'Bearer realm="pixelpost"'},
+            )
+        now = clock()
+        try:
+            query = parse_query(request.query, now=now)
+        except StatsQueryError as exc:
+            return _error(400, str(exc))
+        try:
+            table = await stats.stats(query)
+        except StoreError as exc:
+            log.error("api: cannot read statistics: %s", exc)
+            return _error(503, "the statistics cannot be read now; try again")
+        return web.json_response(report(query, table, now=now), headers=_HEADERS)
+
+    app.router.add_get("/api/v1/stats", stats_view)
