@@ -23,6 +23,7 @@ from pixelpost.config import Config, load_config
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.passwords import hash_password
+from pixelpost.stats import StatsQueryError, format_table, parse_query, report
 from pixelpost.store import DeadLetter, open_store
 from relay.spool import Spool
 
@@ -163,6 +164,44 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
             print(f"destination {name} enabled again")
     scope = f" for {destination}" if destination else ""
     print(f"queued {count} dead letters{scope} again; a running tracker delivers them")
+    return 0
+
+
+_STATS_OPTIONS = ("config_set", "tag", "since", "until", "by", "limit")
+_CATCH_UP_PROGRESS = 100_000
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = time.time()
+    params = {
+        name: str(value) for name in _STATS_OPTIONS if (value := getattr(args, name)) is not None
+    }
+    try:
+        query = parse_query(params, now=now)
+    except StatsQueryError as exc:
+        name, _, message = str(exc).partition(": ")
+        raise PixelpostError(f"--{name.replace('_', '-')}: {message}") from None
+
+    async def read() -> dict[str, object]:
+        store = await open_store(config.store)
+        try:
+            # Events not counted yet (a tracker that is not running, or just behind)
+            # are counted first, so that the answer is complete.
+            counted = 0
+            while added := await store.rollup():
+                counted += added
+                if counted % _CATCH_UP_PROGRESS < added:
+                    log.info("counting events not counted yet: %d so far", counted)
+            return report(query, await store.stats(query), now=now)
+        finally:
+            await store.close()
+
+    data = asyncio.run(read())
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_table(data), end="")
     return 0
 
 
@@ -339,6 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     flush.add_argument(
         "-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP, default=argparse.SUPPRESS
     )
+
+    stats = command(
+        "stats",
+        cmd_stats,
+        "the funnel: sent, delivered, bounced, opened and clicked (people and machines apart)",
+    )
+    stats.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    stats.add_argument("--config-set", metavar="NAME", help="only this configuration set")
+    stats.add_argument("--tag", metavar="NAME:VALUE", help="only mail with this message tag")
+    stats.add_argument(
+        "--since", metavar="WHEN", help="from a date or time (2026-11-29), or a duration ago (7d)"
+    )
+    stats.add_argument("--until", metavar="WHEN", help="to, exclusive (default: now)")
+    stats.add_argument(
+        "--by", choices=["hour", "day", "link", "tag", "config_set"], help="one row per group"
+    )
+    stats.add_argument("--limit", type=int, metavar="N", help="at most N groups (100)")
+    stats.add_argument("--json", action="store_true", help="print the API's JSON")
 
     keygen = command(
         "keygen", cmd_keygen, "print a fresh signing key and a fresh webhook secret (whsec_)"

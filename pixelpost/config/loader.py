@@ -34,6 +34,7 @@ from pixelpost.config.records import (
     WebhookDestination,
 )
 from pixelpost.config.values import (
+    format_duration,
     interpolate,
     parse_duration,
     parse_host_port,
@@ -630,6 +631,13 @@ def parse_config(
     }
     root.finish()
 
+    if store.retention_days * 86400 < relay.max_queue_lifetime:
+        root.problem(
+            "store.retention_days",
+            f"{store.retention_days} days is shorter than relay.max_queue_lifetime "
+            f"({format_duration(relay.max_queue_lifetime)}): records of mail still queued "
+            "would be deleted",
+        )
     if default_set is not None and default_set not in config_sets:
         root.problem(
             "default_config_set",

@@ -4,12 +4,16 @@ keeps the counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pixelpost.cli import main
 from pixelpost.event_types import EventType
 from pixelpost.events import bounce_event, delivery_event, send_event
 from pixelpost.stats import StatsQuery, report
@@ -263,3 +267,32 @@ async def test_delivery_time_is_known_to_the_tracker(tmp_path: Path) -> None:
         assert await store.delivered_at("unknown") is None
     finally:
         await store.close()
+
+
+def test_the_stats_command_counts_what_is_pending_and_prints_table_or_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def record() -> None:
+        store = await SQLiteStore.open(tmp_path / "s.db")
+        try:
+            await record_campaign(store)  # not rolled up: the command counts it first
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+    config = tmp_path / "pixelpost.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+
+    assert main(["stats", "-c", str(config), "--json", "--config-set", "marketing"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["opened"]["human"]["unique"] == 2
+    assert data["totals"]["clicked"]["bot"]["reasons"] == {"click_after_delivery": 1}
+
+    assert main(["stats", "-c", str(config), "--by", "config_set"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("all mail, until ")
+    assert [line.split()[0] for line in lines[2:6]] == ["(no", "marketing", "news", "total"]
+    assert lines[3].split()[1:5] == ["3", "3", "0", "0"]  # sent delivered bounced complained
+
+    assert main(["stats", "-c", str(config), "--since", "last week"]) == 1
+    assert capsys.readouterr().err.startswith("pixelpost: --since: 'last week' is neither")

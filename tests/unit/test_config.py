@@ -239,6 +239,10 @@ listn = "127.0.0.1:8080"
     [
         ("nonsense = 1", "nonsense: unknown key (value 1)"),
         (
+            '[store]\nretention_days = 1\n[relay]\nmax_queue_lifetime = "3d"',
+            "store.retention_days: 1 days is shorter than relay.max_queue_lifetime (3d)",
+        ),
+        (
             "[relay]\nmax_message_bytes = true",
             "relay.max_message_bytes: expected an integer, got true",
         ),
