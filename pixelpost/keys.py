@@ -12,6 +12,7 @@ import binascii
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from pixelpost.errors import KeyFileError
@@ -69,7 +70,7 @@ def load_or_create_key_file(path: Path) -> str:
     try:
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
-        return _create_key_file(path)
+        return _create_key_file(path, generate_signing_key(), load_or_create_key_file)
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"cannot read signing key file {path}: {exc}") from exc
     try:
@@ -79,10 +80,29 @@ def load_or_create_key_file(path: Path) -> str:
     return text
 
 
-def _create_key_file(path: Path) -> str:
+API_TOKEN_MIN_LENGTH = 16
+
+
+def load_or_create_api_token(path: Path) -> str:
+    """The API token kept in `path` (for the built-in defaults, which have no
+    `tracker.api_token`), generated (mode 0600, fsync'd) if it is missing."""
+    try:
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        return _create_key_file(path, secrets.token_urlsafe(32), load_or_create_api_token)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read API token file {path}: {exc}") from exc
+    if len(text) < API_TOKEN_MIN_LENGTH:
+        raise KeyFileError(
+            f"API token file {path}: a token needs at least {API_TOKEN_MIN_LENGTH} characters"
+        )
+    return text
+
+
+def _create_key_file(path: Path, key: str, load: Callable[[Path], str]) -> str:
     # Written under a temporary name and linked into place: the link fails if another
-    # process got there first, and nobody ever reads a half-written key.
-    key = generate_signing_key()
+    # process got there first (whose key `load` reads), and nobody ever reads a
+    # half-written key.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +115,7 @@ def _create_key_file(path: Path) -> str:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return load_or_create_key_file(path)
+            return load(path)
         finally:
             tmp.unlink()
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -104,7 +124,7 @@ def _create_key_file(path: Path) -> str:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        raise KeyFileError(f"cannot create signing key file {path}: {exc}") from exc
+        raise KeyFileError(f"cannot create {path}: {exc}") from exc
     return key
 
 

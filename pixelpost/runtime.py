@@ -28,7 +28,7 @@ from pixelpost.classify import classifier_for
 from pixelpost.config import Config
 from pixelpost.errors import PixelpostError
 from pixelpost.events import Event
-from pixelpost.keys import decode_signing_key, signing_keys
+from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
 from pixelpost.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.store import Hit, MessageRecord, Recorder, Store, open_store
 from pixelpost.tokens import TokenCodec
@@ -247,6 +247,46 @@ async def _run_relay(
     ]
 
 
+async def _run_tracker(
+    config: Config, stack: contextlib.AsyncExitStack, store: Store, recorder: Recorder
+) -> list[tuple[str, str]]:
+    """Start the tracker (pixel, redirects, API and dashboard); its banner lines."""
+    lines: list[tuple[str, str]] = []
+    metrics = Metrics()
+    refresher = asyncio.create_task(
+        metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
+    )
+    stack.push_async_callback(_cancel, refresher)
+    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    views = Views(
+        codec=TokenCodec([decode_signing_key(key) for key in keys]),
+        recorder=recorder,
+        trusted_proxies=config.tracker.trusted_proxies,
+        anonymize_ip=config.tracker.anonymize_ip,
+        metrics=metrics,
+        classifier=classifier_for(config.classify),
+        delivered_at=store.delivered_at,
+    )
+    api_token = config.tracker.api_token
+    token_file = config.signing.key_file.parent / "api-token"
+    if api_token is None and config.source is None:
+        # The built-in defaults: the dashboard works from the first start.
+        api_token = load_or_create_api_token(token_file)
+    app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
+    tracker_server = TrackerServer(app=app, listen=config.tracker.listen)
+    await tracker_server.start()
+    stack.push_async_callback(tracker_server.stop)
+    lines += [
+        ("http", f"http://{tracker_server.address}"),
+        ("links", config.tracker.public_url),
+    ]
+    if api_token is not None:
+        lines.append(("dashboard", f"http://{tracker_server.address}/dashboard"))
+    if config.tracker.api_token is None and api_token is not None:
+        lines.append(("api token", f"{token_file} (for the dashboard's login)"))
+    return lines
+
+
 async def run(
     config: Config,
     *,
@@ -285,34 +325,7 @@ async def run(
         if relay:
             lines += await _run_relay(config, stack, recorder, log_level)
         if tracker:
-            metrics = Metrics()
-            refresher = asyncio.create_task(
-                metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
-            )
-            stack.push_async_callback(_cancel, refresher)
-            keys = signing_keys(config.signing.keys, config.signing.key_file)
-            views = Views(
-                codec=TokenCodec([decode_signing_key(key) for key in keys]),
-                recorder=recorder,
-                trusted_proxies=config.tracker.trusted_proxies,
-                anonymize_ip=config.tracker.anonymize_ip,
-                metrics=metrics,
-                classifier=classifier_for(config.classify),
-                delivered_at=store.delivered_at,
-            )
-            app = create_app(
-                views=views,
-                metrics=metrics,
-                access=Access(config.tracker.api_token),
-                stats=store,
-            )
-            tracker_server = TrackerServer(app=app, listen=config.tracker.listen)
-            await tracker_server.start()
-            stack.push_async_callback(tracker_server.stop)
-            lines += [
-                ("http", f"http://{tracker_server.address}"),
-                ("links", config.tracker.public_url),
-            ]
+            lines += await _run_tracker(config, stack, store, recorder)
         lines.append(
             ("store", config.store.url if config.store.kind == "sqlite" else "postgresql")
         )

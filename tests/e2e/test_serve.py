@@ -125,6 +125,17 @@ def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
     assert message.read_bytes().endswith(b"\r\nHello from the end-to-end test.\r\n")
     assert b"X-Config-Set" not in message.read_bytes()
     assert healthz("http://127.0.0.1:8080")["status"] == "ok"
+    # The dashboard's token is made on the first start, kept, and works for the API.
+    assert running.value("dashboard") == "http://127.0.0.1:8080/dashboard"
+    assert any("var/api-token" in line for line in running.banner)
+    token = (tmp_path / "var" / "api-token").read_text().strip()
+    assert len(token) >= 32
+    assert (tmp_path / "var" / "api-token").stat().st_mode & 0o777 == 0o600
+    request = urllib.request.Request(
+        "http://127.0.0.1:8080/api/v1/stats", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["totals"]["sent"] >= 0
     assert_clean_exit(running, signal.SIGINT)
 
 
