@@ -19,6 +19,7 @@ from pixelpost.events import bounce_event, delivery_event, send_event
 from pixelpost.stats import StatsQuery, report
 from pixelpost.store import Hit, MessageRecord, SQLiteStore
 from pixelpost.store.sqlite import outbox_path
+from pixelpost.store.sqlite.schema import migrations
 
 H0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
 H1 = H0 + 3600
@@ -296,3 +297,32 @@ def test_the_stats_command_counts_what_is_pending_and_prints_table_or_json(
 
     assert main(["stats", "-c", str(config), "--since", "last week"]) == 1
     assert capsys.readouterr().err.startswith("pixelpost: --since: 'last week' is neither")
+
+
+async def test_a_store_from_before_statistics_is_upgraded_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    for file, schema in ((path, "log"), (outbox_path(path), "outbox")):
+        _, _, sql = migrations(schema)[0]
+        with sqlite3.connect(file) as connection:
+            connection.executescript(sql + ";\nPRAGMA user_version = 1;")
+    mail = json.dumps({"messageId": "old", "tags": {"campaign": ["winter"]}})
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO messages VALUES ('old', 'marketing', ?, ?)", (H0, mail))
+        connection.executemany(
+            "INSERT INTO events (id, message_id, type, created_at, detail)"
+            " VALUES (?, 'old', ?, ?, ?)",
+            [
+                ("e1", "send", H0, "{}"),
+                ("e2", "delivery", H0 + 7, "{}"),
+                # An open from before classification: a person's, as it was counted then.
+                ("e3", "open", H0 + 60, '{"ipAddress":"192.0.2.1","userAgent":"UA"}'),
+            ],
+        )
+    store = await SQLiteStore.open(path)
+    try:
+        assert await store.delivered_at("old") == H0 + 7
+        data = await funnel(store, tag="campaign:winter")
+    finally:
+        await store.close()
+    assert (data["totals"]["sent"], data["totals"]["delivered"]) == (1, 1)
+    assert data["totals"]["opened"]["human"] == {"total": 1, "unique": 1, "proxied": 0}
