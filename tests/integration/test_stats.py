@@ -326,3 +326,34 @@ async def test_a_store_from_before_statistics_is_upgraded_and_counted(tmp_path: 
         await store.close()
     assert (data["totals"]["sent"], data["totals"]["delivered"]) == (1, 1)
     assert data["totals"]["opened"]["human"] == {"total": 1, "unique": 1, "proxied": 0}
+
+
+async def test_ranges_over_days_read_days_and_the_hours_at_their_ends(tmp_path: Path) -> None:
+    day = 86400
+    times = [H0 + 1800, H0 + day - 7 * 3600, H0 + day + 5 * 3600, H0 + 2 * day - 1]
+    times += [H0 + 2 * day + 14 * 3600 - 1, H0 + 4 * day - 10 * 3600, H0 + 2 * day - 34200]
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await store.record(messages=[message("m", "marketing")])
+        await store.record(
+            events=[send_event("m", now=datetime.fromtimestamp(t, UTC)) for t in times]
+        )
+        await store.rollup()
+        bounds = [None, H0 - day, H0, H0 + 3600, H0 + 7200 + 5, H0 + day - 8 * 3600]
+        bounds += [H0 + 2 * day, H0 + 2 * day + 3600, H0 + 3 * day + 1, H0 + 5 * day]
+        bounds += [H0 + 2 * day - 36000 + 60]  # a minute into a day's first hour
+        for since in bounds:
+            for until in bounds:
+                if since is not None and until is not None and since >= until:
+                    continue
+                low = since // 3600 * 3600 if since is not None else float("-inf")
+                high = -(-until // 3600) * 3600 if until is not None else float("inf")
+                expected = sum(1 for t in times if low <= t < high)
+                for by in (None, "day", "hour"):
+                    query = StatsQuery(since=since, until=until, by=by)  # type: ignore[arg-type]
+                    table = await store.stats(query)
+                    assert table.totals.get("sent", 0) == expected, (since, until)
+                    groups = sum(g.get("sent", 0) for g in table.groups.values())
+                    assert groups == (expected if by else 0), (since, until, by)
+    finally:
+        await store.close()

@@ -13,8 +13,9 @@ set, hour, metric), in the outbox file. The metrics:
 
 Clicks are also counted per link (link = the URL), uniques there per copy and link.
 A unique count goes to the hour of the copy's first such event: unique opens over any
-period are the copies first opened in it. It all runs in SQLite, in a few statements
-per batch.
+period are the copies first opened in it. Each counter is kept per hour and per day: a
+query over weeks reads the days' counters and only the hours at its ends. It all runs
+in SQLite, in a few statements per batch.
 """
 
 from __future__ import annotations
@@ -98,15 +99,18 @@ _FIRSTS = (
     "INSERT OR IGNORE INTO outbox.stats_firsts (message_id, what)"
     " SELECT message_id, what FROM temp.stats_candidates",
 )
-# Every row counts for all of its set's mail (tag '') and for each of the copy's tags.
+# Every row counts for all of its set's mail (tag '') and for each of the copy's tags,
+# in its hour and in its day.
 _ADD = (
-    "INSERT INTO outbox.stats (tag, link, config_set, hour, metric, value)"
-    " SELECT tag, link, config_set, hour, metric, count(*) FROM ("
+    "INSERT INTO outbox.stats (period, tag, link, config_set, bucket, metric, value)"
+    " SELECT p.period, tag, link, config_set, hour / p.period * p.period, metric, count(*)"
+    " FROM ("
     "  SELECT '' AS tag, link, config_set, hour, metric FROM temp.stats_rows"
     "  UNION ALL SELECT j.value, r.link, r.config_set, r.hour, r.metric"
     "  FROM temp.stats_rows AS r, json_each(r.tags) AS j"
-    " ) WHERE true GROUP BY tag, link, config_set, hour, metric"
-    " ON CONFLICT (tag, link, config_set, hour, metric)"
+    " ), (SELECT 3600 AS period UNION ALL SELECT 86400) AS p"
+    " WHERE true GROUP BY 1, 2, 3, 4, 5, 6"
+    " ON CONFLICT (period, tag, link, config_set, bucket, metric)"
     " DO UPDATE SET value = value + excluded.value"
 )
 
@@ -124,18 +128,45 @@ async def roll_up(connection: aiosqlite.Connection, after: int, upto: int) -> No
     await connection.execute(_ADD)
 
 
+HOUR = 3600
+DAY = 86400
 _GROUP_COLUMNS: dict[Grouping, str] = {
-    "hour": "hour",
-    "day": "hour / 86400 * 86400",
+    "hour": "bucket",
+    "day": "bucket / 86400 * 86400",
     "link": "link",
     "tag": "tag",
     "config_set": "config_set",
 }
 
+Span = tuple[int | None, int | None]
+"""Buckets from (inclusive) and to (exclusive); None is open."""
 
-def _where(query: StatsQuery, *, by: Grouping | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
+
+def spans(query: StatsQuery) -> tuple[list[Span], Span | None]:
+    """The hours and the days whose counters together cover the query's range: whole
+    days from the days' counters, and only the hours at either end from the hours'."""
+    since = int(query.since // HOUR * HOUR) if query.since is not None else None
+    until = -int(-query.until // HOUR * HOUR) if query.until is not None else None
+    if query.by == "hour":
+        return [(since, until)], None
+    first_day = -(-since // DAY) * DAY if since is not None else None
+    last_day = until // DAY * DAY if until is not None else None
+    if first_day is not None and last_day is not None and first_day >= last_day:
+        return [(since, until)], None  # within a day or two: hours only
+    hours: list[Span] = []
+    if since is not None and first_day is not None and since < first_day:
+        hours.append((since, first_day))
+    if until is not None and last_day is not None and last_day < until:
+        hours.append((last_day, until))
+    return hours, (first_day, last_day)
+
+
+def _part(
+    query: StatsQuery, by: Grouping | None, period: int, span: Span
+) -> tuple[str, list[object]]:
+    key = _GROUP_COLUMNS[by] if by is not None else "''"
+    clauses = ["period = ?"]
+    params: list[object] = [period]
     if by == "tag":
         clauses.append("tag > ''")
     else:
@@ -145,34 +176,40 @@ def _where(query: StatsQuery, *, by: Grouping | None) -> tuple[str, list[object]
     if query.config_set is not None:
         clauses.append("config_set = ?")
         params.append(query.config_set)
-    if query.since is not None:
-        clauses.append("hour >= ?")
-        params.append(int(query.since // 3600 * 3600))
-    if query.until is not None:
-        clauses.append("hour < ?")
-        params.append(int(query.until))
-    return " AND ".join(clauses), params
+    low, high = span
+    if low is not None:
+        clauses.append("bucket >= ?")
+        params.append(low)
+    if high is not None:
+        clauses.append("bucket < ?")
+        params.append(high)
+    where = " AND ".join(clauses)
+    return f"SELECT {key} AS key, metric, value FROM outbox.stats WHERE {where}", params  # noqa: S608 (fixed clauses)
+
+
+async def _sum(
+    connection: aiosqlite.Connection, query: StatsQuery, by: Grouping | None
+) -> dict[str | int, dict[str, int]]:
+    hours, days = spans(query)
+    parts = [_part(query, by, HOUR, span) for span in hours]
+    if days is not None:
+        parts.append(_part(query, by, DAY, days))
+    sql = " UNION ALL ".join(part for part, _ in parts)
+    params = [param for _, part_params in parts for param in part_params]
+    found: dict[str | int, dict[str, int]] = {}
+    async with connection.execute(
+        f"SELECT key, metric, sum(value) FROM ({sql}) GROUP BY key, metric",  # noqa: S608 (fixed clauses)
+        params,
+    ) as cursor:
+        for key, metric, value in await cursor.fetchall():
+            found.setdefault(key, {})[metric] = int(value)
+    return found
 
 
 async def read(connection: aiosqlite.Connection, query: StatsQuery) -> StatsTable:
     """The counters that `query` asks for, summed: the totals, and per group."""
-    where, params = _where(query, by=None)
-    async with connection.execute(
-        f"SELECT metric, sum(value) FROM outbox.stats WHERE {where} GROUP BY metric",  # noqa: S608 (fixed clauses)
-        params,
-    ) as cursor:
-        totals = {metric: int(value) for metric, value in await cursor.fetchall()}
-    groups: dict[str | int, dict[str, int]] = {}
-    if query.by is not None:
-        where, params = _where(query, by=query.by)
-        column = _GROUP_COLUMNS[query.by]
-        async with connection.execute(
-            f"SELECT {column}, metric, sum(value) FROM outbox.stats WHERE {where}"  # noqa: S608 (fixed clauses)
-            f" GROUP BY 1, 2",
-            params,
-        ) as cursor:
-            for key, metric, value in await cursor.fetchall():
-                groups.setdefault(key, {})[metric] = int(value)
+    totals = (await _sum(connection, query, None)).get("", {})
+    groups = await _sum(connection, query, query.by) if query.by is not None else {}
     return StatsTable(totals=totals, groups=groups)
 
 
