@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pixelpost import __version__
 from tracker.api import StatsReader, add_api
 from tracker.auth import Access
+from tracker.dashboard import add_dashboard
 from tracker.metrics import Metrics
 from tracker.views import Views
 
@@ -21,7 +22,7 @@ def create_app(
     *, views: Views, metrics: Metrics, access: Access, stats: StatsReader
 ) -> web.Application:
     """The tracker application: the pixel, the redirects, health and metrics, and the
-    statistics API for holders of `access`'s token."""
+    statistics API and dashboard for holders of `access`'s token."""
     app = web.Application()
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -35,4 +36,5 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     add_api(app, access=access, stats=stats)
+    add_dashboard(app, access)
     return app

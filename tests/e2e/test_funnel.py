@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import smtplib
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.browser import Chromium
 from tests.e2e.conftest import BIN, Running, start
 from tests.net import free_port
 from tests.sink import ThreadedSink
@@ -38,6 +40,8 @@ GMAIL_PROXY = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 )
 SAFE_LINKS_IP = "40.94.29.17"  # a scanner that looks like a browser but for its timing
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = "dashboard-funnel.png"
 
 
 def write_config(tmp_path: Path, sink_port: int, http_port: int) -> Path:
@@ -284,3 +288,50 @@ async def test_the_funnel_tells_people_from_machines(
         for e in events
         if e["eventType"] == "Click"
     )
+
+    await dashboard_shows_the_funnel(base)
+
+
+SHOWN = (
+    "Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
+    ".map(n => [n.dataset.metric, n.textContent]))"
+)
+ON_THE_PAGE = {
+    "sent": 13,
+    "delivered": 12,
+    "bounced.Permanent": 1,
+    "opened.human.unique": 3,
+    "opened.machine.unique": 4,
+    "opened.human.proxied": 1,
+    "clicked.human.unique": 3,
+    "clicked.bot.unique": 3,
+    "clicked.bot.total": 5,
+}
+
+
+async def dashboard_shows_the_funnel(base: str) -> None:
+    """The dashboard of the running tracker shows the same funnel; its screenshot is kept
+    in $PIXELPOST_ARTIFACTS (default ./artifacts)."""
+    async with Chromium(window=(1280, 1400)) as browser:
+        page = await browser.new_page()
+        await page.goto(f"{base}/dashboard")
+        await page.fill("input[name=token]", TOKEN)
+        async with page.navigation():
+            await page.click("button[type=submit]")
+        state = await page.wait_for(
+            "document.body.dataset.state !== 'loading' && document.body.dataset.state"
+        )
+        assert state == "ready", await page.evaluate("document.body.dataset.error")
+        shown = await page.evaluate(SHOWN)
+        for metric, expected in ON_THE_PAGE.items():
+            assert int(re.sub(r"\D", "", shown[metric])) == expected, metric
+        assert shown["rates.open"] == "25.0%"  # people's unique opens, 3 of 12 delivered
+        assert shown["rates.click_to_open"] == "100.0%"
+        links = await page.evaluate(
+            "[...document.querySelectorAll('#links tr[data-link]')].map(r => r.dataset.link)"
+        )
+        assert links == [LINK_A, LINK_B]
+        path = Path(os.environ.get("PIXELPOST_ARTIFACTS") or ROOT / "artifacts") / SCREENSHOT
+        await page.screenshot(path, full_page=True)
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert page.errors == []

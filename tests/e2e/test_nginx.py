@@ -3,6 +3,7 @@ it byte for byte, and the recipient's address arrives through X-Forwarded-For.""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -40,6 +41,7 @@ def test_the_readme_nginx_example_proxies_the_tracker(
 [tracker]
 listen = "127.0.0.1:{tracker_port}"
 trusted_proxies = ["127.0.0.1/32"]
+api_token = "nginx-test-token-0123456789"
 [store]
 url = "sqlite:///{tmp_path / "pixelpost.db"}"
 [signing]
@@ -135,6 +137,32 @@ http {{
             check=True,
         ).stdout
         assert other == "404"  # only the pixel, the links and /healthz are public
+        stats = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "Authorization: Bearer nginx-test-token-0123456789",
+                f"http://127.0.0.1:{nginx_port}/api/v1/stats?by=day",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        body, _, code = stats.rpartition("\n")
+        assert code == "200"
+        assert json.loads(body)["totals"]["sent"] == 0
+        dashboard = subprocess.run(
+            ["curl", "-s", f"http://127.0.0.1:{nginx_port}/dashboard"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        assert 'name="token"' in dashboard  # the login form, through the proxy
     finally:
         server.terminate()
         server.wait(10)
