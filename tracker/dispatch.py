@@ -43,7 +43,7 @@ ROLLUP_INTERVAL = 1.0
 """How often new events are added to the statistics."""
 ROLLUP_PROGRESS_EVERY = 100_000
 PURGE_INTERVAL = 3600.0
-"""How often events and message records past `store.retention_days` are deleted."""
+"""How often `store.retention_days` is applied."""
 
 
 def routes_for(config: Config) -> list[Route]:
@@ -154,8 +154,8 @@ class Dispatcher:
             else:
                 if events or messages:
                     log.info(
-                        "retention: deleted %d events and %d message records older than "
-                        "%d days (statistics kept; links keep working)",
+                        "retention: deleted %d events and cut %d message records to stubs, "
+                        "older than %d days (statistics kept; links keep working)",
                         events,
                         messages,
                         self._retention // 86400,

@@ -167,9 +167,10 @@ class Store(Recorder, Protocol):
     async def event_counts(self) -> dict[EventType, int]:
         """Events recorded so far, by type."""
 
-    async def delivered_at(self, message_id: str) -> float | None:
-        """When the copy was delivered, or, before that, accepted (a Unix time); None
-        for a copy the store does not know."""
+    async def delivered_at(self, message_id: str) -> tuple[float, bool] | None:
+        """(when, delivered): when the copy was delivered, or, while no delivery is
+        known, when it was accepted (a Unix time); None for a copy the store does not
+        know."""
 
     async def rollup(self, *, limit: int = 5000) -> int:
         """Add up to `limit` events not counted yet to the statistics; returns how many."""
@@ -178,8 +179,9 @@ class Store(Recorder, Protocol):
         """The statistics counters that `query` asks for."""
 
     async def purge(self, before: float) -> tuple[int, int]:
-        """Delete events and message records from before `before` (a Unix time), once
-        routed and counted; returns how many of each. Statistics stay."""
+        """Apply retention to what is from before `before` (a Unix time): delete events
+        once routed, counted and delivered, and cut message records to stubs that keep
+        what routing and counting need; returns how many of each. Statistics stay."""
 
     async def close(self) -> None:
         """Finish pending writes and release the store."""

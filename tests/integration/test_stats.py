@@ -17,7 +17,7 @@ from pixelpost.cli import main
 from pixelpost.event_types import EventType
 from pixelpost.events import bounce_event, delivery_event, send_event
 from pixelpost.stats import StatsQuery, report
-from pixelpost.store import Hit, MessageRecord, SQLiteStore
+from pixelpost.store import Hit, MessageRecord, Route, SQLiteStore
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations
 
@@ -210,47 +210,100 @@ async def test_a_copy_counts_once_as_unique_across_roll_ups(tmp_path: Path) -> N
     assert {g["key"]: g["clicked"]["human"]["unique"] for g in data["groups"]} == {A: 1, B: 1}
 
 
-async def test_retention_purges_events_and_records_and_keeps_the_counts(tmp_path: Path) -> None:
+ARCHIVE = [Route(config_set="marketing", event_type=t, destination="archive") for t in EventType]
+
+
+async def test_retention_deletes_events_cuts_records_and_keeps_the_counts(
+    tmp_path: Path,
+) -> None:
     store = await SQLiteStore.open(tmp_path / "s.db")
     try:
         await record_campaign(store)
         before = await funnel(store, config_set="marketing")
-        await store.route([])  # purge waits for routing and counting
+        await store.route(ARCHIVE)
+        claimed = await store.claim("archive", limit=100, lease=60)
+        await store.delivered("archive", [c.seq for c in claimed])
         assert await store.purge(H0) == (0, 0)  # nothing older than that
-        purged_events, purged_messages = await store.purge(H1 + 3600)
+        assert await store.purge(H1 + 3600) == (18, 5)  # all but the newest event
+        assert await funnel(store, config_set="marketing") == before
+        assert await store.delivered_at("m1") == (H0 + 1, True)
+
+        # A click long after: published (with what is left of the copy) and counted,
+        # but not as a new unique click.
+        await store.record_hits([clicked("m1", B, H1 + 7200)])
+        assert await store.route(ARCHIVE) == 1
+        [late] = await store.claim("archive", limit=100, lease=60)
         after = await funnel(store, config_set="marketing")
-        assert await store.delivered_at("m1") is None
     finally:
         await store.close()
-    assert (purged_events, purged_messages) == (19, 5)
-    assert after == before
+    body = json.loads(late.body)
+    assert (body["eventType"], body["mail"]) == ("Click", {"messageId": "m1"})
+    assert after["totals"]["clicked"]["human"] == {"total": 5, "unique": 2}
     with sqlite3.connect(tmp_path / "s.db") as connection:
-        assert connection.execute("SELECT count(*) FROM events").fetchone() == (0,)
-        assert connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
-    with sqlite3.connect(outbox_path(tmp_path / "s.db")) as connection:
-        assert connection.execute("SELECT count(*) FROM stats_firsts").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        mails = connection.execute("SELECT id, mail, config_set, tags FROM messages").fetchall()
+    assert ("m1", '{"messageId":"m1"}', "marketing", '["campaign:spring"]') in mails
+    assert all(json.loads(mail) == {"messageId": m} for m, mail, _, _ in mails)
 
 
-async def test_purge_keeps_what_is_not_counted_yet(tmp_path: Path) -> None:
+async def test_purge_keeps_what_is_not_counted_routed_or_delivered_yet(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "s.db")
     try:
         await store.record(messages=[message("m1", "marketing")])
-        await store.record_hits([opened("m1", H0)])
-        await store.route([])
-        events, _ = await store.purge(H1)  # routed, but not rolled up yet
-        assert events == 0
+        await store.record_hits([opened("m1", H0), opened("m1", H0 + 1), opened("m1", H0 + 2)])
+        assert await store.purge(H1) == (0, 0)  # not routed: the record stays whole
+        await store.route(ARCHIVE)
+        assert await store.purge(H1) == (0, 0)  # routed, but not counted or delivered
         await store.rollup()
-        events, _ = await store.purge(H1)
-        assert events == 1
+        assert await store.purge(H1) == (0, 0)  # counted, not delivered
+        [first, *rest] = await store.claim("archive", limit=100, lease=60)
+        await store.delivered("archive", [first.seq])
+        assert await store.purge(H1) == (1, 0)  # the first is gone; its copy still waits
+        await store.delivered("archive", [c.seq for c in rest])
+        assert await store.purge(H1) == (1, 1)  # the newest event always stays
+        # Numbering goes on after a purge: new events are routed and counted.
+        await store.record_hits([opened("m1", H1)])
+        assert await store.route(ARCHIVE) == 1
+        assert await store.rollup() == 1
     finally:
         await store.close()
+
+
+async def test_purge_runs_while_hits_are_written(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    stop = asyncio.Event()
+    written = 0
+
+    async def tracker() -> None:
+        nonlocal written
+        while not stop.is_set():
+            await store.record_hits([opened("m1", H0 + written)])
+            written += 1
+            await asyncio.sleep(0.002)  # some 400 hits a second
+
+    try:
+        await store.record(messages=[message("m1", "marketing")])
+        await store.record_hits([opened("m1", H0 - 1) for _ in range(20_000)])
+        await store.route([], limit=50_000)
+        await store.rollup(limit=50_000)
+        busy = asyncio.create_task(tracker())
+        await asyncio.sleep(0.2)
+        try:
+            events, _ = await store.purge(H0)
+        finally:
+            stop.set()
+            await busy
+    finally:
+        await store.close()
+    assert events == 20_000
+    assert written > 20
 
 
 async def test_delivery_time_is_known_to_the_tracker(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "s.db")
     try:
         await store.record(messages=[message("m1", "marketing")])
-        assert await store.delivered_at("m1") == H0  # accepted, not delivered yet
+        assert await store.delivered_at("m1") == (H0, False)  # accepted, not delivered yet
         delivered = datetime.fromtimestamp(H0 + 42, UTC)
         await store.record(
             events=[
@@ -264,7 +317,7 @@ async def test_delivery_time_is_known_to_the_tracker(tmp_path: Path) -> None:
                 )
             ]
         )
-        assert await store.delivered_at("m1") == H0 + 42
+        assert await store.delivered_at("m1") == (H0 + 42, True)
         assert await store.delivered_at("unknown") is None
     finally:
         await store.close()
@@ -320,7 +373,7 @@ async def test_a_store_from_before_statistics_is_upgraded_and_counted(tmp_path: 
         )
     store = await SQLiteStore.open(path)
     try:
-        assert await store.delivered_at("old") == H0 + 7
+        assert await store.delivered_at("old") == (H0 + 7, True)
         data = await funnel(store, tag="campaign:winter")
     finally:
         await store.close()

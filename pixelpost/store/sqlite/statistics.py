@@ -20,11 +20,8 @@ in SQLite, in a few statements per batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import aiosqlite
 
-from pixelpost.events import dumps
 from pixelpost.stats import Grouping, StatsQuery, StatsTable
 
 # One row per event of the batch, with what the counters need (temp tables are the
@@ -211,11 +208,3 @@ async def read(connection: aiosqlite.Connection, query: StatsQuery) -> StatsTabl
     totals = (await _sum(connection, query, None)).get("", {})
     groups = await _sum(connection, query, query.by) if query.by is not None else {}
     return StatsTable(totals=totals, groups=groups)
-
-
-async def purge_firsts(connection: aiosqlite.Connection, message_ids: Sequence[str]) -> None:
-    """Forget which purged copies counted towards unique counts."""
-    await connection.execute(
-        "DELETE FROM outbox.stats_firsts WHERE message_id IN (SELECT value FROM json_each(?))",
-        (dumps(list(message_ids)),),
-    )

@@ -26,13 +26,14 @@ from pixelpost.store.base import (
     Route,
     StoreError,
 )
-from pixelpost.store.sqlite import statistics
+from pixelpost.store.sqlite import retention, statistics
 from pixelpost.store.sqlite.schema import PRAGMAS, migrate, rollback
 from pixelpost.store.sqlite.writer import TYPE_NAMES, GroupCommit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Step = Callable[[aiosqlite.Connection, float, int], Awaitable[int]]
 
 CHECKPOINT_INTERVAL = 1.0
 ROUTE_BATCH = 500
@@ -60,12 +61,14 @@ class SQLiteStore:
         writer: GroupCommit,
         background: aiosqlite.Connection,
         reader: aiosqlite.Connection,
+        lookups: aiosqlite.Connection,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self._writer = writer
         self._background = background
         self._reader = reader
+        self._lookups = lookups
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._closed = False
@@ -78,6 +81,7 @@ class SQLiteStore:
         writer = GroupCommit(path)
         background: aiosqlite.Connection | None = None
         reader: aiosqlite.Connection | None = None
+        lookups: aiosqlite.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             await migrate(path, "log")
@@ -92,21 +96,32 @@ class SQLiteStore:
             # once, as promised). Not syncing them spares an fsync per claim.
             await background.execute("PRAGMA outbox.synchronous = NORMAL")
             await background.execute("PRAGMA temp_store = MEMORY")
-            # Reads that must not queue behind the dispatcher's work (the tracker's
-            # delivery-time lookups, statistics) have a connection of their own.
+            # Reads that must not queue behind the dispatcher's work have connections
+            # of their own: statistics, and the tracker's delivery-time lookups (which
+            # must not queue behind statistics either).
             reader = await aiosqlite.connect(path, isolation_level=None)
             for pragma in PRAGMAS:
                 await reader.execute(pragma)
             await reader.execute("ATTACH DATABASE ? AS outbox", (str(outbox_path(path)),))
+            lookups = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in PRAGMAS:
+                await lookups.execute(pragma)
         except BaseException as exc:
             await writer.close()
-            for connection in (background, reader):
+            for connection in (background, reader, lookups):
                 if connection is not None:
                     await connection.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
             raise
-        return cls(path=path, writer=writer, background=background, reader=reader, clock=clock)
+        return cls(
+            path=path,
+            writer=writer,
+            background=background,
+            reader=reader,
+            lookups=lookups,
+            clock=clock,
+        )
 
     async def record(
         self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
@@ -117,18 +132,23 @@ class SQLiteStore:
     def record_hits(self, hits: Sequence[Hit]) -> asyncio.Future[None]:
         return self._writer.write(hits=hits)
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _transaction(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, immediate: bool = False
+    ) -> T:
         """Run `work` in a transaction on the background connection, shielded from
         cancellation: a cancelled caller leaves it to finish, so the connection is never
-        left halfway through a transaction."""
+        left halfway through a transaction. `immediate` takes the write locks of both
+        files at the start (waiting for other writers), for work that writes the log."""
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
-        task = asyncio.create_task(self._run_transaction(work))
+        task = asyncio.create_task(self._run_transaction(work, immediate=immediate))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _run_transaction(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, immediate: bool
+    ) -> T:
         # A deferred BEGIN: the transaction locks only the file it writes (the outbox),
         # never the log. When another process wrote the outbox between this one's read
         # and write, SQLite says busy at once; the transaction is then run again.
@@ -136,7 +156,7 @@ class SQLiteStore:
             connection = self._background
             for attempt in range(_BUSY_RETRIES):
                 try:
-                    await connection.execute("BEGIN")
+                    await connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
                     try:
                         result = await work(connection)
                     except BaseException:
@@ -400,17 +420,19 @@ class SQLiteStore:
             raise StoreError(f"store {self.path} is closed")
         return self._reader
 
-    async def delivered_at(self, message_id: str) -> float | None:
-        reader = self._open_reader()
+    async def delivered_at(self, message_id: str) -> tuple[float, bool] | None:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
         try:
-            async with reader.execute(
-                "SELECT coalesce(delivered_at, created_at) FROM main.messages WHERE id = ?",
+            async with self._lookups.execute(
+                "SELECT coalesce(delivered_at, created_at), delivered_at IS NOT NULL"
+                " FROM main.messages WHERE id = ?",
                 (message_id,),
             ) as cursor:
                 row = await cursor.fetchone()
         except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
             raise StoreError(f"store {self.path}: {exc}") from exc
-        return float(row[0]) if row is not None else None
+        return (float(row[0]), bool(row[1])) if row is not None else None
 
     async def rollup(self, *, limit: int = ROLLUP_BATCH) -> int:
         async with (
@@ -451,84 +473,26 @@ class SQLiteStore:
         reader = self._open_reader()
         try:
             return await statistics.read(reader, query)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
             raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def purge(self, before: float, *, batch: int = PURGE_BATCH) -> tuple[int, int]:
-        events = await self._purge_events(before, batch)
-        messages = await self._purge_messages(before, batch)
-        return events, messages
+        # The outbox is not synced at each commit: a checkpoint first makes the cursors
+        # this reads durable, so that no power loss can undo the counting of events
+        # whose deletion stays.
+        await self.checkpoint()
+        done = [0, 0]
+        for index, step in enumerate((retention.delete_events, retention.stub_messages)):
+            while True:
 
-    async def _purge_events(self, before: float, batch: int) -> int:
-        purged = 0
-        while True:
+                async def work(connection: aiosqlite.Connection, step: Step = step) -> int:
+                    return await step(connection, before, batch)
 
-            async def work(connection: aiosqlite.Connection) -> int:
-                # Only events routed and rolled up, and with no delivery still to make.
-                async with connection.execute(
-                    "SELECT min(seq) FROM outbox.cursors WHERE name IN ('routed', 'rolled_up')"
-                ) as cursor:
-                    done = await cursor.fetchone()
-                async with connection.execute(
-                    "SELECT min(event_seq) FROM outbox.deliveries WHERE state = 'pending'"
-                ) as cursor:
-                    pending = await cursor.fetchone()
-                limit = int(done[0]) if done and done[0] is not None else 0
-                if pending and pending[0] is not None:
-                    limit = min(limit, int(pending[0]) - 1)
-                async with connection.execute(
-                    "SELECT seq, created_at FROM main.events WHERE seq <= ? ORDER BY seq LIMIT ?",
-                    (limit, batch),
-                ) as cursor:
-                    rows = await cursor.fetchall()
-                last = None
-                for seq, created_at in rows:
-                    if created_at >= before:
-                        break
-                    last = seq
-                if last is None:
-                    return 0
-                cursor = await connection.execute(
-                    "DELETE FROM main.events WHERE seq <= ?", (last,)
-                )
-                await connection.execute(
-                    "DELETE FROM outbox.deliveries WHERE event_seq <= ?", (last,)
-                )
-                return cursor.rowcount
-
-            deleted = await self._transaction(work)
-            purged += deleted
-            if deleted < batch:
-                return purged
-
-    async def _purge_messages(self, before: float, batch: int) -> int:
-        purged = 0
-        while True:
-
-            async def work(connection: aiosqlite.Connection) -> int:
-                async with connection.execute(
-                    "SELECT rowid, id, created_at FROM main.messages ORDER BY rowid LIMIT ?",
-                    (batch,),
-                ) as cursor:
-                    rows = await cursor.fetchall()
-                old = []
-                for _, message_id, created_at in rows:
-                    if created_at >= before:
-                        break
-                    old.append(message_id)
-                if not old:
-                    return 0
-                await connection.execute(
-                    "DELETE FROM main.messages WHERE id IN (SELECT value FROM json_each(?))",
-                    (dumps(old),),
-                )
-                await statistics.purge_firsts(connection, old)
-                return len(old)
-
-            deleted = await self._transaction(work)
-            purged += deleted
-            if deleted < batch:
-                return purged
+                count = await self._transaction(work, immediate=True)
+                done[index] += count
+                if count < batch:
+                    break
+        return done[0], done[1]
 
     async def checkpoint(self) -> None:
         """Copy both WALs into their databases as far as no reader needs them (never
@@ -558,3 +522,4 @@ class SQLiteStore:
         await self._writer.close()
         await self._background.close()
         await self._reader.close()
+        await self._lookups.close()

@@ -35,7 +35,7 @@ latency together in bench/tracker.py (0, 0.5, 1, 1.5 and 2 ms tried)."""
 _INSERT_MESSAGES = (
     "INSERT OR IGNORE INTO messages (id, config_set, created_at, mail, tags)"
     " SELECT m.value ->> 0, m.value ->> 1, m.value ->> 2, m.value ->> 3,"
-    "  (SELECT json_group_array(t.key || ':' || v.value)"
+    "  (SELECT json_group_array(DISTINCT t.key || ':' || v.value)"
     "   FROM json_each(m.value ->> 3, '$.tags') AS t, json_each(t.value) AS v"
     "   WHERE t.key NOT LIKE 'ses:%')"
     " FROM json_each(?) AS m"

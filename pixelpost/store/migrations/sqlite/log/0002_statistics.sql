@@ -8,6 +8,6 @@ UPDATE messages SET delivered_at = d.at
           GROUP BY message_id) AS d
     WHERE messages.id = d.message_id;
 UPDATE messages SET tags = (
-    SELECT json_group_array(t.key || ':' || v.value)
+    SELECT json_group_array(DISTINCT t.key || ':' || v.value)
     FROM json_each(messages.mail, '$.tags') AS t, json_each(t.value) AS v
     WHERE t.key NOT LIKE 'ses:%');

@@ -25,3 +25,5 @@ CREATE TABLE stats_firsts (
 ) WITHOUT ROWID;
 
 INSERT INTO cursors (name, seq) VALUES ('rolled_up', 0);
+-- How far retention has cut message records to stubs (a rowid of messages).
+INSERT INTO cursors (name, seq) VALUES ('stubbed', 0);
