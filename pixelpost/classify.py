@@ -18,7 +18,8 @@ A rule matches when all of its conditions hold:
     after_delivery   the hit came sooner than this many seconds after the copy was
                      delivered (or, while no delivery is known yet, accepted)
     burst            a click on another link of the same copy, by the same client,
-                     came less than this many seconds before
+                     came less than this many seconds before (built in only; its
+                     window is `link_burst`)
 
 The built-in table (`BUILTIN_RULES`), with where each fact comes from:
 
@@ -30,8 +31,9 @@ The built-in table (`BUILTIN_RULES`), with where each fact comes from:
                                           nothing more (SendGrid's sg_machine_open precedent)
     head_request         machine  both    method HEAD: mail clients GET images and people
                                           follow links with GET; link checkers send HEAD
-    security_scanner     machine  both    UA of a mail security gateway or link preview
-                                          (BingPreview, Barracuda, Mimecast, Proofpoint …)
+    security_scanner     machine  both    UA of a mail security gateway, link preview or
+                                          crawler (BingPreview, Barracuda, Mimecast,
+                                          Proofpoint, Googlebot/2.1 …)
     automated_client     machine  both    UA of an HTTP library or headless browser
     no_user_agent        machine  both    no User-Agent at all: every mail client and
                                           browser sends one
@@ -123,7 +125,7 @@ _SCANNERS = (
     r"BingPreview|Barracuda|Mimecast|Proofpoint|MessageLabs|TrendMicro|Trend Micro|"
     r"Forcepoint|FortiGuard|SophosLabs|Cisco-IronPort|urldefense|Safe ?Links|"
     r"LinkChecker|SpamAssassin|Slackbot|Twitterbot|facebookexternalhit|"
-    r"\b(?:crawler|spider|bot)\b"
+    r"\b(?:crawler|spider|bot)\b|bot/\d"
 )
 _GMAIL = r"GoogleImageProxy|Chrome/42\.0\.2311\.135 Safari/537\.36 Edge/12\.246"
 _AUTOMATED = (
@@ -197,6 +199,8 @@ class Classifier:
             kind: any(rule.after_delivery is not None for rule in self._by_kind[kind])
             for kind in BOTH
         }
+        self.needs_burst = any(rule.burst is not None for rule in self._by_kind["click"])
+        """Whether a rule looks at other links clicked just before (`RecentClicks`)."""
         self._needs_address = {
             kind: any(rule.networks for rule in self._by_kind[kind]) for kind in BOTH
         }
@@ -247,17 +251,19 @@ class RecentClicks:
 
     def __init__(self, limit: int = 100_000) -> None:
         self._limit = limit
-        self._last: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # The link's hash, not the link: a URL may be kilobytes long.
+        self._last: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
 
     def since_other_link(self, message_id: str, ip: str, link: str, now: float) -> float | None:
         """Seconds since this client clicked a different link of this copy (None if it
         did not), and remember this click."""
         key = (message_id, ip)
+        link_hash = hash(link)
         previous = self._last.pop(key, None)
-        self._last[key] = (link, now)
+        self._last[key] = (link_hash, now)
         if len(self._last) > self._limit:
             self._last.popitem(last=False)
-        if previous is None or previous[0] == link:
+        if previous is None or previous[0] == link_hash:
             return None
         return max(0.0, now - previous[1])
 

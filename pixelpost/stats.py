@@ -23,6 +23,10 @@ GROUPINGS: tuple[str, ...] = get_args(Grouping)
 PARAMETERS = ("config_set", "tag", "since", "until", "by", "limit")
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 10_000
+HOURS_MAX = 31 * 24
+"""Most hours by=hour answers (the days' counters answer longer ranges, by=day)."""
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 BOUNCE_TYPES = ("Permanent", "Transient", "Undetermined")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TAG = re.compile(r"[^:\s]{1,128}:\S{1,256}")
@@ -46,7 +50,8 @@ class StatsQuery:
     """A Unix time, exclusive."""
     by: Grouping | None = None
     limit: int = LIMIT_DEFAULT
-    """Most groups returned."""
+    """Most groups returned by link, tag or configuration set (by hour or day, the
+    range bounds them)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,19 +68,21 @@ def parse_time(text: str, *, now: float, name: str) -> float:
     a duration meaning that long ago ("24h", "7d")."""
     text = text.strip()
     try:
-        return now - parse_duration(text)
+        at = now - parse_duration(text)
     except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise StatsQueryError(
-            f"{name}: {text[:64]!r} is neither a date or time (2026-11-29, "
-            "2026-11-29T13:00:00Z) nor a duration ago (24h, 7d)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise StatsQueryError(
+                f"{name}: {text[:64]!r} is neither a date or time (2026-11-29, "
+                "2026-11-29T13:00:00Z) nor a duration ago (24h, 7d)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        at = when.timestamp()
+    if not _EARLIEST <= at < _LATEST:
+        raise StatsQueryError(f"{name}: {text[:64]!r} is not between the years 2000 and 9000")
+    return at
 
 
 def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
@@ -101,6 +108,13 @@ def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
         raise StatsQueryError(f"by: {by[:40]!r} is not one of {', '.join(GROUPINGS)}")
     if by == "tag" and tag is not None:
         raise StatsQueryError("by: by=tag groups by every tag, so it cannot take tag= too")
+    if by == "hour" and (
+        since is None or (until if until is not None else now) - since > HOURS_MAX * 3600
+    ):
+        raise StatsQueryError(
+            f"by: by=hour answers at most {HOURS_MAX // 24} days; give since= within that "
+            "(since=24h, since=7d) or ask by=day"
+        )
     limit_text = params.get("limit") or str(LIMIT_DEFAULT)
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIMIT_MAX:
         raise StatsQueryError(f"limit: {limit_text[:20]!r} is not a number from 1 to {LIMIT_MAX}")
@@ -211,8 +225,9 @@ def report(query: StatsQuery, table: StatsTable, *, now: float) -> dict[str, Any
     if query.by is not None:
         by = query.by
         ordered = sorted(table.groups.items(), key=lambda item: _order(by, *item))
+        if by not in ("hour", "day"):
+            ordered = ordered[: query.limit]
         groups = [{"key": _key(by, key), **counts(metrics)} for key, metrics in ordered]
-        groups = groups[: query.limit]
     return {
         "config_set": query.config_set,
         "tag": query.tag,

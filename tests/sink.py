@@ -114,9 +114,15 @@ class ThreadedSink:
         return self.port
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            asyncio.run_coroutine_threadsafe(self._server.wait_closed(), self._loop).result(10)
+        server = self._server
+        if server is not None:
+            # Closed in the loop's own thread: asyncio's Server is not thread-safe, and
+            # closing it from here races connections that end meanwhile.
+            async def close() -> None:
+                server.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

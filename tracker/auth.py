@@ -53,7 +53,10 @@ class Access:
         if not expires_text.isdigit() or len(expires_text) > 12:
             return False
         expires = int(expires_text)
-        return hmac.compare_digest(mac, self._mac(expires)) and expires > self._clock()
+        expected = self._mac(expires).encode()
+        # Bytes: a cookie may hold any text, and comparing str needs ASCII.
+        given = mac.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, expected) and expires > self._clock()
 
     def allows(self, request: web.Request) -> bool:
         """Whether the request carries the bearer token or a valid session cookie."""

@@ -12,6 +12,7 @@ for that; with `anonymize_ip` the stored one is cut to its /24 or /48.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -40,6 +41,8 @@ PIXEL = (
 NOT_FOUND = "This link is not valid.\n"
 USER_AGENT_LIMIT = 512
 DELIVERY_TIMES_CACHED = 50_000
+DELIVERY_LOOKUP_TIMEOUT = 0.05
+"""Seconds a click waits at most for its copy's delivery time."""
 _NO_STORE = {"Cache-Control": "no-store"}
 _HEADER_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
@@ -70,7 +73,7 @@ class Views:
         anonymize_ip: bool,
         metrics: Metrics,
         classifier: Classifier | None = None,
-        delivered_at: Callable[[str], Awaitable[float | None]] | None = None,
+        delivered_at: Callable[[str], Awaitable[tuple[float, bool] | None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._codec = codec
@@ -100,20 +103,28 @@ class Views:
         return ip, headers.get("User-Agent", "")[:USER_AGENT_LIMIT]
 
     async def _since_delivery(self, message_id: str, now: float) -> float | None:
-        """Seconds since the copy was delivered (or accepted), for the rules that ask."""
+        """Seconds since the copy was delivered (or accepted), for the rules that ask.
+        A lookup that fails or takes too long leaves it unknown: the answer to the
+        recipient never waits long on it, and never fails for it."""
         at = self._delivery_times.get(message_id)
-        if at is None and self._delivered_at is not None:
-            try:
-                at = await self._delivered_at(message_id)
-            except StoreError as exc:
-                log.warning("%s: delivery time unknown: %s", message_id, exc)
-                return None
-            if at is None:
-                return None
+        if at is not None:
+            return now - at
+        if self._delivered_at is None:
+            return None
+        try:
+            async with asyncio.timeout(DELIVERY_LOOKUP_TIMEOUT):
+                found = await self._delivered_at(message_id)
+        except Exception as exc:
+            log.warning("%s: delivery time unknown: %s", message_id, exc or type(exc).__name__)
+            return None
+        if found is None:
+            return None
+        at, delivered = found
+        if delivered:  # an acceptance time may still become a delivery time
             self._delivery_times[message_id] = at
             if len(self._delivery_times) > DELIVERY_TIMES_CACHED:
                 self._delivery_times.popitem(last=False)
-        return None if at is None else now - at
+        return now - at
 
     def _unrecorded(self, hit: Hit, error: StoreError) -> None:
         # The recipient still gets the image or the page: a tracker that breaks links
@@ -183,7 +194,11 @@ class Views:
             user_agent,
             ip,
             since_delivery=since_delivery,
-            since_other_link=self._recent_clicks.since_other_link(message_id, ip, token.url, now),
+            since_other_link=(
+                self._recent_clicks.since_other_link(message_id, ip, token.url, now)
+                if self._classifier.needs_burst
+                else None
+            ),
         )
         verdict = self._classifier.classify(facts)
         tags = (

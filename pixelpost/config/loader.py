@@ -43,7 +43,7 @@ from pixelpost.config.values import (
 )
 from pixelpost.errors import ConfigError
 from pixelpost.event_types import ALL, EventType
-from pixelpost.keys import decode_signing_key, decode_webhook_secret
+from pixelpost.keys import API_TOKEN_MIN_LENGTH, decode_signing_key, decode_webhook_secret
 from pixelpost.passwords import check_hash
 
 T = TypeVar("T")
@@ -423,6 +423,19 @@ def _parse_upstream_url(
     )
 
 
+def _api_token(table: _Table) -> str | None:
+    token = table.optional("api_token", str, secret=True) or None
+    if token is not None and len(token) < API_TOKEN_MIN_LENGTH:
+        table.problem(
+            "api_token",
+            f"{_SECRET_SHOWN} is {len(token)} characters long; a token needs at least "
+            f"{API_TOKEN_MIN_LENGTH} "
+            "(make one with `openssl rand -hex 32`)",
+        )
+        return None
+    return token
+
+
 def _tracker(root: _Table) -> TrackerConfig:
     table = root.table("tracker") or _Table({}, "tracker", root.problems, root.environ)
     listen = table.parsed("listen", TRACKER_LISTEN_DEFAULT, parse_host_port)
@@ -433,7 +446,7 @@ def _tracker(root: _Table) -> TrackerConfig:
         trusted_proxies=table.parsed_list(
             "trusted_proxies", TRUSTED_PROXIES_DEFAULT, parse_network
         ),
-        api_token=table.optional("api_token", str, secret=True) or None,
+        api_token=_api_token(table),
         anonymize_ip=table.get("anonymize_ip", bool, False),
     )
     table.finish()
@@ -493,6 +506,11 @@ def _classify_rule(table: _Table) -> ClassifyRule:
     if method is not None and method not in ("GET", "HEAD"):
         table.problem("method", f"{_show(method)} is not one of GET, HEAD")
     after_delivery = table.parsed_optional("after_delivery", parse_duration)
+    if verdict == "proxy" and "click" in kinds:
+        table.problem(
+            "verdict",
+            '"proxy" names the image proxy of a person\'s open: give it events = ["open"]',
+        )
     if not any(key in table.data for key in _RULE_CONDITIONS):
         table.problems.append(
             f"{table.path}: a rule needs a condition: one of {', '.join(_RULE_CONDITIONS)}"
@@ -631,12 +649,13 @@ def parse_config(
     }
     root.finish()
 
-    if store.retention_days * 86400 < relay.max_queue_lifetime:
+    if store.retention_days * 86400 <= relay.max_queue_lifetime:
+        days = f"{store.retention_days} day{'s' if store.retention_days != 1 else ''}"
         root.problem(
             "store.retention_days",
-            f"{store.retention_days} days is shorter than relay.max_queue_lifetime "
+            f"{days} is not longer than relay.max_queue_lifetime "
             f"({format_duration(relay.max_queue_lifetime)}): records of mail still queued "
-            "would be deleted",
+            "would be cut",
         )
     if default_set is not None and default_set not in config_sets:
         root.problem(

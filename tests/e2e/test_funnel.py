@@ -25,7 +25,7 @@ from tests.net import free_port
 from tests.sink import ThreadedSink
 
 TOKEN = "acceptance-token-0123456789"
-WINDOW = 4.0
+WINDOW = 5.0
 """classify.click_after_delivery in this test's configuration."""
 LINK_A = "https://shop.example.com/spring-sale"
 LINK_B = "https://shop.example.com/catalogue"

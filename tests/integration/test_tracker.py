@@ -319,3 +319,53 @@ async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
     }
     assert len(data["groups"]) == 1
     assert data["groups"][0]["opened"]["total"] == 3
+
+
+async def test_a_failing_delivery_lookup_never_breaks_a_redirect(
+    store: SQLiteStore, http: aiohttp.ClientSession
+) -> None:
+    async def broken(message_id: str) -> tuple[float, bool] | None:
+        raise RuntimeError("the lookup broke")
+
+    async def slow(message_id: str) -> tuple[float, bool] | None:
+        await asyncio.sleep(5)
+        return None
+
+    for lookup in (broken, slow):
+        metrics = Metrics()
+        views = Views(
+            codec=codec,
+            recorder=store,
+            trusted_proxies=[],
+            anonymize_ip=False,
+            metrics=metrics,
+            delivered_at=lookup,
+        )
+        app = create_app(views=views, metrics=metrics, access=Access(None), stats=store)
+        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
+        await server.start()
+        try:
+            link = codec.click_token(new_message_id(), 0, "https://example.com/", {})
+            started = asyncio.get_running_loop().time()
+            async with http.get(
+                f"http://{server.address}/c/{link}",
+                headers={"User-Agent": CHROME},
+                allow_redirects=False,
+            ) as r:
+                assert r.status == 302
+            assert asyncio.get_running_loop().time() - started < 1.0
+        finally:
+            await server.stop()
+    clicks = [e[2] for e in recorded(store)]
+    assert [(c["bot"], c["botReason"]) for c in clicks] == [(False, None), (False, None)]
+
+
+async def test_a_cookie_of_any_text_is_refused_not_an_error(
+    start_tracker: TrackerStarter, http: aiohttp.ClientSession
+) -> None:
+    base = await start_tracker(api_token="s3cret-token-0123456789")
+    for value in ("1.\u00e9\u00e9", "99999999999.abc", "x.y", ""):
+        async with http.get(
+            f"{base}/api/v1/stats", headers={"Cookie": f"pixelpost_session={value}"}
+        ) as r:
+            assert r.status == 401

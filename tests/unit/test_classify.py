@@ -54,6 +54,20 @@ PERSON = Classification(machine=False)
         ),
         (Facts("click", "GET", "Barracuda Sentinel (EE)", "x"), machine("security_scanner")),
         (Facts("click", "GET", "python-requests/2.32", "x"), machine("automated_client")),
+        (
+            Facts(
+                "click",
+                "GET",
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                "x",
+            ),
+            machine("security_scanner"),
+        ),
+        # A phone whose model ends in "bot" is a person's.
+        (
+            Facts("click", "GET", "Mozilla/5.0 (Linux; Android 9; CUBOT X19) Chrome/120", "x"),
+            PERSON,
+        ),
         (Facts("click", "GET", "curl/8.5.0", "x"), machine("automated_client")),
         (Facts("click", "GET", f"{CHROME} HeadlessChrome", "x"), machine("automated_client")),
         (Facts("click", "HEAD", CHROME, "x"), machine("head_request")),
@@ -138,6 +152,10 @@ def test_configured_rules_come_before_the_builtin_ones() -> None:
         (
             '[[classify.rules]]\nreason = "x"\nmethod = "HEAD"\nverdict = "maybe"\n',
             'classify.rules[0].verdict: "maybe" is not one of machine, human, proxy',
+        ),
+        (
+            '[[classify.rules]]\nreason = "x"\nmethod = "HEAD"\nverdict = "proxy"\n',
+            'classify.rules[0].verdict: "proxy" names the image proxy of a person\'s open',
         ),
         (
             '[[classify.rules]]\nreason = "x"\nmethod = "HEAD"\nevents = ["send"]\n',

@@ -110,7 +110,7 @@ def test_example_file_takes_secrets_from_the_environment() -> None:
             "UPSTREAM_URL": "smtp+starttls://mx.example.net",
             "UPSTREAM_USER": "relay",
             "UPSTREAM_PASSWORD": "hunter2",
-            "PIXELPOST_API_TOKEN": "t0ken",
+            "PIXELPOST_API_TOKEN": "t0ken-t0ken-t0ken",
             "PIXELPOST_SIGNING_KEY": key,
         },
     )
@@ -124,7 +124,7 @@ def test_example_file_takes_secrets_from_the_environment() -> None:
         password="hunter2",
         timeout=60,
     )
-    assert config.tracker.api_token == "t0ken"
+    assert config.tracker.api_token == "t0ken-t0ken-t0ken"
     assert config.signing.keys == (key,)
     assert "hunter2" not in repr(config)
     assert key not in repr(config)
@@ -239,8 +239,12 @@ listn = "127.0.0.1:8080"
     [
         ("nonsense = 1", "nonsense: unknown key (value 1)"),
         (
-            '[store]\nretention_days = 1\n[relay]\nmax_queue_lifetime = "3d"',
-            "store.retention_days: 1 days is shorter than relay.max_queue_lifetime (3d)",
+            '[store]\nretention_days = 2\n[relay]\nmax_queue_lifetime = "2d"',
+            "store.retention_days: 2 days is not longer than relay.max_queue_lifetime (2d)",
+        ),
+        (
+            '[tracker]\napi_token = "short"',
+            'tracker.api_token: "<secret>" is 5 characters long; a token needs at least 16',
         ),
         (
             "[relay]\nmax_message_bytes = true",

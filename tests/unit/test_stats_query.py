@@ -59,6 +59,10 @@ def test_parameters_are_read() -> None:
         ({"by": "tag", "tag": "a:b"}, "by: by=tag groups by every tag"),
         ({"limit": "0"}, "limit: '0' is not a number from 1 to 10000"),
         ({"limit": "many"}, "limit: 'many' is not"),
+        ({"since": "100000000d"}, "since: '100000000d' is not between the years 2000 and 9000"),
+        ({"until": "1970-01-02"}, "until: '1970-01-02' is not between"),
+        ({"by": "hour"}, "by: by=hour answers at most 31 days"),
+        ({"by": "hour", "since": "32d"}, "by: by=hour answers at most 31 days"),
     ],
 )
 def test_a_bad_parameter_is_named(params: dict[str, str], message: str) -> None:
@@ -109,3 +113,17 @@ def test_the_table_shows_groups_and_the_total() -> None:
     assert lines[4].split()[:5] == ["total", "3", "2", "0", "0"]
     assert "50.0%" in lines[4]  # the open rate: 1 of 2 delivered
     assert lines[5] == "machines: open: apple_mpp 2"
+
+
+def test_limit_cuts_the_ranking_of_links_not_a_range_of_days() -> None:
+    days = {86400 * (20000 + n): {"sent": 1} for n in range(150)}
+    by_day = report(StatsQuery(by="day", limit=100), StatsTable(totals={}, groups=days), now=NOW)
+    assert len(by_day["groups"]) == 150
+    assert by_day["groups"][-1]["key"] == "2025-03-02"  # the newest day is there
+    links = {f"https://example.com/{n}": {"clicks:human": n} for n in range(150)}
+    top = report(StatsQuery(by="link", limit=10), StatsTable(totals={}, groups=links), now=NOW)
+    assert [g["key"] for g in top["groups"]][:2] == [
+        "https://example.com/149",
+        "https://example.com/148",
+    ]
+    assert len(top["groups"]) == 10
