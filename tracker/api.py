@@ -13,6 +13,7 @@ The answer is `pixelpost.stats.report`'s JSON. A bad parameter gets 400 naming i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from pixelpost.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
 from pixelpost.store import StoreError
-from tracker.auth import Access
+from tracker.auth import WRONG_TOKEN_DELAY, Access
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ def add_api(
         if not access.enabled:
             return _error(404, "the API is off: set tracker.api_token to turn it on")
         if not access.allows(request):
+            if "Authorization" in request.headers:
+                log.warning("api: a wrong token from %s", request.remote)
+                await asyncio.sleep(WRONG_TOKEN_DELAY)
             return _error(
                 401,
                 "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",

@@ -17,6 +17,9 @@ from aiohttp import web
 
 COOKIE = "pixelpost_session"
 SESSION_SECONDS = 12 * 3600
+WRONG_TOKEN_DELAY = 0.5
+"""Seconds before answering a wrong token, to slow guessing down (a long random token
+is what protects; see `pixelpost.keys.API_TOKEN_MIN_LENGTH`)."""
 _CONTEXT = b"pixelpost dashboard session v1\x00"
 
 

@@ -17,14 +17,12 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from tracker.auth import COOKIE, SESSION_SECONDS, Access
+from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
 
 log = logging.getLogger(__name__)
 
 LOGIN_BODY_LIMIT = 4096
 """Bytes of a login form: a token, with room to spare."""
-WRONG_TOKEN_DELAY_DEFAULT = 0.5
-"""Seconds before answering a wrong token, to slow guessing down."""
 OFF = "The dashboard is off until tracker.api_token is set.\n"
 
 SECURITY_HEADERS = {
@@ -201,7 +199,7 @@ def add_dashboard(
     app: web.Application,
     access: Access,
     *,
-    wrong_token_delay: float = WRONG_TOKEN_DELAY_DEFAULT,
+    wrong_token_delay: float = WRONG_TOKEN_DELAY,
 ) -> None:
     """Serve the dashboard from `app` at /dashboard, for clients `access` allows."""
     dashboard = Dashboard(access=access, wrong_token_delay=wrong_token_delay)

@@ -33,8 +33,8 @@ from pixelpost.events import (
 from pixelpost.store import MessageRecord, SQLiteStore
 from tests.browser import Chromium
 from tracker.api import add_api
-from tracker.auth import COOKIE, SESSION_SECONDS, Access
-from tracker.dashboard import LOGIN_BODY_LIMIT, WRONG_TOKEN_DELAY_DEFAULT, add_dashboard
+from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
+from tracker.dashboard import LOGIN_BODY_LIMIT, add_dashboard
 from tracker.server import TrackerServer
 
 TOKEN = "dashboard-test-token-5f0c2a"
@@ -250,7 +250,7 @@ async def test_a_wrong_token_gets_401_the_form_again_and_no_cookie(
             assert "Set-Cookie" not in response.headers
             assert_protected(response)
             page = await response.text()
-        assert time.monotonic() - started >= WRONG_TOKEN_DELAY_DEFAULT * 0.9
+        assert time.monotonic() - started >= WRONG_TOKEN_DELAY * 0.9
         assert "wrong token" in page
         assert 'action="/dashboard/login"' in page
 

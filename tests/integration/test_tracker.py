@@ -19,7 +19,7 @@ from pixelpost.store import MessageRecord, SQLiteStore
 from pixelpost.tokens import TokenCodec
 from tests.conftest import recorded
 from tracker.app import create_app
-from tracker.auth import Access
+from tracker.auth import WRONG_TOKEN_DELAY, Access
 from tracker.metrics import Metrics
 from tracker.server import TrackerServer
 from tracker.views import PIXEL, Views
@@ -283,9 +283,12 @@ async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
 
     base = await start_tracker(api_token="s3cret-token")
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        started = asyncio.get_running_loop().time()
         async with http.get(f"{base}/api/v1/stats", headers=headers) as r:
             assert r.status == 401
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        if headers:  # a wrong token is answered slowly, to slow guessing down
+            assert asyncio.get_running_loop().time() - started >= WRONG_TOKEN_DELAY * 0.9
     auth = {"Authorization": "Bearer s3cret-token"}
     async with http.get(f"{base}/api/v1/stats?by=week", headers=auth) as r:
         assert r.status == 400

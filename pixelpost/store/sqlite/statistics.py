@@ -112,6 +112,27 @@ _ADD = (
 )
 
 
+async def roll_up_next(connection: aiosqlite.Connection, limit: int) -> int:
+    """Add up to `limit` events not counted yet to the statistics and move the cursor
+    past them (in the caller's transaction); returns how many."""
+    # The cursor is written first, so that the outbox is locked before the log is read.
+    async with connection.execute(
+        "UPDATE outbox.cursors SET seq = seq WHERE name = 'rolled_up' RETURNING seq"
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    after = int(row[0])
+    async with connection.execute("SELECT coalesce(max(seq), 0) FROM main.events") as cursor:
+        newest_row = await cursor.fetchone()
+    newest = int(newest_row[0]) if newest_row else 0
+    if newest <= after:
+        return 0
+    upto = min(newest, after + limit)
+    await roll_up(connection, after, upto)
+    await connection.execute("UPDATE outbox.cursors SET seq = ? WHERE name = 'rolled_up'", (upto,))
+    return upto - after
+
+
 async def roll_up(connection: aiosqlite.Connection, after: int, upto: int) -> None:
     """Add the events with `after` < seq <= `upto` to the statistics (in the caller's
     transaction)."""

@@ -447,25 +447,7 @@ class SQLiteStore:
             return 0
 
         async def work(connection: aiosqlite.Connection) -> int:
-            async with connection.execute(
-                "UPDATE outbox.cursors SET seq = seq WHERE name = 'rolled_up' RETURNING seq"
-            ) as cursor:
-                cursor_row = await cursor.fetchone()
-            assert cursor_row is not None
-            after = int(cursor_row[0])
-            async with connection.execute(
-                "SELECT coalesce(max(seq), 0) FROM main.events"
-            ) as cursor:
-                newest_row = await cursor.fetchone()
-            newest = int(newest_row[0]) if newest_row else 0
-            if newest <= after:
-                return 0
-            upto = min(newest, after + limit)
-            await statistics.roll_up(connection, after, upto)
-            await connection.execute(
-                "UPDATE outbox.cursors SET seq = ? WHERE name = 'rolled_up'", (upto,)
-            )
-            return upto - after
+            return await statistics.roll_up_next(connection, limit)
 
         return await self._transaction(work)
 
