@@ -43,6 +43,8 @@ USER_AGENT_LIMIT = 512
 DELIVERY_TIMES_CACHED = 50_000
 DELIVERY_LOOKUP_TIMEOUT = 0.05
 """Seconds a click waits at most for its copy's delivery time."""
+UNDELIVERED_CACHED_SECONDS = 1.0
+"""How long a copy not known to be delivered yet is taken to be so, between lookups."""
 _NO_STORE = {"Cache-Control": "no-store"}
 _HEADER_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
@@ -79,7 +81,8 @@ class Views:
         self._codec = codec
         self._classifier = classifier or Classifier(builtin_rules())
         self._delivered_at = delivered_at
-        self._delivery_times: OrderedDict[str, float] = OrderedDict()
+        self._delivery_times: OrderedDict[str, tuple[float | None, float]] = OrderedDict()
+        """Per copy: (delivered or accepted at, cached until)."""
         self._recent_clicks = RecentClicks()
         self._recorder = recorder
         self._trusted = tuple(trusted_proxies)
@@ -106,25 +109,29 @@ class Views:
         """Seconds since the copy was delivered (or accepted), for the rules that ask.
         A lookup that fails or takes too long leaves it unknown: the answer to the
         recipient never waits long on it, and never fails for it."""
-        at = self._delivery_times.get(message_id)
-        if at is not None:
-            return now - at
+        cached = self._delivery_times.get(message_id)
+        if cached is not None and cached[1] > now:
+            at = cached[0]
+            return None if at is None else now - at
         if self._delivered_at is None:
             return None
         try:
             async with asyncio.timeout(DELIVERY_LOOKUP_TIMEOUT):
                 found = await self._delivered_at(message_id)
-        except Exception as exc:
+        except Exception as exc:  # whatever it is, classification must not break a hit
             log.warning("%s: delivery time unknown: %s", message_id, exc or type(exc).__name__)
             return None
-        if found is None:
-            return None
-        at, delivered = found
-        if delivered:  # an acceptance time may still become a delivery time
-            self._delivery_times[message_id] = at
-            if len(self._delivery_times) > DELIVERY_TIMES_CACHED:
-                self._delivery_times.popitem(last=False)
-        return now - at
+        at, delivered = found if found is not None else (None, False)
+        # A delivery time is for good; an acceptance time (or no record) may still
+        # become one, so it is asked again a little later.
+        self._delivery_times[message_id] = (
+            at,
+            float("inf") if delivered else now + UNDELIVERED_CACHED_SECONDS,
+        )
+        self._delivery_times.move_to_end(message_id)
+        if len(self._delivery_times) > DELIVERY_TIMES_CACHED:
+            self._delivery_times.popitem(last=False)
+        return None if at is None else now - at
 
     def _unrecorded(self, hit: Hit, error: StoreError) -> None:
         # The recipient still gets the image or the page: a tracker that breaks links
