@@ -288,4 +288,5 @@ def format_table(data: Mapping[str, Any]) -> str:
         **{f"click: {k}": v for k, v in totals["clicked"]["bot"]["reasons"].items()},
     }
     footer = "machines: " + ", ".join(f"{k} {v}" for k, v in reasons.items()) if reasons else ""
-    return "\n".join([header, *lines, *([footer] if footer else [])]) + "\n"
+    legend = "opened, clicked: copies people opened or clicked; machine opens, bot clicks: all"
+    return "\n".join([header, *lines, legend, *([footer] if footer else [])]) + "\n"
