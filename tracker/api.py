@@ -52,7 +52,7 @@ def add_api(
             return _error(404, "the API is off: set tracker.api_token to turn it on")
         if not access.allows(request):
             if "Authorization" in request.headers:
-                log.warning("api: a wrong token from %s", request.remote)
+                access.refused(request, "api")
                 await asyncio.sleep(WRONG_TOKEN_DELAY)
             return _error(
                 401,

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 
 from aiohttp import web
 
+log = logging.getLogger(__name__)
+
 COOKIE = "pixelpost_session"
+REFUSALS_LOGGED_EVERY = 10.0
 SESSION_SECONDS = 12 * 3600
 WRONG_TOKEN_DELAY = 0.5
 """Seconds before answering a wrong token, to slow guessing down (a long random token
@@ -29,6 +33,8 @@ class Access:
     def __init__(self, token: str | None, *, clock: Callable[[], float] = time.time) -> None:
         self._token = token.encode() if token else None
         self._clock = clock
+        self._refusals = 0
+        self._refusal_logged = float("-inf")
 
     @property
     def enabled(self) -> bool:
@@ -53,13 +59,28 @@ class Access:
         if self._token is None:
             return False
         expires_text, _, mac = value.partition(".")
-        if not expires_text.isdigit() or len(expires_text) > 12:
+        if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:
             return False
         expires = int(expires_text)
         expected = self._mac(expires).encode()
         # Bytes: a cookie may hold any text, and comparing str needs ASCII.
         given = mac.encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, expected) and expires > self._clock()
+
+    def refused(self, request: web.Request, what: str) -> None:
+        """Log a wrong token, at most once per `REFUSALS_LOGGED_EVERY` seconds (anyone
+        can send one) with how many there were."""
+        self._refusals += 1
+        now = self._clock()
+        if now - self._refusal_logged >= REFUSALS_LOGGED_EVERY:
+            log.warning(
+                "%s: a wrong token from %s (%d since the last such line)",
+                what,
+                request.remote,
+                self._refusals,
+            )
+            self._refusal_logged = now
+            self._refusals = 0
 
     def allows(self, request: web.Request) -> bool:
         """Whether the request carries the bearer token or a valid session cookie."""

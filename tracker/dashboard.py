@@ -154,7 +154,7 @@ class Dashboard:
             return _plain("The form is too large.\n", status=413)
         tokens = form.get("token", [])
         if len(tokens) != 1 or not self._access.token_matches(tokens[0]):
-            log.warning("dashboard: a sign-in with a wrong token from %s", request.remote)
+            self._access.refused(request, "dashboard sign-in")
             await asyncio.sleep(self._delay)
             return _page(login_page("wrong token"), status=401)
         response = web.Response(status=303, headers={"Location": "/dashboard", **_NO_STORE})

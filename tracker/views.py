@@ -111,6 +111,7 @@ class Views:
         recipient never waits long on it, and never fails for it."""
         cached = self._delivery_times.get(message_id)
         if cached is not None and cached[1] > now:
+            self._delivery_times.move_to_end(message_id)
             at = cached[0]
             return None if at is None else now - at
         if self._delivered_at is None:
@@ -120,7 +121,7 @@ class Views:
                 found = await self._delivered_at(message_id)
         except Exception as exc:  # whatever it is, classification must not break a hit
             log.warning("%s: delivery time unknown: %s", message_id, exc or type(exc).__name__)
-            return None
+            found = None  # and not asked again at once: a store in trouble gets no queue
         at, delivered = found if found is not None else (None, False)
         # A delivery time is for good; an acceptance time (or no record) may still
         # become one, so it is asked again a little later.

@@ -425,11 +425,15 @@ def _parse_upstream_url(
 
 def _api_token(table: _Table) -> str | None:
     token = table.optional("api_token", str, secret=True) or None
-    if token is not None and len(token) < API_TOKEN_MIN_LENGTH:
+    if token is None:
+        return None
+    if token != token.strip():
+        table.problem("api_token", f"{_SECRET_SHOWN} starts or ends with white space")
+        return None
+    if len(token) < API_TOKEN_MIN_LENGTH:
         table.problem(
             "api_token",
-            f"{_SECRET_SHOWN} is {len(token)} characters long; a token needs at least "
-            f"{API_TOKEN_MIN_LENGTH} "
+            f"{_SECRET_SHOWN} is shorter than {API_TOKEN_MIN_LENGTH} characters "
             "(make one with `openssl rand -hex 32`)",
         )
         return None
@@ -649,11 +653,11 @@ def parse_config(
     }
     root.finish()
 
-    if store.retention_days * 86400 <= relay.max_queue_lifetime:
+    if (store.retention_days - 1) * 86400 < relay.max_queue_lifetime:
         days = f"{store.retention_days} day{'s' if store.retention_days != 1 else ''}"
         root.problem(
             "store.retention_days",
-            f"{days} is not longer than relay.max_queue_lifetime "
+            f"{days} is not a day longer than relay.max_queue_lifetime "
             f"({format_duration(relay.max_queue_lifetime)}): records of mail still queued "
             "would be cut",
         )

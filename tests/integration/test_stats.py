@@ -410,3 +410,27 @@ async def test_ranges_over_days_read_days_and_the_hours_at_their_ends(tmp_path: 
                     assert groups == (expected if by else 0), (since, until, by)
     finally:
         await store.close()
+
+
+async def test_purge_goes_no_further_than_counting_was_when_it_began(tmp_path: Path) -> None:
+    """Counting that goes on meanwhile is not yet durable (the outbox is not synced at
+    each commit): the purge trusts only what it made durable at its start."""
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    try:
+        await store.record(messages=[message("m1", "marketing")])
+        await store.record_hits([opened("m1", H0 - 1) for _ in range(20_000)])
+        await store.route([], limit=50_000)
+        await store.rollup(limit=5000)  # a backlog of counting, as after an upgrade
+
+        async def counting() -> None:
+            added = 1
+            while added:
+                added = await store.rollup(limit=5000)
+
+        purge = asyncio.create_task(store.purge(H0))
+        await asyncio.gather(purge, counting())
+        events, _ = purge.result()
+        assert events == 5000
+        assert (await store.purge(H0))[0] == 20_000 - 5000 - 1  # the newest stays
+    finally:
+        await store.close()

@@ -367,7 +367,7 @@ async def test_a_cookie_of_any_text_is_refused_not_an_error(
     start_tracker: TrackerStarter, http: aiohttp.ClientSession
 ) -> None:
     base = await start_tracker(api_token="s3cret-token-0123456789")
-    for value in ("1.\u00e9\u00e9", "99999999999.abc", "x.y", ""):
+    for value in ("1.\u00e9\u00e9", "\u00b2.abc", "99999999999.abc", "x.y", ""):
         async with http.get(
             f"{base}/api/v1/stats", headers={"Cookie": f"pixelpost_session={value}"}
         ) as r:

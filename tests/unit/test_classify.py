@@ -98,6 +98,8 @@ def test_the_windows_are_configurable_and_zero_turns_a_rule_off() -> None:
     assert off.classify(Facts("click", "GET", CHROME, "x", since_delivery=0.5)) == PERSON
     assert default.needs_delivery("click")
     assert not default.needs_delivery("open")
+    assert default.needs_burst
+    assert not slow.needs_burst  # link_burst = 0: clicks need not be remembered
 
 
 RULES = """

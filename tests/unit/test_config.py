@@ -239,12 +239,16 @@ listn = "127.0.0.1:8080"
     [
         ("nonsense = 1", "nonsense: unknown key (value 1)"),
         (
-            '[store]\nretention_days = 2\n[relay]\nmax_queue_lifetime = "2d"',
-            "store.retention_days: 2 days is not longer than relay.max_queue_lifetime (2d)",
+            '[store]\nretention_days = 3\n[relay]\nmax_queue_lifetime = "50h"',
+            "store.retention_days: 3 days is not a day longer than relay.max_queue_lifetime",
         ),
         (
             '[tracker]\napi_token = "short"',
-            'tracker.api_token: "<secret>" is 5 characters long; a token needs at least 16',
+            'tracker.api_token: "<secret>" is shorter than 16 characters',
+        ),
+        (
+            '[tracker]\napi_token = " 0123456789abcdef0123 "',
+            'tracker.api_token: "<secret>" starts or ends with white space',
         ),
         (
             "[relay]\nmax_message_bytes = true",

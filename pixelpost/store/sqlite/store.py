@@ -27,19 +27,20 @@ from pixelpost.store.base import (
     StoreError,
 )
 from pixelpost.store.sqlite import retention, statistics
-from pixelpost.store.sqlite.schema import PRAGMAS, migrate, rollback
+from pixelpost.store.sqlite.schema import BUSY_TIMEOUT_MS, PRAGMAS, migrate, rollback
 from pixelpost.store.sqlite.writer import TYPE_NAMES, GroupCommit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Step = Callable[[aiosqlite.Connection, float, int], Awaitable[int]]
+Step = Callable[[aiosqlite.Connection, float, int, retention.Snapshot], Awaitable[int]]
 
 CHECKPOINT_INTERVAL = 1.0
 ROUTE_BATCH = 500
 ROLLUP_BATCH = 5000
 PURGE_BATCH = 5000
 _BUSY_RETRIES = 20
+IMMEDIATE_BUSY_MS = 200
 
 
 def outbox_path(path: Path) -> Path:
@@ -156,7 +157,17 @@ class SQLiteStore:
             connection = self._background
             for attempt in range(_BUSY_RETRIES):
                 try:
-                    await connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                    if immediate:
+                        # The log's write lock is taken first and held while waiting for
+                        # the outbox's: wait briefly, then let go and try again, so that
+                        # the tracker's commits never wait long behind this.
+                        await connection.execute(f"PRAGMA busy_timeout = {IMMEDIATE_BUSY_MS}")
+                        try:
+                            await connection.execute("BEGIN IMMEDIATE")
+                        finally:
+                            await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                    else:
+                        await connection.execute("BEGIN")
                     try:
                         result = await work(connection)
                     except BaseException:
@@ -459,16 +470,20 @@ class SQLiteStore:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def purge(self, before: float, *, batch: int = PURGE_BATCH) -> tuple[int, int]:
-        # The outbox is not synced at each commit: a checkpoint first makes the cursors
-        # this reads durable, so that no power loss can undo the counting of events
-        # whose deletion stays.
-        await self.checkpoint()
+        # See `retention`: a snapshot, made durable, bounds every batch.
+        async with self._lock:
+            try:
+                at = await retention.snapshot(self._background)
+                await retention.make_durable(self._background)
+            except sqlite3.Error as exc:
+                await rollback(self._background)
+                raise StoreError(f"store {self.path}: retention: {exc}") from exc
         done = [0, 0]
         for index, step in enumerate((retention.delete_events, retention.stub_messages)):
             while True:
 
                 async def work(connection: aiosqlite.Connection, step: Step = step) -> int:
-                    return await step(connection, before, batch)
+                    return await step(connection, before, batch, at)
 
                 count = await self._transaction(work, immediate=True)
                 done[index] += count
