@@ -34,6 +34,21 @@ def migrations(schema: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+async def connect(path: Path, *, outbox: Path | None = None) -> aiosqlite.Connection:
+    """A connection to the file at `path` with the store's settings, and the outbox file
+    attached as `outbox` when given; closed again if setting it up fails."""
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            await connection.execute(pragma)
+        if outbox is not None:
+            await connection.execute("ATTACH DATABASE ? AS outbox", (str(outbox),))
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
 async def rollback(connection: aiosqlite.Connection) -> None:
     """Roll back, keeping the error that caused it (a failed BEGIN has nothing to undo)."""
     with contextlib.suppress(sqlite3.Error):
@@ -42,10 +57,8 @@ async def rollback(connection: aiosqlite.Connection) -> None:
 
 async def migrate(path: Path, schema: str) -> None:
     """Create or upgrade the file at `path` to the latest version of `schema`."""
-    connection = await aiosqlite.connect(path, isolation_level=None)
+    connection = await connect(path)
     try:
-        for pragma in PRAGMAS:
-            await connection.execute(pragma)
         async with connection.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
         current = int(row[0]) if row else 0

@@ -27,7 +27,7 @@ from pixelpost.store.base import (
     StoreError,
 )
 from pixelpost.store.sqlite import retention, statistics
-from pixelpost.store.sqlite.schema import BUSY_TIMEOUT_MS, PRAGMAS, migrate, rollback
+from pixelpost.store.sqlite.schema import BUSY_TIMEOUT_MS, connect, migrate, rollback
 from pixelpost.store.sqlite.writer import TYPE_NAMES, GroupCommit
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,7 @@ class SQLiteStore:
             await migrate(path, "log")
             await migrate(outbox_path(path), "outbox")
             await writer.open()
-            background = await aiosqlite.connect(path, isolation_level=None)
-            for pragma in PRAGMAS:
-                await background.execute(pragma)
-            await background.execute("ATTACH DATABASE ? AS outbox", (str(outbox_path(path)),))
+            background = await connect(path, outbox=outbox_path(path))
             # The outbox's state can all be redone: after a power loss its last commits
             # may roll back, and events are routed or delivered once more (at least
             # once, as promised). Not syncing them spares an fsync per claim.
@@ -100,13 +97,8 @@ class SQLiteStore:
             # Reads that must not queue behind the dispatcher's work have connections
             # of their own: statistics, and the tracker's delivery-time lookups (which
             # must not queue behind statistics either).
-            reader = await aiosqlite.connect(path, isolation_level=None)
-            for pragma in PRAGMAS:
-                await reader.execute(pragma)
-            await reader.execute("ATTACH DATABASE ? AS outbox", (str(outbox_path(path)),))
-            lookups = await aiosqlite.connect(path, isolation_level=None)
-            for pragma in PRAGMAS:
-                await lookups.execute(pragma)
+            reader = await connect(path, outbox=outbox_path(path))
+            lookups = await connect(path)
         except BaseException as exc:
             await writer.close()
             for connection in (background, reader, lookups):
