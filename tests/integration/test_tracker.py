@@ -187,6 +187,16 @@ async def test_hits_are_answered_when_the_store_is_down(
         assert "pixelpost_hits_unrecorded_total 1.0" in await response.text()
 
 
+async def sent(store: SQLiteStore) -> str:
+    """A copy the relay accepted just now, as the store records it; its message id."""
+    message_id = new_message_id()
+    record = MessageRecord(
+        id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
+    )
+    await store.record(messages=[record])
+    return message_id
+
+
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -207,14 +217,7 @@ async def test_hits_are_classified_before_they_are_stored(
             )
         ),
     )
-    message_id = new_message_id()
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
-            )
-        ]
-    )
+    message_id = await sent(store)
     pixel = f"{base}/o/{codec.open_token(message_id)}"
     link_a = f"{base}/c/{codec.click_token(message_id, 0, 'https://example.com/a', {})}"
 
@@ -246,14 +249,7 @@ async def test_clicks_after_the_window_are_people_unless_they_come_too_fast(
     start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
 ) -> None:
     base = await start_tracker(classify=ClassifyConfig(click_after_delivery=0.2))
-    message_id = new_message_id()
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
-            )
-        ]
-    )
+    message_id = await sent(store)
     await asyncio.sleep(0.3)  # past the window
     links = [
         f"{base}/c/{codec.click_token(message_id, n, f'https://example.com/{n}', {})}"
@@ -294,14 +290,7 @@ async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
         assert r.status == 400
         assert (await r.json())["error"].startswith("by: 'week' is not one of")
 
-    message_id = new_message_id()
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=message_id, config_set="default", created_at=datetime.now(UTC), mail="{}"
-            )
-        ]
-    )
+    message_id = await sent(store)
     pixel = f"{base}/o/{codec.open_token(message_id)}"
     for user_agent in ("Mozilla/5.0", CHROME, CHROME):
         async with http.get(pixel, headers={"User-Agent": user_agent}) as r:
