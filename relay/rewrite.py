@@ -19,7 +19,6 @@ UTF-7, EBCDIC pages) are decoded and encoded whole.
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import re
 from collections.abc import Callable, Sequence
@@ -42,8 +41,6 @@ _CHARSET_ALIASES = {"windows-874": "cp874", "x-sjis": "shift_jis", "unicode-1-1-
 # A line break that is not a quoted-printable soft break ("=" at the end of the line).
 # The literal comes first so that the search runs at C speed.
 _HARD_BREAK = re.compile(rb"\n(?<!=\n)(?<!=\r\n)")
-_LINE_END = re.compile(rb"\n")
-_DECODED_LINE_END = re.compile("\n")
 _LINE_BREAKS = ("7bit", "8bit", "", "quoted-printable")
 """Transfer encodings whose lines can be kept one by one."""
 
@@ -178,46 +175,48 @@ def _header(data: bytes, entity: mime.Entity, encoding: str) -> bytes:
     return data[entity.start : last] + line + data[last : entity.body_start]
 
 
-def _hard_line_starts(raw: bytes, encoding: str) -> list[int]:
-    """Where each line of the decoded body starts in the encoded body: after every line
-    break that is not a quoted-printable soft break."""
-    breaks = _HARD_BREAK if encoding == "quoted-printable" else _LINE_END
-    return [0, *(m.end() for m in breaks.finditer(raw))]
-
-
 def _segments(
     doc: str, raw: bytes, changes: Sequence[html.Edit], encoding: str
 ) -> tuple[bytes | html.Plan, ...] | None:
     """Split a body into the encoded lines to keep and plans for the lines to change;
-    None when decoded and encoded lines do not correspond one to one."""
-    decoded_starts = [0, *(m.end() for m in _DECODED_LINE_END.finditer(doc))]
-    encoded_starts = _hard_line_starts(raw, encoding)
-    if len(decoded_starts) != len(encoded_starts):
-        return None  # a line break written =0A, say: encode the body whole
-    # The lines each change touches, merged into runs of changed lines; a run keeps the
-    # range of its changes, so that each is planned from its own changes only.
-    runs: list[list[int]] = []  # [first line, last line, first change, end of changes]
+    None when decoded and encoded lines do not correspond one to one.
+
+    In a 7bit or 8bit body, `doc` holds the body's own octets, so a line is at the same
+    place in both; in a quoted-printable one, the k-th line of `doc` is the k-th hard
+    line of `raw`."""
+    encoded_starts: list[int] = []
+    if encoding == "quoted-printable":
+        encoded_starts = [0, *map(re.Match.end, _HARD_BREAK.finditer(raw)), len(raw)]
+        if len(encoded_starts) != doc.count("\n") + 2:
+            return None  # a line break written =0A, say: encode the body whole
+    # The lines each change touches, merged into runs of whole lines (adjacent ones
+    # too); a run keeps the range of its changes, so that each is planned from its own.
+    runs: list[list[int]] = []  # [start, end, first change, end of changes]
     for number, edit in enumerate(changes):
-        first = bisect.bisect_right(decoded_starts, edit.start) - 1
-        last = bisect.bisect_right(decoded_starts, max(edit.end - 1, edit.start)) - 1
-        if runs and first <= runs[-1][1] + 1:
-            runs[-1][1] = max(runs[-1][1], last)
+        start = doc.rfind("\n", 0, edit.start) + 1
+        end = doc.find("\n", max(edit.end - 1, edit.start)) + 1 or len(doc)
+        if runs and start <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], end)
             runs[-1][3] = number + 1
         else:
-            runs.append([first, last, number, number + 1])
+            runs.append([start, end, number, number + 1])
     segments: list[bytes | html.Plan] = []
-    line = 0
-    bounds = [*decoded_starts, len(doc)]
-    encoded_bounds = [*encoded_starts, len(raw)]
-    for first, last, first_change, end_change in runs:
-        if first > line:
-            segments.append(raw[encoded_bounds[line] : encoded_bounds[first]])
-        segments.append(
-            html.plan(doc, changes[first_change:end_change], bounds[first], bounds[last + 1])
-        )
-        line = last + 1
-    if line < len(decoded_starts):
-        segments.append(raw[encoded_bounds[line] :])
+    pos = encoded = line = 0  # where the next line starts in `doc` and `raw`, its number
+    unterminated = not doc.endswith("\n")
+    for start, end, first_change, end_change in runs:
+        if not encoded_starts:
+            encoded_start, encoded_end = start, end
+        else:
+            first = line + doc.count("\n", pos, start)
+            # The line after the run; after the last line, which has no break, the end.
+            line = first + doc.count("\n", start, end) + (end == len(doc) and unterminated)
+            encoded_start, encoded_end = encoded_starts[first], encoded_starts[line]
+        if encoded_start > encoded:
+            segments.append(raw[encoded:encoded_start])
+        segments.append(html.plan(doc, changes[first_change:end_change], start, end))
+        pos, encoded = end, encoded_end
+    if encoded < len(raw):
+        segments.append(raw[encoded:])
     return tuple(segments)
 
 

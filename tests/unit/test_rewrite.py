@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import bisect
 import email
+import re
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay import html as markup
 from relay import mime
 from relay.html import Link, pixel_html
 from relay.rewrite import MessagePlan, RewriteFailure, plan_message
@@ -20,7 +26,8 @@ OPEN_URL = "https://t.example/o/OPEN"
 
 def click_url(link: Link) -> str:
     """Like a real click token: the destination percent-encoded, so ASCII."""
-    return f"https://t.example/c/L{link.index}/{quote(link.url.split('://', 1)[1], safe='/:?=&')}"
+    destination = quote(link.url.split("://", 1)[1], safe="/:?=&")
+    return f"https://t.example/c/L{link.index}/{destination}"
 
 
 def render(plan: MessagePlan) -> bytes:
@@ -207,3 +214,67 @@ def test_every_corpus_message_rewrites_or_says_why(corpus: Path) -> None:
             assert html.count(pixel_html(OPEN_URL)) == 1, path.name
         rewritten += bool(plan.parts)
     assert rewritten >= 25
+
+
+_HARD_LINE = re.compile(rb"(?:[^\n]*=\r?\n)*[^\n]*(?:\n|$)")
+
+
+def hard_lines(body: bytes, quoted: bool) -> list[bytes]:
+    """The lines of an encoded body, each with its line break (quoted-printable soft
+    breaks stay inside their line)."""
+    if not quoted:
+        return body.splitlines(keepends=True)
+    return [line for line in _HARD_LINE.findall(body) if line]
+
+
+LINES = st.one_of(
+    st.text(alphabet=st.sampled_from(list("ab =<>\"'&é\t")), max_size=120),
+    st.builds(
+        '{}<a href="https://example.com/{}">x</a>{}'.format,
+        st.text(alphabet="pq =", max_size=90),
+        st.text(alphabet="abc", max_size=30),
+        st.text(alphabet="rs =", max_size=90),
+    ),
+    st.just(
+        '<a\nses:tags="k:v" href="https://example.org/t">t</a><a ses:no-track href="https://n/">'
+    ),
+    st.just("</body>"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(LINES, min_size=1, max_size=25),
+    eol=st.sampled_from(["\r\n", "\n"]),
+    terminated=st.booleans(),
+    encoding=st.sampled_from(["quoted-printable", "8bit"]),
+)
+def test_only_the_changed_lines_are_encoded_anew(
+    lines: list[str], eol: str, terminated: bool, encoding: str
+) -> None:
+    doc = eol.join(lines) + (eol if terminated else "")
+    octets = doc.encode("utf-8")
+    quoted = encoding == "quoted-printable"
+    body = binascii.b2a_qp(octets, istext=True) if quoted else octets
+    header = f"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}"
+    data = header.encode() + b"\r\n\r\n" + body
+    plan = plan_message(data, links=True, pixel=True)
+    out = render(plan)
+
+    [part] = plan.parts
+    [entity] = mime.html_parts(mime.parse(out))
+    new_body = out[entity.body_start : entity.end]
+    whole = markup.plan(part.doc, part.changes).render(open_url=OPEN_URL, click_url=click_url)
+    assert mime.decode_body(new_body, entity.transfer_encoding) == whole.encode("latin-1")
+    if part.segments is None:
+        return  # a line break the encoding hides, or an 8bit line too long: encoded whole
+    # Every line that no change touches is kept as it was written, in order.
+    starts = [0, *(i + 1 for i, c in enumerate(part.doc) if c == "\n")]
+    touched: set[int] = set()
+    for edit in part.changes:
+        first = bisect.bisect_right(starts, edit.start) - 1
+        last = bisect.bisect_right(starts, max(edit.end - 1, edit.start)) - 1
+        touched.update(range(first, last + 1))
+    kept = [line for n, line in enumerate(hard_lines(body, quoted)) if n not in touched]
+    rest = iter(hard_lines(new_body, quoted))
+    assert all(line in rest for line in kept)
