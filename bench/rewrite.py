@@ -54,7 +54,7 @@ def main() -> None:
         return {
             "open_url": f"{BASE}/o/{codec.open_token(message_id)}",
             "click_url": lambda link: (
-                f"{BASE}/c/" + codec.click_token(message_id, link.index, link.url, link.tags)
+                f"{BASE}/c/" + codec.click_token(message_id, link.link_index, link.url, link.tags)
             ),
         }
 

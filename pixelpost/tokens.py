@@ -143,6 +143,8 @@ def _b64decode(text: str) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]  # link numbers and tag lengths mostly are
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -152,6 +154,9 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+_SMALL_VARINTS = tuple(bytes([value]) for value in range(0x80))
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -72,9 +73,11 @@ def _header_value(data: bytes, header: HeaderSection, name: str) -> str | None:
     return None if field is None else field.value(data)
 
 
+@functools.lru_cache(maxsize=1024)
 def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
     """Type, charset and boundary of a Content-Type value, read with the standard
-    library's lenient parameter parser (RFC 2231 included)."""
+    library's lenient parameter parser (RFC 2231 included); cached, as the same few
+    values come with message after message."""
     if value is None:
         return "text/plain", None, None
     message = Message()

@@ -89,7 +89,7 @@ def _tracked_copy(
     signer = codec.signer(message_id)
 
     def click_url(link: Link) -> str:
-        return f"{base_url}/c/{signer.click_token(link.index, link.url, link.tags)}"
+        return f"{base_url}/c/{signer.click_token(link.link_index, link.url, link.tags)}"
 
     open_url = f"{base_url}/o/{signer.open_token()}" if config_set.open_tracking else None
     return Copy(

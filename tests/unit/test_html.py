@@ -26,7 +26,7 @@ OPEN_URL = f"{BASE}/o/OPENTOKEN"
 
 
 def click_url(link: Link) -> str:
-    return f"{BASE}/c/L{link.index}/{link.url.split('://', 1)[1]}"
+    return f"{BASE}/c/L{link.link_index}/{link.url.split('://', 1)[1]}"
 
 
 def rewrite(doc: str, *, links: bool = True, pixel: bool = True) -> str:

@@ -27,7 +27,7 @@ OPEN_URL = "https://t.example/o/OPEN"
 def click_url(link: Link) -> str:
     """Like a real click token: the destination percent-encoded, so ASCII."""
     destination = quote(link.url.split("://", 1)[1], safe="/:?=&")
-    return f"https://t.example/c/L{link.index}/{destination}"
+    return f"https://t.example/c/L{link.link_index}/{destination}"
 
 
 def render(plan: MessagePlan) -> bytes:
