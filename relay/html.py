@@ -232,16 +232,18 @@ def _scan_tag(  # noqa: PLR0917 (a private helper of scan, called once)
     href: re.Match[str] | None = None
     no_track = False
     tags: Mapping[str, tuple[str, ...]] = {}
-    seen: set[str] = set()  # the ses:* attributes met: the first of duplicates wins
+    seen: set[str] = set()  # the ses:* attributes met: the first of duplicates counts
     attributes_at = match.start(2)
     for attribute in _ATTRIBUTE.finditer(doc, attributes_at, match.end(2)):
         attribute_name = attribute[1].lower()
         if attribute_name == "href":
             if href is None:  # the first of duplicate attributes wins, as in browsers
                 href = attribute
-        elif attribute_name in ("ses:no-track", "ses:tags") and attribute_name not in seen:
+        elif attribute_name in ("ses:no-track", "ses:tags"):
+            removals.append(_attribute_span(doc, attribute, attributes_at))  # every one goes
+            if attribute_name in seen:
+                continue
             seen.add(attribute_name)
-            removals.append(_attribute_span(doc, attribute, attributes_at))
             if attribute_name == "ses:no-track":
                 no_track = True
             else:

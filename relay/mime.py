@@ -36,7 +36,8 @@ _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", ""})
 MAX_LINE = 998
 """RFC 5322's limit on a line, without its CRLF."""
 _LONG_LINE = re.compile(rb"[^\n]{%d,}" % (MAX_LINE + 2))
-_QP_LINE = 76
+_CACHED_VALUE = 200
+"""Longest Content-Type value kept in the cache (a header can be as long as a message)."""
 
 
 class TransferEncodingError(ValueError):
@@ -73,11 +74,16 @@ def _header_value(data: bytes, header: HeaderSection, name: str) -> str | None:
     return None if field is None else field.value(data)
 
 
-@functools.lru_cache(maxsize=1024)
 def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
     """Type, charset and boundary of a Content-Type value, read with the standard
-    library's lenient parameter parser (RFC 2231 included); cached, as the same few
-    values come with message after message."""
+    library's lenient parameter parser (RFC 2231 included); short values, which come
+    with message after message, from a cache."""
+    if value is not None and len(value) > _CACHED_VALUE:
+        return _parse_content_type(value)
+    return _cached_content_type(value)
+
+
+def _parse_content_type(value: str | None) -> tuple[str, str | None, str | None]:
     if value is None:
         return "text/plain", None, None
     message = Message()
@@ -88,6 +94,9 @@ def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
     charset = message.get_content_charset()
     boundary = message.get_boundary()
     return content_type, charset, boundary
+
+
+_cached_content_type = functools.lru_cache(maxsize=1024)(_parse_content_type)
 
 
 def _boundaries(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int, bool]]:
@@ -204,7 +213,10 @@ def quoted_printable(octets: bytes, eol: bytes) -> bytes:
         else b"\r" not in octets
     )
     if uniform:  # every line break is `eol`: one call does it all
-        return binascii.b2a_qp(octets, quotetabs=False, istext=True)
+        encoded = binascii.b2a_qp(octets, quotetabs=False, istext=True)
+        if not breaks and eol == b"\r\n":  # b2a_qp takes its soft breaks from the first line
+            return encoded.replace(b"=\n", b"=\r\n")
+        return encoded
     # Line by line, so that a line break stays a hard break and a stray CR or LF inside
     # a line is written =0D or =0A; b2a_qp inserts the soft breaks at 76 characters.
     return eol.join(

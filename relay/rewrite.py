@@ -176,14 +176,14 @@ def _header(data: bytes, entity: mime.Entity, encoding: str) -> bytes:
 
 
 def _segments(
-    doc: str, raw: bytes, changes: Sequence[html.Edit], encoding: str
+    doc: str, octets: bytes, raw: bytes, changes: Sequence[html.Edit], encoding: str
 ) -> tuple[bytes | html.Plan, ...] | None:
     """Split a body into the encoded lines to keep and plans for the lines to change;
     None when decoded and encoded lines do not correspond one to one.
 
     In a 7bit or 8bit body, `doc` holds the body's own octets, so a line is at the same
     place in both; in a quoted-printable one, the k-th line of `doc` is the k-th hard
-    line of `raw`."""
+    line of `raw` (`octets` is `raw` decoded, `doc` the same as text)."""
     encoded_starts: list[int] = []
     if encoding == "quoted-printable":
         encoded_starts = [0, *map(re.Match.end, _HARD_BREAK.finditer(raw)), len(raw)]
@@ -211,6 +211,8 @@ def _segments(
             # The line after the run; after the last line, which has no break, the end.
             line = first + doc.count("\n", start, end) + (end == len(doc) and unterminated)
             encoded_start, encoded_end = encoded_starts[first], encoded_starts[line]
+            if mime.decode_body(raw[encoded_start:encoded_end], encoding) != octets[start:end]:
+                return None  # malformed quoted-printable that moves lines: encode it whole
         if encoded_start > encoded:
             segments.append(raw[encoded:encoded_start])
         segments.append(html.plan(doc, changes[first_change:end_change], start, end))
@@ -256,7 +258,9 @@ def plan_message(data: bytes, *, links: bool, pixel: bool) -> MessagePlan:
                 changes=tuple(changes),
                 codec=text_codec,
                 segments=(
-                    _segments(doc, raw, changes, entity.transfer_encoding) if keeps_lines else None
+                    _segments(doc, octets, raw, changes, entity.transfer_encoding)
+                    if keeps_lines
+                    else None
                 ),
                 eol=b"\r\n" if b"\r\n" in raw or b"\n" not in raw else b"\n",
             )

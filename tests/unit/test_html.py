@@ -176,6 +176,15 @@ def test_ses_attributes_are_removed_even_where_nothing_is_tracked() -> None:
     )
 
 
+def test_every_ses_attribute_goes_and_the_first_of_each_counts() -> None:
+    doc = '<a ses:tags="a:b" href="https://e.example/" SES:TAGS="c:d" ses:tags>x</a>'
+    [link] = scan(doc).links
+    assert link.tags == {"a": ("b",)}
+    assert rewrite(doc, pixel=False) == '<a href="https://t.example/c/L0/e.example/">x</a>'
+    doc = '<a ses:no-track href="https://e.example/" ses:no-track=1>x</a>'
+    assert rewrite(doc, pixel=False) == '<a href="https://e.example/">x</a>'
+
+
 def test_pixel_goes_before_the_last_body_end_tag_or_at_the_end() -> None:
     assert rewrite("<p>a</p></BODY >\n</html>", links=False) == (
         f"<p>a</p>{pixel_html(OPEN_URL)}</BODY >\n</html>"
