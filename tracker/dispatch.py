@@ -223,7 +223,7 @@ class Dispatcher:
                 outcome.error,
                 name,
             )
-            await self._store.disable(name, reason)
+            await self._store.disable(name, reason, seq=claimed.seq, attempts=claimed.attempts + 1)
             return
         failures = claimed.attempts + 1
         delay = next_delay(

@@ -144,8 +144,11 @@ class Store(Recorder, Protocol):
     async def dead(self, destination: str, seq: int, *, attempts: int, error: str) -> None:
         """Make a delivery a dead letter."""
 
-    async def disable(self, destination: str, reason: str) -> None:
-        """Stop delivering to `destination`: its pending deliveries become dead letters."""
+    async def disable(
+        self, destination: str, reason: str, *, seq: int | None = None, attempts: int = 0
+    ) -> None:
+        """Stop delivering to `destination`: its pending deliveries become dead letters,
+        the one refused (`seq`, when given) with its `attempts`."""
 
     async def disabled(self) -> dict[str, str]:
         """Disabled destinations and why."""

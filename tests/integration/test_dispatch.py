@@ -252,6 +252,8 @@ async def test_410_disables_the_destination_and_replay_enables_it(
     await until(lambda: len(file_lines(tmp_path)) == 2)
     await dead_letters_soon(store, 2)
     assert len(hook.requests) == 1  # nothing more was sent to the disabled endpoint
+    assert [letter.attempts for letter in await store.dead_letters("app")] == [1, 0]
+    assert (await store.counts())["app"].dead == 2  # what the metric shows
 
     hook.status = 200
     assert await store.replay() == 2

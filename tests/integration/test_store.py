@@ -156,14 +156,20 @@ async def test_a_disabled_destination_collects_dead_letters_until_replayed(tmp_p
         messages=[message("m1")], events=[open_event("m1", ip="i", user_agent="u", now=NOW)]
     )
     await store.route(to_destinations)
+    [refused] = await store.claim("app", limit=10, lease=30)
 
-    await store.disable("app", "disabled: the endpoint answered HTTP 410 Gone")
+    await store.disable(
+        "app", "disabled: the endpoint answered HTTP 410 Gone", seq=refused.seq, attempts=1
+    )
     await store.record(events=[open_event("m1", ip="i", user_agent="u", now=NOW)])
     await store.route(to_destinations)
 
     assert await store.disabled() == {"app": "disabled: the endpoint answered HTTP 410 Gone"}
     assert await store.claim("app", limit=10, lease=30) == []
-    assert len(await store.dead_letters("app")) == 2
+    letters = await store.dead_letters("app")
+    assert [letter.attempts for letter in letters] == [1, 0]
+    counts = await store.counts()
+    assert (counts["app"].failed, counts["app"].dead) == (1, 2)
     assert len(await store.claim("archive", limit=10, lease=30)) == 2
     assert await store.replay() == 2
     assert await store.disabled() == {}

@@ -221,6 +221,15 @@ class SQLiteStore:
                 " WHERE e.seq > ? AND e.seq <= ?",
                 (now, now, table, routed, upto),
             )
+            if await self._disabled(connection):  # what went straight to dead letters counts
+                async with connection.execute(
+                    "SELECT destination, count(*) FROM outbox.deliveries"
+                    " WHERE event_seq > ? AND event_seq <= ? AND state = 'dead'"
+                    " GROUP BY destination",
+                    (routed, upto),
+                ) as cursor:
+                    for destination, dead in await cursor.fetchall():
+                        await self._count(connection, destination, "dead", dead)
             await connection.execute(
                 "UPDATE outbox.cursors SET seq = ? WHERE name = 'routed'", (upto,)
             )
@@ -311,7 +320,9 @@ class SQLiteStore:
 
         await self._transaction(work)
 
-    async def disable(self, destination: str, reason: str) -> None:
+    async def disable(
+        self, destination: str, reason: str, *, seq: int | None = None, attempts: int = 0
+    ) -> None:
         now = self._clock()
 
         async def work(connection: aiosqlite.Connection) -> None:
@@ -320,6 +331,12 @@ class SQLiteStore:
                 " VALUES (?, ?, ?)",
                 (destination, now, reason),
             )
+            if seq is not None:  # the delivery that was refused counts its attempt
+                await connection.execute(
+                    "UPDATE outbox.deliveries SET attempts = ?"
+                    " WHERE event_seq = ? AND destination = ?",
+                    (attempts, seq, destination),
+                )
             cursor = await connection.execute(
                 "UPDATE outbox.deliveries SET state = 'dead', last_error = ?, updated_at = ?"
                 " WHERE destination = ? AND state = 'pending'",
