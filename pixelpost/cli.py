@@ -315,18 +315,22 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log on standard error (default: info)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixelpost",
         description="SMTP relay with SES-style open and click tracking and event publishing.",
     )
     parser.add_argument("--version", action="version", version=f"pixelpost {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log on standard error (default: info)",
-    )
+    _log_level(parser, default="info")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
@@ -346,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, func, help_text)
         sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        _log_level(sub, default=argparse.SUPPRESS)  # after the command too
 
     events = command("events", None, "inspect and replay undeliverable events")
     events_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.cli import main
+from pixelpost.cli import build_parser, main
 from pixelpost.keys import decode_signing_key, decode_webhook_secret
 from pixelpost.passwords import verify_password
 
@@ -104,3 +104,12 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"])
     assert exited.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_log_level_goes_before_or_after_the_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).log_level == "info"
+    assert parser.parse_args(["--log-level", "debug", "serve"]).log_level == "debug"
+    assert parser.parse_args(["serve", "--log-level", "warning"]).log_level == "warning"
+    args = parser.parse_args(["relay", "-c", "x.toml", "--log-level", "error"])
+    assert args.log_level == "error"
