@@ -22,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from pixelpost import __version__
 from pixelpost.classify import classifier_for
@@ -83,6 +84,17 @@ class NotifyingRecorder:
         committed = self._store.record_hits(hits)
         asyncio.ensure_future(committed).add_done_callback(lambda _: self._notify())
         return committed
+
+
+def _where(destination: object) -> str:
+    """A destination's file, or its endpoint's host alone: a webhook URL's path or
+    credentials may be a secret."""
+    path = getattr(destination, "path", None)
+    if path is not None:
+        return str(path)
+    url = urlsplit(str(getattr(destination, "url", "")))
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.hostname}{port}/…" if url.hostname else ""
 
 
 def _banner(config: Config, lines: list[tuple[str, str]]) -> str:
@@ -331,8 +343,7 @@ async def run(
         )
         if dispatch is not Dispatch.NONE:
             lines += [
-                (f"events > {name}", str(getattr(d, "path", None) or getattr(d, "url", "")))
-                for name, d in config.destinations.items()
+                (f"destination {name}", _where(d)) for name, d in config.destinations.items()
             ]
         if not config.signing.keys:
             lines.append(("signing key", str(config.signing.key_file)))

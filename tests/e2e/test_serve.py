@@ -81,6 +81,25 @@ def test_serve_relays_and_tracks_until_a_signal(
     assert len(sink.handler.arrivals) == 1
 
 
+def test_the_banner_shows_a_webhook_by_its_host_alone(
+    tmp_path: Path, sink: ThreadedSink, processes: list[Running]
+) -> None:
+    config = write_config(tmp_path, f"smtp://127.0.0.1:{sink.port}")
+    with config.open("a") as out:
+        out.write(
+            '[destinations.hook]\ntype = "webhook"\n'
+            'url = "https://user:pw@hooks.example.com:8443/T0/secret-path"\n'
+            'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+        )
+    running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+    assert running.value("destination hook") == "https://hooks.example.com:8443/…"
+    assert running.value("destination archive") == str(tmp_path / "events.jsonl")
+    assert "secret-path" not in "".join(running.banner)
+    assert "pw@" not in "".join(running.banner)
+    assert_clean_exit(running, signal.SIGTERM)
+
+
 def test_relay_and_tracker_run_as_separate_processes(
     tmp_path: Path, sink: ThreadedSink, processes: list[Running]
 ) -> None:
