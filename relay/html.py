@@ -21,38 +21,41 @@ from html import escape
 from html.entities import html5
 from typing import NamedTuple
 
-_ATTRIBUTES_END = r"""(?:[^>"']++|"[^"]*+"|'[^']*+')*+>"""
+# A tag's attributes up to its ">": unquoted stretches, and quoted values whole (which
+# may hold ">" or "<a ...>" as text); written unrolled, one step per quoted value.
+_ATTRIBUTES = r"""[^>"']*+(?:(?:"[^"]*+"|'[^']*+')[^>"']*+)*+"""
+_ATTRIBUTES_END = _ATTRIBUTES + ">"
 _TAG_REST = r"""[^\s/>]*+""" + _ATTRIBUTES_END
-_SKIPPED = (
-    # the common tags first: names that cannot start anything special
-    r"""<[b-rB-RuUw-zW-Z]"""
-    + _TAG_REST
-    + r"""| </[ac-zAC-Z]"""
-    + _TAG_REST
-    # the other tags whose names start like a special one (td, strong, abbr, …)
-    + r"""| <[tT](?![iI][tT][lL][eE][\s/>]|[eE][xX][tT][aA][rR][eE][aA][\s/>])"""
-    + _TAG_REST
-    + r"""| <[sS](?![cC][rR][iI][pP][tT][\s/>]|[tT][yY][lL][eE][\s/>])"""
-    + _TAG_REST
-    + r"""| <[aA](?![\s/>]|[rR][eE][aA][\s/>])"""
-    + _TAG_REST
-    + r"""| <[vV](?!:)"""
-    + _TAG_REST
-    + r"""| </[bB](?![oO][dD][yY][\s/>])"""
-    + _TAG_REST
-    # Outlook's conditional comments: skip the markers, scan what they enclose
-    + r"""| <!--\[if[^\]]*+\]>(?:<!-->)?+ | <!\[if[^\]]*+\]> | <!(?:--)?\[endif\](?:--)?>"""
-    # comments, CDATA, declarations and processing instructions, whole
-    + r"""| <!--[^-]*+(?:-(?!->)[^-]*+)*+(?:-->)?+"""
-    + r"""| <!\[CDATA\[[^\]]*+(?:\](?!\]>)[^\]]*+)*+(?:\]\]>)?+"""
-    + r"""| <[!?][^>]*+>?+"""
-    # raw text up to its end tag, which the next round reads as an ordinary end tag
-    + "".join(
-        rf"""| <(?i:{name})(?=[\s/>]){_ATTRIBUTES_END}[^<]*+(?:<(?!/(?i:{name})[\s/>])[^<]*+)*+"""
-        for name in ("script", "style", "title", "textarea")
-    )
-    # a "<" that starts no tag is text
-    + r"""| <(?![a-zA-Z/]) | </(?![a-zA-Z])"""
+# What follows a "<" that is skipped, in order; the "<" is matched once, so that each
+# alternative is ruled out by its first character.
+_SKIPPED = "|".join(
+    [
+        # the common tags first: names that cannot start anything special
+        r"""[b-rB-RuUw-zW-Z]""" + _TAG_REST,
+        r"""/[ac-zAC-Z]""" + _TAG_REST,
+        # the other tags whose names start like a special one (td, strong, abbr, …)
+        r"""[tT](?![iI][tT][lL][eE][\s/>]|[eE][xX][tT][aA][rR][eE][aA][\s/>])""" + _TAG_REST,
+        r"""[sS](?![cC][rR][iI][pP][tT][\s/>]|[tT][yY][lL][eE][\s/>])""" + _TAG_REST,
+        r"""[aA](?![\s/>]|[rR][eE][aA][\s/>])""" + _TAG_REST,
+        r"""[vV](?!:)""" + _TAG_REST,
+        r"""/[bB](?![oO][dD][yY][\s/>])""" + _TAG_REST,
+        # Outlook's conditional comments: skip the markers, scan what they enclose
+        r"""!--\[if[^\]]*+\]>(?:<!-->)?+""",
+        r"""!\[if[^\]]*+\]>""",
+        r"""!(?:--)?\[endif\](?:--)?>""",
+        # comments, CDATA, declarations and processing instructions, whole
+        r"""!--[^-]*+(?:-(?!->)[^-]*+)*+(?:-->)?+""",
+        r"""!\[CDATA\[[^\]]*+(?:\](?!\]>)[^\]]*+)*+(?:\]\]>)?+""",
+        r"""[!?][^>]*+>?+""",
+        # raw text up to its end tag, which the next round reads as an ordinary end tag
+        *(
+            rf"""(?i:{name})(?=[\s/>]){_ATTRIBUTES_END}[^<]*+(?:<(?!/(?i:{name})[\s/>])[^<]*+)*+"""
+            for name in ("script", "style", "title", "textarea")
+        ),
+        # a "<" that starts no tag is text
+        r"""(?![a-zA-Z/])""",
+        r"""/(?![a-zA-Z])""",
+    ]
 )
 # Everything up to the next link or </body>, in one C-level match: text; tags other
 # than a, area and VML elements, with their quoted attribute values (which may hold ">"
@@ -60,8 +63,8 @@ _SKIPPED = (
 # elements, all skipped whole; and the markers of Outlook's conditional comments, whose
 # content is markup and is scanned on. Possessive quantifiers keep an unterminated tag
 # from backtracking exponentially.
-_SKIP = re.compile(rf"(?:[^<]*+(?:{_SKIPPED}))*+[^<]*+", re.VERBOSE)
-_START_TAG = re.compile(r"""<([a-zA-Z][^\s/>]*+)((?:[^>"']++|"[^"]*+"|'[^']*+')*+)>""")
+_SKIP = re.compile(rf"(?:[^<]*+<(?:{_SKIPPED}))*+[^<]*+")
+_START_TAG = re.compile(rf"<([a-zA-Z][^\s/>]*+)({_ATTRIBUTES})>")
 _END_BODY = re.compile(r"</body\b[^>]*>", re.IGNORECASE)
 # Attributes as the HTML tokenizer reads them (and as html.parser's attrfind does).
 _ATTRIBUTE = re.compile(
