@@ -94,7 +94,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "pixelpost_http_request_duration_seconds",
-            "Time to answer a request",
+            "Time to answer a pixel or link request, refused tokens included",
             ["route"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -146,6 +146,7 @@ class Views:
             token = self._codec.read_open(request.match_info["token"])
         except InvalidToken:
             self._metrics.invalid_tokens.labels("pixel").inc()
+            self._pixel_latency.observe(time.perf_counter() - started)
             return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
         ip, user_agent = self._who(request)
         now = self._clock()
@@ -187,6 +188,7 @@ class Views:
             token = self._codec.read_click(path)
         except InvalidToken:
             self._metrics.invalid_tokens.labels("click").inc()
+            self._click_latency.observe(time.perf_counter() - started)
             return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
         ip, user_agent = self._who(request)
         now = self._clock()

@@ -173,6 +173,8 @@ async def test_metrics_count_hits_and_latency(
     assert "pixelpost_clicks_total 1.0" in text
     assert 'pixelpost_invalid_tokens_total{route="click"} 1.0' in text
     assert 'pixelpost_http_request_duration_seconds_count{route="pixel"} 1.0' in text
+    # a refused token is answered too: its time counts
+    assert 'pixelpost_http_request_duration_seconds_count{route="click"} 2.0' in text
 
 
 async def test_hits_are_answered_when_the_store_is_down(
