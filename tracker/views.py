@@ -140,14 +140,18 @@ class Views:
         self._metrics.unrecorded.inc()
         log.error("%s: %s not recorded: %s", hit.message_id, hit.kind.value, error)
 
+    def _refused(self, route: str, started: float) -> web.Response:
+        """The answer to a forged, damaged or unknown-key token: never a redirect."""
+        self._metrics.invalid_tokens.labels(route).inc()
+        self._metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
+
     async def pixel(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
             token = self._codec.read_open(request.match_info["token"])
         except InvalidToken:
-            self._metrics.invalid_tokens.labels("pixel").inc()
-            self._pixel_latency.observe(time.perf_counter() - started)
-            return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
+            return self._refused("pixel", started)
         ip, user_agent = self._who(request)
         now = self._clock()
         message_id = token.message_id
@@ -187,9 +191,7 @@ class Views:
         try:
             token = self._codec.read_click(path)
         except InvalidToken:
-            self._metrics.invalid_tokens.labels("click").inc()
-            self._click_latency.observe(time.perf_counter() - started)
-            return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
+            return self._refused("click", started)
         ip, user_agent = self._who(request)
         now = self._clock()
         message_id = token.message_id
