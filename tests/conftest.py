@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 from aiosmtpd.smtp import SMTP
 
 from pixelpost.config import Config, HostPort, parse_config_text
@@ -27,6 +28,7 @@ from relay.queue import DeliveryQueue
 from relay.server import RelayServer
 from relay.spool import Spool
 from tests.sink import SinkHandler
+from tracker.server import TrackerServer
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
@@ -238,6 +240,26 @@ async def start_relay(store: SQLiteStore) -> AsyncIterator[RelayStarter]:
     yield start
     for relay in relays:
         await relay.stop()
+
+
+AppServer = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[AppServer]:
+    """Serves aiohttp applications as the tracker does, on 127.0.0.1 port 0; returns
+    each one's base URL. Stopped after the test."""
+    servers: list[TrackerServer] = []
+
+    async def serve(app: web.Application) -> str:
+        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
+        await server.start()
+        servers.append(server)
+        return f"http://{server.address}"
+
+    yield serve
+    for server in servers:
+        await server.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from pixelpost.config import HostPort
 from pixelpost.events import (
     Event,
     bounce_event,
@@ -32,10 +31,10 @@ from pixelpost.events import (
 )
 from pixelpost.store import MessageRecord, SQLiteStore
 from tests.browser import Chromium
+from tests.conftest import AppServer
 from tracker.api import add_api
 from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
 from tracker.dashboard import LOGIN_BODY_LIMIT, add_dashboard
-from tracker.server import TrackerServer
 
 TOKEN = "dashboard-test-token-5f0c2a"
 CSP = (
@@ -51,24 +50,18 @@ DashboardStarter = Callable[[str | None], Awaitable[str]]
 
 
 @pytest.fixture
-async def start_dashboard(store: SQLiteStore) -> AsyncIterator[DashboardStarter]:
+def start_dashboard(store: SQLiteStore, serve_app: AppServer) -> DashboardStarter:
     """Starts trackers on 127.0.0.1 port 0 with the statistics API and the dashboard,
     for the API token given (None: both off); returns the base URL."""
-    servers: list[TrackerServer] = []
 
     async def start(token: str | None) -> str:
         access = Access(token)
         app = web.Application()
         add_api(app, access=access, stats=store)
         add_dashboard(app, access)
-        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
-        await server.start()
-        servers.append(server)
-        return f"http://{server.address}"
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.stop()
+    return start
 
 
 @pytest.fixture

@@ -13,15 +13,14 @@ import aiohttp
 import pytest
 
 from pixelpost.classify import classifier_for
-from pixelpost.config import ClassifyConfig, ClassifyRule, HostPort
+from pixelpost.config import ClassifyConfig, ClassifyRule
 from pixelpost.ids import new_message_id
 from pixelpost.store import MessageRecord, SQLiteStore
 from pixelpost.tokens import TokenCodec
-from tests.conftest import recorded
+from tests.conftest import AppServer, recorded
 from tracker.app import create_app
 from tracker.auth import WRONG_TOKEN_DELAY, Access
 from tracker.metrics import Metrics
-from tracker.server import TrackerServer
 from tracker.views import PIXEL, Views
 
 codec = TokenCodec([os.urandom(32)])
@@ -29,16 +28,18 @@ DEFAULT_CLASSIFY = ClassifyConfig()
 TrackerStarter = Callable[..., Awaitable[str]]
 
 
-@pytest.fixture
-async def start_tracker(store: SQLiteStore) -> AsyncIterator[TrackerStarter]:
-    servers: list[TrackerServer] = []
+DeliveryLookup = Callable[[str], Awaitable[tuple[float, bool] | None]]
 
+
+@pytest.fixture
+def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
     async def start(
         *,
         trusted: str = "127.0.0.1/32",
         anonymize_ip: bool = False,
         classify: ClassifyConfig = DEFAULT_CLASSIFY,
         api_token: str | None = None,
+        delivered_at: DeliveryLookup | None = None,
     ) -> str:
         metrics = Metrics()
         views = Views(
@@ -48,17 +49,12 @@ async def start_tracker(store: SQLiteStore) -> AsyncIterator[TrackerStarter]:
             anonymize_ip=anonymize_ip,
             metrics=metrics,
             classifier=classifier_for(classify),
-            delivered_at=store.delivered_at,
+            delivered_at=delivered_at or store.delivered_at,
         )
         app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
-        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
-        await server.start()
-        servers.append(server)
-        return f"http://{server.address}"
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.stop()
+    return start
 
 
 @pytest.fixture
@@ -316,7 +312,7 @@ async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
 
 
 async def test_a_failing_delivery_lookup_never_breaks_a_redirect(
-    store: SQLiteStore, http: aiohttp.ClientSession
+    start_tracker: TrackerStarter, store: SQLiteStore, http: aiohttp.ClientSession
 ) -> None:
     async def broken(message_id: str) -> tuple[float, bool] | None:
         raise RuntimeError("the lookup broke")
@@ -326,30 +322,14 @@ async def test_a_failing_delivery_lookup_never_breaks_a_redirect(
         return None
 
     for lookup in (broken, slow):
-        metrics = Metrics()
-        views = Views(
-            codec=codec,
-            recorder=store,
-            trusted_proxies=[],
-            anonymize_ip=False,
-            metrics=metrics,
-            delivered_at=lookup,
-        )
-        app = create_app(views=views, metrics=metrics, access=Access(None), stats=store)
-        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
-        await server.start()
-        try:
-            link = codec.click_token(new_message_id(), 0, "https://example.com/", {})
-            started = asyncio.get_running_loop().time()
-            async with http.get(
-                f"http://{server.address}/c/{link}",
-                headers={"User-Agent": CHROME},
-                allow_redirects=False,
-            ) as r:
-                assert r.status == 302
-            assert asyncio.get_running_loop().time() - started < 1.0
-        finally:
-            await server.stop()
+        base = await start_tracker(delivered_at=lookup)
+        link = codec.click_token(new_message_id(), 0, "https://example.com/", {})
+        started = asyncio.get_running_loop().time()
+        async with http.get(
+            f"{base}/c/{link}", headers={"User-Agent": CHROME}, allow_redirects=False
+        ) as r:
+            assert r.status == 302
+        assert asyncio.get_running_loop().time() - started < 1.0
     clicks = [e[2] for e in recorded(store)]
     assert [(c["bot"], c["botReason"]) for c in clicks] == [(False, None), (False, None)]
 
