@@ -41,6 +41,7 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.relay import BIN, ROOT, free_port, pixelpost_config
+from bench.threaded_smtp import ThreadedSMTP
 
 _SEQ = re.compile(rb"^X-Seq: (\d+)\r?$", re.MULTILINE)
 
@@ -90,9 +91,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.arrivals: collections.Counter[int] = collections.Counter()
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
+        self._smtp = ThreadedSMTP(self)
         self.port = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -109,28 +108,11 @@ class CountingSink:
             return len(self.arrivals)
 
     def __enter__(self) -> CountingSink:
-        self._thread.start()
-
-        async def listen() -> asyncio.Server:
-            loop = asyncio.get_running_loop()
-            return await loop.create_server(lambda: SMTP(self), "127.0.0.1", 0)
-
-        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = self._smtp.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        server = self._server
-        if server is not None:
-
-            async def close() -> None:
-                server.close()
-                await server.wait_closed()
-
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self._smtp.stop()
 
 
 def message(seq: int) -> bytes:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.threaded_smtp import ThreadedSMTP
+
 
 @dataclass
 class Arrival:
@@ -86,43 +88,10 @@ class SinkHandler:
         await asyncio.to_thread(self.wait_for, count, within, attempts=attempts)
 
 
-class ThreadedSink:
+class ThreadedSink(ThreadedSMTP):
     """A sink on its own event loop in a thread, for tests that are not async (the
     end-to-end tests, which drive pixelpost in a subprocess)."""
 
     def __init__(self) -> None:
         self.handler = SinkHandler()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    def start(self) -> int:
-        self._thread.start()
-
-        async def listen() -> asyncio.Server:
-            return await self._loop.create_server(
-                lambda: SMTP(
-                    self.handler, hostname="sink.test", enable_SMTPUTF8=True, loop=self._loop
-                ),
-                "127.0.0.1",
-                0,
-            )
-
-        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
-
-    def stop(self) -> None:
-        server = self._server
-        if server is not None:
-            # Closed in the loop's own thread: asyncio's Server is not thread-safe, and
-            # closing it from here races connections that end meanwhile.
-            async def close() -> None:
-                server.close()
-                await server.wait_closed()
-
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        super().__init__(self.handler, hostname="sink.test", enable_SMTPUTF8=True)
