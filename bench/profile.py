@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.messages import html_message, text_message
-from bench.relay import BIN, ROOT, free_port, pixelpost_config, running
+from bench.relay import BIN, ROOT, free_port, pixelpost_config, running, send_all
 
 PROJECT = re.compile(r"\((relay|pixelpost|tracker)/")
 HANDOVERS = ("Handle._run (asyncio/events.py", "_worker (concurrent/futures/thread.py")
@@ -114,19 +114,10 @@ def main() -> None:
                     )
                     for pid in pids
                 ]
-                source = ["smtp-source", "-s", str(args.sessions), "-m", "200"]
-                source += [
-                    "-F",
-                    str(message),
-                    "-f",
-                    "news@example.com",
-                    "-t",
-                    "reader@example.org",
-                ]
                 sent = 0
                 deadline = time.monotonic() + args.seconds + 1
                 while time.monotonic() < deadline:
-                    subprocess.run([*source, f"127.0.0.1:{port}"], check=True)
+                    send_all(port, message, 200, args.sessions)
                     sent += 200
                 for spy in spies:
                     spy.wait(60)
