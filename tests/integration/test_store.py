@@ -191,3 +191,27 @@ async def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> Non
     await store.route(to_destinations)
     assert len(await store.claim("archive", limit=10, lease=30)) == 2
     await store.close()
+
+
+async def test_a_purge_cancelled_while_it_waits_for_a_lock_stops_and_leaves_no_transaction(
+    tmp_path: Path,
+) -> None:
+    """A shutdown that cancels retention while another process holds the outbox must
+    stop it (not turn the cancellation into a logged error and carry on) and leave the
+    store's connection outside any transaction."""
+    store = await SQLiteStore.open(tmp_path / "s.db")
+    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
+    other = sqlite3.connect(outbox_path(tmp_path / "s.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    purge = asyncio.create_task(store.purge(NOW.timestamp() - 86400))
+    await asyncio.sleep(0.3)  # waiting for the outbox's write lock
+    purge.cancel()
+    await asyncio.sleep(0.1)
+    other.execute("COMMIT")
+    other.close()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(purge, 15)
+    assert await store.purge(NOW.timestamp() - 86400) == (0, 0)
+    await store.record(events=[send_event("m1", now=NOW)])
+    assert await store.route(to_destinations) == 2
+    await store.close()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from pixelpost.store.sqlite.schema import rollback
+
 _NO_PENDING = 9223372036854775807
 
 
@@ -61,11 +63,15 @@ async def make_durable(connection: aiosqlite.Connection) -> None:
     await connection.execute("PRAGMA outbox.synchronous = FULL")
     try:
         await connection.execute("BEGIN IMMEDIATE")
-        await connection.execute(
-            "INSERT OR IGNORE INTO outbox.cursors (name, seq) VALUES ('stubbed', 0)"
-        )
-        await connection.execute("UPDATE outbox.cursors SET seq = seq WHERE name = 'stubbed'")
-        await connection.execute("COMMIT")
+        try:
+            await connection.execute(
+                "INSERT OR IGNORE INTO outbox.cursors (name, seq) VALUES ('stubbed', 0)"
+            )
+            await connection.execute("UPDATE outbox.cursors SET seq = seq WHERE name = 'stubbed'")
+            await connection.execute("COMMIT")
+        except BaseException:
+            await rollback(connection)  # the level can only be set outside a transaction
+            raise
     finally:
         await connection.execute("PRAGMA outbox.synchronous = NORMAL")
 

@@ -4,13 +4,14 @@ connection that reads the log and writes only the outbox file."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -132,9 +133,16 @@ class SQLiteStore:
         cancellation: a cancelled caller leaves it to finish, so the connection is never
         left halfway through a transaction. `immediate` takes the write locks of both
         files at the start (waiting for other writers), for work that writes the log."""
+        return await self._shielded(
+            functools.partial(self._run_transaction, work, immediate=immediate)
+        )
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """`work()` on the background connection, run to its end even when the caller is
+        cancelled (the caller still sees its cancellation)."""
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
-        task = asyncio.create_task(self._run_transaction(work, immediate=immediate))
+        task = asyncio.create_task(work())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
@@ -162,10 +170,11 @@ class SQLiteStore:
                         await connection.execute("BEGIN")
                     try:
                         result = await work(connection)
+                        await connection.execute("COMMIT")
                     except BaseException:
+                        # A COMMIT refused (busy) leaves the transaction open too.
                         await rollback(connection)
                         raise
-                    await connection.execute("COMMIT")
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise StoreError(f"store {self.path}: {exc}") from exc
@@ -480,13 +489,17 @@ class SQLiteStore:
 
     async def purge(self, before: float, *, batch: int = PURGE_BATCH) -> tuple[int, int]:
         # See `retention`: a snapshot, made durable, bounds every batch.
-        async with self._lock:
-            try:
-                at = await retention.snapshot(self._background)
-                await retention.make_durable(self._background)
-            except sqlite3.Error as exc:
-                await rollback(self._background)
-                raise StoreError(f"store {self.path}: retention: {exc}") from exc
+        async def snapshot() -> retention.Snapshot:
+            async with self._lock:
+                try:
+                    at = await retention.snapshot(self._background)
+                    await retention.make_durable(self._background)
+                except sqlite3.Error as exc:
+                    await rollback(self._background)
+                    raise StoreError(f"store {self.path}: retention: {exc}") from exc
+                return at
+
+        at = await self._shielded(snapshot)
         done = [0, 0]
         for index, step in enumerate((retention.delete_events, retention.stub_messages)):
             while True:
