@@ -31,7 +31,7 @@ from pixelpost.errors import PixelpostError
 from pixelpost.events import Event
 from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
 from pixelpost.processes import ChildProcess, child_setup, watch_parent
-from pixelpost.store import Hit, MessageRecord, Recorder, Store, open_store
+from pixelpost.store import Hit, HitBuffer, MessageRecord, Recorder, Store, open_store
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy
 from relay.auth import Accounts
@@ -269,10 +269,14 @@ async def _run_tracker(
         metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
     )
     stack.push_async_callback(_cancel, refresher)
+    # Opens and clicks are answered within a bounded time whatever the store does.
+    hits = HitBuffer(recorder, on_dropped=metrics.unrecorded.inc)
+    stack.push_async_callback(hits.close)
+    metrics.buffered.set_function(lambda: hits.held)
     keys = signing_keys(config.signing.keys, config.signing.key_file)
     views = Views(
         codec=TokenCodec([decode_signing_key(key) for key in keys]),
-        recorder=recorder,
+        recorder=hits,
         trusted_proxies=config.tracker.trusted_proxies,
         anonymize_ip=config.tracker.anonymize_ip,
         metrics=metrics,
@@ -284,8 +288,9 @@ async def _run_tracker(
     if api_token is None and config.source is None:
         # The built-in defaults: the dashboard works from the first start.
         api_token = load_or_create_api_token(token_file)
-    app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
-    tracker_server = TrackerServer(app=app, listen=config.tracker.listen)
+    access = Access(api_token, trusted_proxies=config.tracker.trusted_proxies)
+    app = create_app(views=views, metrics=metrics, access=access, stats=store)
+    tracker_server = TrackerServer(app=app, config=config.tracker)
     await tracker_server.start()
     stack.push_async_callback(tracker_server.stop)
     lines += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import ssl
@@ -18,7 +19,7 @@ import trustme
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
 
-from pixelpost.config import Config, HostPort, parse_config_text
+from pixelpost.config import Config, HostPort, TrackerConfig, parse_config_text
 from pixelpost.event_types import EventType
 from pixelpost.keys import decode_signing_key, signing_keys
 from pixelpost.runtime import start_relay as start_relay_services
@@ -218,6 +219,15 @@ async def events_of(store: SQLiteStore, **expected: int) -> list[tuple[str, str,
         await asyncio.sleep(0.02)
 
 
+async def until(condition: Callable[[], bool], what: str, *, within: float = 10.0) -> None:
+    """Wait for `condition` to hold, looking every 10 ms for up to `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        await asyncio.sleep(0.01)
+
+
 RelayStarter = Callable[[Config], Awaitable[RunningRelay]]
 
 
@@ -242,17 +252,23 @@ async def start_relay(store: SQLiteStore) -> AsyncIterator[RelayStarter]:
         await relay.stop()
 
 
-AppServer = Callable[[web.Application], Awaitable[str]]
+AppServer = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
 async def serve_app() -> AsyncIterator[AppServer]:
-    """Serves aiohttp applications as the tracker does, on 127.0.0.1 port 0; returns
-    each one's base URL. Stopped after the test."""
+    """Serves aiohttp applications as the tracker does, on 127.0.0.1 port 0, with the
+    `[tracker]` settings given as keywords (`header_timeout=0.3`); returns each one's
+    base URL. Stopped after the test."""
     servers: list[TrackerServer] = []
 
-    async def serve(app: web.Application) -> str:
-        server = TrackerServer(app=app, listen=HostPort(host="127.0.0.1", port=0))
+    async def serve(app: web.Application, **settings: Any) -> str:
+        config = TrackerConfig(
+            listen=HostPort(host="127.0.0.1", port=0),
+            public_url="http://127.0.0.1",
+            trusted_proxies=(),
+        )
+        server = TrackerServer(app=app, config=dataclasses.replace(config, **settings))
         await server.start()
         servers.append(server)
         return f"http://{server.address}"

@@ -8,12 +8,12 @@
     by          hour, day, link, tag or config_set: also answer per group
     limit       most groups (default 100)
 
-The answer is `pixelpost.stats.report`'s JSON. A bad parameter gets 400 naming it.
+The answer is `pixelpost.stats.report`'s JSON. A bad parameter gets 400 naming it; a
+wrong token 401 (after a delay), and a client with too many wrong tokens lately 429.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +23,7 @@ from aiohttp import web
 
 from pixelpost.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
 from pixelpost.store import StoreError
-from tracker.auth import WRONG_TOKEN_DELAY, Access
+from tracker.auth import Access, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,14 @@ def add_api(
     async def stats_view(request: web.Request) -> web.Response:
         if not access.enabled:
             return _error(404, "the API is off: set tracker.api_token to turn it on")
-        if not access.allows(request):
-            if "Authorization" in request.headers:
-                access.refused(request, "api")
-                await asyncio.sleep(WRONG_TOKEN_DELAY)
+        verdict = await access.admit(request, "api")
+        if verdict.outcome is Outcome.THROTTLED:
+            return _error(
+                429,
+                f"too many wrong tokens: try again in {verdict.retry_after} seconds",
+                **{"Retry-After": str(verdict.retry_after)},
+            )
+        if verdict.outcome is not Outcome.ALLOWED:
             return _error(
                 401,
                 "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",

@@ -29,6 +29,13 @@ def _trusted(
     return any(address in network for network in trusted)
 
 
+def is_trusted(peer: str | None, trusted: Sequence[IPNetwork]) -> bool:
+    """Whether the peer is one of the trusted proxies, whose X-Forwarded-* headers are
+    believed."""
+    address = _address(peer or "")
+    return address is not None and _trusted(address, trusted)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
     """The client's address: the peer's, unless the peer is a trusted proxy; then the
     nearest address in X-Forwarded-For that is not a trusted proxy itself (reading it

@@ -11,18 +11,23 @@ import asyncio
 import hashlib
 import html
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
+from pixelpost.config import IPNetwork
+from tracker.auth import COOKIE, SESSION_SECONDS, Access, Outcome, Verdict
+from tracker.client import is_trusted
 
 log = logging.getLogger(__name__)
 
 LOGIN_BODY_LIMIT = 4096
 """Bytes of a login form: a token, with room to spare."""
+LOGIN_BODY_TIMEOUT = 10.0
+"""Seconds a client has to send the login form (a slow body holds a connection)."""
 OFF = "The dashboard is off until tracker.api_token is set.\n"
 
 SECURITY_HEADERS = {
@@ -88,10 +93,13 @@ def login_page(error: str | None = None) -> str:
     return _LOGIN_PAGE.format(error=shown)
 
 
-def came_over_https(request: web.Request) -> bool:
-    """Whether the browser used https, directly or through a proxy that says so."""
+def came_over_https(request: web.Request, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    """Whether the browser used https, directly or through a trusted proxy that says so
+    (anyone else's X-Forwarded-Proto is a claim about itself, not a fact)."""
     if request.secure:
         return True
+    if not is_trusted(request.remote, trusted_proxies):
+        return False
     forwarded = request.headers.get("X-Forwarded-Proto", "")
     return forwarded.split(",", 1)[0].strip().lower() == "https"
 
@@ -106,6 +114,17 @@ def _plain(text: str, *, status: int) -> web.Response:
     return web.Response(status=status, text=text, headers=_NO_STORE)
 
 
+def _too_many(verdict: Verdict) -> web.Response:
+    text = f"Too many wrong tokens: try again in {verdict.retry_after} seconds."
+    return web.Response(
+        status=429,
+        text=login_page(text),
+        content_type="text/html",
+        charset="utf-8",
+        headers={**_NO_STORE, "Retry-After": str(verdict.retry_after)},
+    )
+
+
 def _cross_site(request: web.Request) -> bool:
     # A form another site made the browser post: refused, so that no page can sign a
     # user out (or in). Browsers too old to send Sec-Fetch-Site are let through; the
@@ -113,15 +132,22 @@ def _cross_site(request: web.Request) -> bool:
     return request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
 
 
-async def _read_form(request: web.Request, limit: int) -> dict[str, list[str]] | None:
-    """The urlencoded form in the request's body, or None past `limit` bytes."""
+async def _read_form(request: web.Request, limit: int) -> dict[str, list[str]] | web.Response:
+    """The urlencoded form in the request's body; or the answer to a body past `limit`
+    bytes, or slower than `LOGIN_BODY_TIMEOUT`."""
+    too_large = _plain("The form is too large.\n", status=413)
     if request.content_length is not None and request.content_length > limit:
-        return None
+        return too_large
     body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            return None
+    try:
+        async with asyncio.timeout(LOGIN_BODY_TIMEOUT):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    return too_large
+    except TimeoutError:
+        log.warning("%s: the dashboard's sign-in form came too slowly", request.remote)
+        return _plain("The form came too slowly.\n", status=408)
     try:
         return parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
     except ValueError:  # more fields than any login form has: no token in it
@@ -131,17 +157,21 @@ async def _read_form(request: web.Request, limit: int) -> dict[str, list[str]] |
 class Dashboard:
     """The dashboard's handlers, with the access check passed in."""
 
-    def __init__(self, *, access: Access, wrong_token_delay: float) -> None:
+    def __init__(self, *, access: Access) -> None:
         self._access = access
-        self._delay = wrong_token_delay
         self._page = _asset("dashboard.html", "text/html").body.decode()
         self._assets = {name: _asset(name, kind) for name, kind in ASSET_TYPES.items()}
 
     async def page(self, request: web.Request) -> web.Response:
         if not self._access.enabled:
             return _plain(OFF, status=404)
-        if self._access.allows(request):
+        verdict = await self._access.admit(request, "dashboard")
+        if verdict.outcome is Outcome.ALLOWED:
             return _page(self._page)
+        if verdict.outcome is Outcome.THROTTLED:
+            return _too_many(verdict)
+        if verdict.outcome is Outcome.WRONG:
+            return _page(login_page("wrong token"), status=401)
         return _page(login_page())
 
     async def login(self, request: web.Request) -> web.Response:
@@ -150,12 +180,15 @@ class Dashboard:
         if _cross_site(request):
             return _plain("Cross-site sign-in refused.\n", status=403)
         form = await _read_form(request, LOGIN_BODY_LIMIT)
-        if form is None:
-            return _plain("The form is too large.\n", status=413)
+        if isinstance(form, web.Response):
+            return form
         tokens = form.get("token", [])
-        if len(tokens) != 1 or not self._access.token_matches(tokens[0]):
-            self._access.refused(request, "dashboard sign-in")
-            await asyncio.sleep(self._delay)
+        verdict = await self._access.check(
+            request, tokens[0] if len(tokens) == 1 else None, "dashboard sign-in"
+        )
+        if verdict.outcome is Outcome.THROTTLED:
+            return _too_many(verdict)
+        if verdict.outcome is not Outcome.ALLOWED:
             return _page(login_page("wrong token"), status=401)
         response = web.Response(status=303, headers={"Location": "/dashboard", **_NO_STORE})
         response.set_cookie(
@@ -165,7 +198,7 @@ class Dashboard:
             path="/",
             httponly=True,
             samesite="Strict",
-            secure=came_over_https(request),
+            secure=came_over_https(request, self._access.trusted_proxies),
         )
         return response
 
@@ -174,6 +207,9 @@ class Dashboard:
             return _plain(OFF, status=404)
         if _cross_site(request):
             return _plain("Cross-site sign-out refused.\n", status=403)
+        cookie = request.cookies.get(COOKIE)
+        if cookie is not None:
+            self._access.end_session(cookie)
         response = web.Response(status=303, headers={"Location": "/dashboard", **_NO_STORE})
         response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
         return response
@@ -195,14 +231,9 @@ class Dashboard:
         )
 
 
-def add_dashboard(
-    app: web.Application,
-    access: Access,
-    *,
-    wrong_token_delay: float = WRONG_TOKEN_DELAY,
-) -> None:
+def add_dashboard(app: web.Application, access: Access) -> None:
     """Serve the dashboard from `app` at /dashboard, for clients `access` allows."""
-    dashboard = Dashboard(access=access, wrong_token_delay=wrong_token_delay)
+    dashboard = Dashboard(access=access)
     app.router.add_get("/dashboard", dashboard.page)
     app.router.add_post("/dashboard/login", dashboard.login)
     app.router.add_post("/dashboard/logout", dashboard.logout)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pixelpost.event_types import EventType
-from pixelpost.store import DestinationCounts, Store, StoreError
+from pixelpost.store import DestinationCounts, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,14 @@ REFRESH_INTERVAL = 5.0
 
 SpoolDepth = Callable[[], tuple[int, int] | None]
 """Counts the relay's spool: (messages, of which deferred), None if there is none."""
+
+
+class CountsReader(Protocol):
+    """What the metrics read from the store (`pixelpost.store.Store` has it)."""
+
+    async def counts(self) -> dict[str, DestinationCounts]: ...
+
+    async def event_counts(self) -> dict[EventType, int]: ...
 
 
 class _Destinations(Collector):
@@ -89,7 +98,12 @@ class Metrics:
         )
         self.unrecorded = Counter(
             "pixelpost_hits_unrecorded",
-            "Opens and clicks answered but not recorded (store down)",
+            "Opens and clicks answered but not recorded (store down, hit buffer full)",
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "pixelpost_hits_buffered",
+            "Opens and clicks answered and held in memory, not in the store yet",
             registry=registry,
         )
         self.latency = Histogram(
@@ -102,7 +116,7 @@ class Metrics:
         self._destinations = _Destinations()
         registry.register(self._destinations)
 
-    async def refresh(self, store: Store, spool_depth: SpoolDepth | None = None) -> None:
+    async def refresh(self, store: CountsReader, spool_depth: SpoolDepth | None = None) -> None:
         """Read the destinations' and the events' counts from the store, and the depth of
         the relay's spool when it is on this machine."""
         self._destinations.counts = await store.counts()
@@ -112,14 +126,31 @@ class Metrics:
 
     async def keep_refreshed(
         self,
-        store: Store,
+        store: CountsReader,
         spool_depth: SpoolDepth | None = None,
         interval: float = REFRESH_INTERVAL,
     ) -> None:
-        """Refresh every `interval` seconds, until cancelled."""
+        """Refresh every `interval` seconds, until cancelled. Whatever a refresh fails
+        on is logged once for as long as it keeps failing that way (a store down for an
+        hour is one line, not 720), and the next refresh is tried all the same."""
+        failing: str | None = None
         while True:
             try:
                 await self.refresh(store, spool_depth)
-            except StoreError as exc:
-                log.warning("metrics: cannot read counts from the store: %s", exc)
+            except Exception as exc:  # /metrics must outlive anything the store returns
+                failure = f"{type(exc).__name__}: {exc}"
+                if failure != failing and isinstance(exc, StoreError):
+                    log.warning("metrics: cannot read counts from the store: %s", exc)
+                elif failure != failing:  # not the store's error: where it came from helps
+                    log.error(
+                        "metrics: refreshing the counts failed (%s); /metrics shows the last"
+                        " ones read until a refresh works",
+                        failure,
+                        exc_info=exc,
+                    )
+                failing = failure
+            else:
+                if failing is not None:
+                    log.info("metrics: the counts are read from the store again")
+                failing = None
             await asyncio.sleep(interval)

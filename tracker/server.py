@@ -1,33 +1,135 @@
-"""The tracker's listening socket and its lifecycle."""
+"""The tracker's listening socket and its lifecycle, with the limits every client meets:
+the time to send a request's headers, connections at once (`tracker.connections`), and
+one log line, never a traceback, for a request that does not parse."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from pixelpost.config import HostPort
+from pixelpost.config import HostPort, TrackerConfig
+from pixelpost.logs import LogEvery
+from tracker.connections import ConnectionLimits, LimitedSite
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_DEFAULT = 10.0
+BAD_REQUESTS_LOGGED_EVERY = 1.0
+BAD_REQUEST_SHOWN = 200
+"""Characters of a parser's complaint shown in the log (it quotes the client's bytes)."""
+
+
+def describe_bad_request(error: HttpProcessingError) -> str:
+    """aiohttp's complaint about a request, on one line and bounded."""
+    text = " ".join(str(error.message).split())
+    return text if len(text) <= BAD_REQUEST_SHOWN else text[: BAD_REQUEST_SHOWN - 1] + "…"
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, but a request that does not parse is the client's doing:
+    one line with its address (at most one a second), not an error with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._bad_logged = LogEvery(BAD_REQUESTS_LOGGED_EVERY)
+
+    def _bad_request(
+        self, level: int, args: tuple[object, ...], error: HttpProcessingError
+    ) -> None:
+        if (more := self._bad_logged.due()) is None:
+            return
+        # aiohttp says "Error handling request from %s" with the peer's address.
+        peer = args[0] if len(args) == 1 else "?"
+        log.log(
+            level,
+            "%s: bad request refused (%s %s): %s%s",
+            peer,
+            error.code,
+            type(error).__name__,
+            describe_bad_request(error),
+            more,
+        )
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: object = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **kwargs: object,
+    ) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self._bad_request(logging.WARNING, args, exc_info)
+            return
+        super().exception(
+            msg,
+            *args,
+            exc_info=exc_info,  # type: ignore[arg-type]
+            stack_info=stack_info,
+            stacklevel=stacklevel,
+            extra=extra,
+            **kwargs,
+        )
+
+    def debug(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: object = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **kwargs: object,
+    ) -> None:
+        # aiohttp logs at debug what is not HTTP at all (a TLS hello, a port scan).
+        if isinstance(exc_info, HttpProcessingError):
+            self._bad_request(logging.DEBUG, args, exc_info)
+            return
+        super().debug(
+            msg,
+            *args,
+            exc_info=exc_info,  # type: ignore[arg-type]
+            stack_info=stack_info,
+            stacklevel=stacklevel,
+            extra=extra,
+            **kwargs,
+        )
 
 
 class TrackerServer:
-    """Runs an aiohttp application on the caller's event loop."""
+    """Runs an aiohttp application on the caller's event loop, as `config` says."""
 
-    def __init__(self, *, app: web.Application, listen: HostPort) -> None:
-        self._listen = listen
+    def __init__(self, *, app: web.Application, config: TrackerConfig) -> None:
+        self._listen = config.listen
         # The reverse proxy in front keeps the access log; writing one here would cost
         # the tracker a good part of its throughput.
         self._runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_DEFAULT
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_DEFAULT,
+            # aiohttp closes a connection whose next request has not fully arrived
+            # this long after it connected or got its last answer
+            # (RequestHandler._process_keepalive): that bounds the reading of a request
+            # line and headers, and idle keep-alive connections alike. Bytes trickling
+            # in do not push it back.
+            keepalive_timeout=config.header_timeout,
+            logger=_ServerLog(),
         )
-        self._site: web.TCPSite | None = None
+        self._limits = ConnectionLimits(
+            total=config.max_connections,
+            per_client=config.max_connections_per_ip,
+            exempt=config.trusted_proxies,
+        )
+        self._site: LimitedSite | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._listen.host, self._listen.port)
+        site = LimitedSite(self._runner, self._listen, limits=self._limits)
         try:
             await site.start()
         except OSError as exc:

@@ -1,8 +1,10 @@
 """The tracker's hot paths: the pixel and the click redirect.
 
-Each hit is recorded durably before the answer goes out (the store groups concurrent
-hits into one commit), so an open or click that got its answer is never lost, even if
-the tracker dies right after. A token that does not verify gets 404 and a short plain
+Each hit is normally recorded durably before the answer goes out (the store groups
+concurrent hits into one commit), so an open or click that got its answer is not lost
+even if the tracker dies right after. A store slower than a few tens of milliseconds
+does not hold the answer up: the hit is then kept in memory until the store takes it
+(`pixelpost.store.buffer`). A token that does not verify gets 404 and a short plain
 page, never a redirect.
 
 Each hit is classified (`pixelpost.classify`) before it is stored: a machine's open or
@@ -26,7 +28,7 @@ from pixelpost.classify import Classifier, Facts, RecentClicks, builtin_rules
 from pixelpost.config import IPNetwork
 from pixelpost.event_types import EventType
 from pixelpost.events import dumps
-from pixelpost.store import Hit, Recorder, StoreError
+from pixelpost.store import Hit, HitRecorder, StoreError
 from pixelpost.tokens import InvalidToken, TokenCodec
 from tracker.client import anonymize, client_ip
 from tracker.metrics import Metrics
@@ -70,7 +72,7 @@ class Views:
         self,
         *,
         codec: TokenCodec,
-        recorder: Recorder,
+        recorder: HitRecorder,
         trusted_proxies: Sequence[IPNetwork],
         anonymize_ip: bool,
         metrics: Metrics,

@@ -66,6 +66,7 @@ takes its documented default."""
 
 RELAY_LISTEN_DEFAULT: Final = "127.0.0.1:2525"
 TRACKER_LISTEN_DEFAULT: Final = "127.0.0.1:8080"
+HEADER_TIMEOUT_DEFAULT: Final = "15s"
 MAX_MESSAGE_BYTES_DEFAULT: Final = 25 * 1024 * 1024
 ALLOW_NETWORKS_DEFAULT: Final = ("127.0.0.0/8", "::1/128")
 TRUSTED_PROXIES_DEFAULT: Final = ("127.0.0.1/32", "::1/128")
@@ -180,6 +181,16 @@ class _Table:
             self.problem(key, f"{value} is out of range (it must be {bound})")
             return default
         return value
+
+    def duration(self, key: str, default: str, *, minimum: float, maximum: float) -> float:
+        """A duration from `minimum` to `maximum` seconds."""
+        seconds = self.parsed(key, default, parse_duration)
+        if not minimum <= seconds <= maximum:
+            shown = _show(self.data.get(key, default))
+            bound = f"from {format_duration(minimum)} to {format_duration(maximum)}"
+            self.problem(key, f"{shown} is out of range (it must be {bound})")
+            return parse_duration(default)
+        return seconds
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         """A string that must be one of `choices`."""
@@ -452,6 +463,13 @@ def _tracker(root: _Table) -> TrackerConfig:
         ),
         api_token=_api_token(table),
         anonymize_ip=table.get("anonymize_ip", bool, False),
+        header_timeout=table.duration(
+            "header_timeout", HEADER_TIMEOUT_DEFAULT, minimum=0.1, maximum=3600
+        ),
+        max_connections=table.integer("max_connections", 500, minimum=1, maximum=100_000),
+        max_connections_per_ip=table.integer(
+            "max_connections_per_ip", 50, minimum=1, maximum=100_000
+        ),
     )
     table.finish()
     return config

@@ -101,6 +101,14 @@ class TrackerConfig:
     trusted_proxies: tuple[IPNetwork, ...]
     api_token: str | None = field(default=None, repr=False)
     anonymize_ip: bool = False
+    header_timeout: float = 15.0
+    """Seconds a client has to send a request's line and headers, from connecting or
+    from its previous answer; an idle connection is closed after as long."""
+    max_connections: int = 500
+    """Connections at once; more are answered 503 and closed."""
+    max_connections_per_ip: int = 50
+    """Connections at once from one client address; the trusted proxies count only in
+    `max_connections` (every recipient comes through them)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

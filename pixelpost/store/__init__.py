@@ -1,4 +1,5 @@
-"""Where pixelpost keeps messages, events and the outbox (see `base` for the seam)."""
+"""Where pixelpost keeps messages, events and the outbox (see `base` for the seam; `buffer`
+holds opens and clicks while a store is slow)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pixelpost.store.base import (
     DeadLetter,
     DestinationCounts,
     Hit,
+    HitRecorder,
     MessageRecord,
     Recorder,
     Route,
     Store,
     StoreError,
 )
+from pixelpost.store.buffer import HitBuffer
 from pixelpost.store.sqlite import SQLiteStore
 
 __all__ = [
@@ -21,6 +24,8 @@ __all__ = [
     "DeadLetter",
     "DestinationCounts",
     "Hit",
+    "HitBuffer",
+    "HitRecorder",
     "MessageRecord",
     "Recorder",
     "Route",

@@ -108,18 +108,22 @@ class Route:
     destination: str
 
 
-class Recorder(Protocol):
+class HitRecorder(Protocol):
+    """Where the tracker records opens and clicks."""
+
+    def record_hits(self, hits: Sequence[Hit]) -> Awaitable[None]:
+        """Durably record opens and clicks as events: committed when what this returns
+        is done. (Not a coroutine: the tracker awaits it straight, one suspension less
+        on its hot path.)"""
+
+
+class Recorder(HitRecorder, Protocol):
     """Where the relay and the tracker record what happened."""
 
     async def record(
         self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
     ) -> None:
         """Durably record copies and events (committed when this returns)."""
-
-    def record_hits(self, hits: Sequence[Hit]) -> Awaitable[None]:
-        """Durably record opens and clicks as events: committed when what this returns
-        is done. (Not a coroutine: the tracker awaits it straight, one suspension less
-        on its hot path.)"""
 
 
 class Store(Recorder, Protocol):

@@ -5,11 +5,12 @@ the page itself in headless Chromium, its numbers against the API's."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.conftest import AppServer
 from tracker.api import add_api
 from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
 from tracker.dashboard import LOGIN_BODY_LIMIT, add_dashboard
+from tracker.throttle import FAILURE_WINDOW, Throttle
 
 TOKEN = "dashboard-test-token-5f0c2a"
 CSP = (
@@ -46,16 +48,23 @@ SCREENSHOT = "dashboard-integration.png"
 HOSTILE_LINK = 'https://shop.example/sale?q="><img src=x id=injected>'
 """A link whose URL is markup: the dashboard must show it as text."""
 
-DashboardStarter = Callable[[str | None], Awaitable[str]]
+DashboardStarter = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
 def start_dashboard(store: SQLiteStore, serve_app: AppServer) -> DashboardStarter:
     """Starts trackers on 127.0.0.1 port 0 with the statistics API and the dashboard,
-    for the API token given (None: both off); returns the base URL."""
+    for the API token given (None: both off), believing X-Forwarded-* from
+    `trusted_proxies`; returns the base URL."""
 
-    async def start(token: str | None) -> str:
-        access = Access(token)
+    async def start(
+        token: str | None, *, trusted_proxies: Sequence[str] = (), throttle: Throttle | None = None
+    ) -> str:
+        access = Access(
+            token,
+            trusted_proxies=[ipaddress.ip_network(network) for network in trusted_proxies],
+            throttle=throttle,
+        )
         app = web.Application()
         add_api(app, access=access, stats=store)
         add_dashboard(app, access)
@@ -275,7 +284,7 @@ async def test_the_right_token_sets_the_session_cookie_and_the_page_loads(
     assert attributes["samesite"].strip() == "SameSite=Strict"
     assert "secure" not in attributes  # plain http, and no proxy said https
     assert TOKEN not in line
-    assert Access(TOKEN).session_valid(value)
+    assert not Access(TOKEN).session_valid(value)  # sessions live where they were made
 
     async with http.get(f"{base}/dashboard", headers={"Cookie": f"{COOKIE}={value}"}) as response:
         assert response.status == 200
@@ -294,18 +303,24 @@ async def test_the_right_token_sets_the_session_cookie_and_the_page_loads(
         assert 'action="/dashboard/login"' in await response.text()
 
 
-async def test_the_cookie_is_secure_when_the_browser_came_over_https(
+async def test_the_cookie_is_secure_when_a_trusted_proxy_says_https(
     start_dashboard: DashboardStarter, http: aiohttp.ClientSession
 ) -> None:
-    base = await start_dashboard(TOKEN)
-    async with http.post(
-        f"{base}/dashboard/login",
-        data={"token": TOKEN},
-        headers={"X-Forwarded-Proto": "https"},
-        allow_redirects=False,
-    ) as response:
-        _, line = session_cookie(response)
-    assert "secure" in [part.strip().lower() for part in line.split(";")]
+    behind_proxy = await start_dashboard(TOKEN, trusted_proxies=["127.0.0.1/32"])
+    exposed = await start_dashboard(TOKEN, trusted_proxies=["10.0.0.0/8"])
+    secure = []
+    for base in (behind_proxy, exposed):
+        async with http.post(
+            f"{base}/dashboard/login",
+            data={"token": TOKEN},
+            headers={"X-Forwarded-Proto": "https"},
+            allow_redirects=False,
+        ) as response:
+            _, line = session_cookie(response)
+        secure.append("secure" in [part.strip().lower() for part in line.split(";")])
+    # Anyone else's X-Forwarded-Proto is only a claim: the cookie is not made Secure
+    # on its word (nor is anything else believed).
+    assert secure == [True, False]
 
 
 async def test_logout_clears_the_cookie(
@@ -325,6 +340,118 @@ async def test_logout_clears_the_cookie(
     assert cleared == ""
     assert "Max-Age=0" in line
     assert "Path=/" in line
+
+
+async def signed_in(http: aiohttp.ClientSession, base: str, cookie: str) -> bool:
+    """Whether `cookie` opens the statistics API and the dashboard's page."""
+    headers = {"Cookie": f"{COOKIE}={cookie}"}
+    async with http.get(f"{base}/api/v1/stats", headers=headers) as response:
+        api = response.status == 200
+    async with http.get(f"{base}/dashboard", headers=headers) as response:
+        page = "dashboard.js" in await response.text()
+    assert api == page
+    return api
+
+
+async def logout(http: aiohttp.ClientSession, base: str, cookie: str) -> None:
+    async with http.post(
+        f"{base}/dashboard/logout",
+        headers={"Cookie": f"{COOKIE}={cookie}"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+
+
+async def test_a_session_ends_when_it_signs_out(
+    start_dashboard: DashboardStarter, http: aiohttp.ClientSession
+) -> None:
+    base = await start_dashboard(TOKEN)
+    cookie = await login(http, base, TOKEN)
+    other = await login(http, base, TOKEN)
+    assert await signed_in(http, base, cookie)
+
+    await logout(http, base, cookie)
+    # A copy of the cookie kept past the sign-out (a shared computer, a stolen
+    # cookie) opens nothing any more; another session is left alone.
+    assert not await signed_in(http, base, cookie)
+    assert await signed_in(http, base, other)
+
+
+async def test_each_sign_in_gets_a_session_of_its_own(
+    start_dashboard: DashboardStarter, http: aiohttp.ClientSession
+) -> None:
+    base = await start_dashboard(TOKEN)
+    # Within the same second, as two browsers signing in together would.
+    first, second = await asyncio.gather(login(http, base, TOKEN), login(http, base, TOKEN))
+    assert first != second
+    assert first.split(".")[0] == second.split(".")[0]  # same expiry: only the id differs
+
+    await logout(http, base, first)
+    assert not await signed_in(http, base, first)
+    assert await signed_in(http, base, second)
+
+
+async def test_parallel_wrong_tokens_are_all_counted_per_address(
+    start_dashboard: DashboardStarter, http: aiohttp.ClientSession
+) -> None:
+    base = await start_dashboard(TOKEN, trusted_proxies=["127.0.0.1/32"])
+    login_url = f"{base}/dashboard/login"
+    guess = "guess-guess-guess-guess"
+
+    async def attempt(kind: str) -> tuple[int, str | None]:
+        bearer = {"Authorization": f"Bearer {guess}"}
+        if kind == "login":
+            request = http.post(login_url, data={"token": guess}, allow_redirects=False)
+        elif kind == "api":
+            request = http.get(f"{base}/api/v1/stats", headers=bearer)
+        else:
+            request = http.get(f"{base}/dashboard", headers=bearer)
+        async with request as response:
+            await response.read()
+            return response.status, response.headers.get("Retry-After")
+
+    # Every way of presenting a token counts, and attempts waiting for their (slow)
+    # answer count too: of eight guesses at once, five are checked.
+    kinds = ["login", "api", "page"] * 2 + ["login", "api"]
+    answers = await asyncio.gather(*(attempt(kind) for kind in kinds))
+    assert sorted(status for status, _ in answers) == [401] * 5 + [429] * 3
+    assert {after for status, after in answers if status == 429} == {"1"}
+
+    # Five failures: this address is refused, unchecked, even the right token, until
+    # they age out; another address behind the proxy is not.
+    async with http.post(login_url, data={"token": TOKEN}, allow_redirects=False) as response:
+        assert response.status == 429
+        assert "Set-Cookie" not in response.headers
+        assert 0 < int(response.headers["Retry-After"]) <= FAILURE_WINDOW
+        assert "Too many wrong tokens" in await response.text()
+    async with http.get(
+        f"{base}/api/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == 429
+        assert "too many wrong tokens" in (await response.json())["error"]
+    await login(http, base, TOKEN, **{"X-Forwarded-For": "198.51.100.7"})
+
+
+async def test_wrong_tokens_from_every_address_together_are_bounded(
+    start_dashboard: DashboardStarter, http: aiohttp.ClientSession
+) -> None:
+    base = await start_dashboard(
+        TOKEN, trusted_proxies=["127.0.0.1/32"], throttle=Throttle(per_client=5, in_all=6)
+    )
+
+    async def attempt(client: str, token: str) -> int:
+        async with http.post(
+            f"{base}/dashboard/login",
+            data={"token": token},
+            headers={"X-Forwarded-For": client},
+            allow_redirects=False,
+        ) as response:
+            return response.status
+
+    clients = [f"198.51.100.{n}" for n in (1, 2, 3)] * 2
+    assert await asyncio.gather(*(attempt(c, "guess") for c in clients)) == [401] * 6
+    # Two failures each, but six in all: a seventh address is refused unchecked.
+    assert await attempt("203.0.113.9", TOKEN) == 429
 
 
 async def test_forms_posted_from_another_site_are_refused(

@@ -4,20 +4,25 @@ metrics; every hit in the real store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 
 from pixelpost.classify import classifier_for
 from pixelpost.config import ClassifyConfig, ClassifyRule
+from pixelpost.event_types import EventType
 from pixelpost.ids import new_message_id
-from pixelpost.store import MessageRecord, SQLiteStore
+from pixelpost.store import DestinationCounts, MessageRecord, SQLiteStore
 from pixelpost.tokens import TokenCodec
-from tests.conftest import AppServer, recorded
+from tests.conftest import AppServer, recorded, until
 from tracker.app import create_app
 from tracker.auth import WRONG_TOKEN_DELAY, Access
 from tracker.metrics import Metrics
@@ -40,8 +45,9 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
         classify: ClassifyConfig = DEFAULT_CLASSIFY,
         api_token: str | None = None,
         delivered_at: DeliveryLookup | None = None,
+        metrics: Metrics | None = None,
     ) -> str:
-        metrics = Metrics()
+        metrics = metrics or Metrics()
         views = Views(
             codec=codec,
             recorder=store,
@@ -171,6 +177,57 @@ async def test_metrics_count_hits_and_latency(
     assert 'pixelpost_http_request_duration_seconds_count{route="pixel"} 1.0' in text
     # a refused token is answered too: its time counts
     assert 'pixelpost_http_request_duration_seconds_count{route="click"} 2.0' in text
+
+
+class Counted:
+    """The real store, counting the metrics' reads of it."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.reads = 0
+
+    async def counts(self) -> dict[str, DestinationCounts]:
+        return await self.store.counts()
+
+    async def event_counts(self) -> dict[EventType, int]:
+        self.reads += 1
+        return await self.store.event_counts()
+
+
+async def test_metrics_keep_refreshing_after_the_store_returns_something_odd(
+    start_tracker: TrackerStarter,
+    http: aiohttp.ClientSession,
+    store: SQLiteStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tracker.metrics")
+    metrics = Metrics()
+    base = await start_tracker(metrics=metrics)
+    # A counter this version does not know (written by a newer one, or by hand).
+    with contextlib.closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("INSERT INTO counters (name, value) VALUES ('no such type', 1)")
+    counted = Counted(store)
+    refresher = asyncio.create_task(metrics.keep_refreshed(counted, interval=0.01))
+    try:
+        await until(lambda: counted.reads >= 5, "five refreshes")
+        failures = [r for r in caplog.records if "refreshing the counts failed" in r.message]
+        assert len(failures) == 1  # once for as long as it fails the same way
+        assert "KeyError" in failures[0].message
+        assert failures[0].exc_info is not None  # an unexpected error: where it came from
+
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
+            db.execute("DELETE FROM counters WHERE name = 'no such type'")
+        await (await http.get(f"{base}/o/{codec.open_token(new_message_id())}")).read()
+
+        expected = 'pixelpost_events_recorded_total{type="Open"} 1.0'
+        await until(lambda: expected in generate_latest(metrics.registry).decode(), "a refresh")
+        async with http.get(f"{base}/metrics") as response:
+            assert expected in await response.text()
+        assert any("read from the store again" in r.message for r in caplog.records)
+        assert not refresher.done()
+    finally:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
 
 
 async def test_hits_are_answered_when_the_store_is_down(

@@ -45,6 +45,8 @@ def test_builtin_defaults_are_the_contracts() -> None:
     assert str(config.relay.listen) == "127.0.0.1:2525"
     assert str(config.tracker.listen) == "127.0.0.1:8080"
     assert config.tracker.public_url == "http://127.0.0.1:8080"
+    assert config.tracker.header_timeout == 15
+    assert (config.tracker.max_connections, config.tracker.max_connections_per_ip) == (500, 50)
     assert config.upstream == MaildirUpstream(url="maildir:./var/outbox", path=Path("var/outbox"))
     assert config.store.kind == "sqlite"
     assert config.store.sqlite_path == Path("var/pixelpost.db")
@@ -281,6 +283,19 @@ listn = "127.0.0.1:8080"
         (
             '[tracker]\npublic_url = "https://tracking.bücher.de"',
             'tracker.public_url: "https://tracking.bücher.de" is not a plain ASCII URL',
+        ),
+        (
+            '[tracker]\nheader_timeout = "0s"',
+            'tracker.header_timeout: "0s" is out of range (it must be from 100ms to 1h)',
+        ),
+        (
+            '[tracker]\nheader_timeout = "soon"',
+            'tracker.header_timeout: "soon" is not a duration',
+        ),
+        ("[tracker]\nmax_connections = 0", "tracker.max_connections: 0 is out of range"),
+        (
+            '[tracker]\nmax_connections_per_ip = "50"',
+            'tracker.max_connections_per_ip: expected an integer, got "50"',
         ),
         ('[store]\nurl = "mysql://db"', 'store.url: "mysql://db" is not a store URL'),
         ('[signing]\nkeys = ["short"]', 'signing.keys[0]: "<secret>" is'),

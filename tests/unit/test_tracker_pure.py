@@ -1,4 +1,5 @@
-"""The tracker's pure helpers: client address, anonymization, retry schedule, Location."""
+"""The tracker's pure helpers: client address, anonymization, retry schedule, Location,
+the wrong-token throttle, sessions, connection limits and bad-request lines."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
-from tracker.client import anonymize, client_ip
+from tracker.auth import SESSION_SECONDS, SESSIONS_KEPT, Access
+from tracker.client import anonymize, client_ip, is_trusted
+from tracker.connections import ConnectionLimits
 from tracker.retry import next_delay, parse_retry_after
+from tracker.server import BAD_REQUEST_SHOWN, describe_bad_request
+from tracker.throttle import Throttle
 from tracker.views import PIXEL, location
 
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
@@ -89,3 +95,95 @@ def test_pixel_is_a_43_byte_gif() -> None:
 def test_location_header(url: str, header: str) -> None:
     assert location(url) == header
     assert location(url).isascii()
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_is_trusted() -> None:
+    assert is_trusted("127.0.0.1", TRUSTED)
+    assert is_trusted("::ffff:10.1.2.3", TRUSTED)
+    assert not is_trusted("203.0.113.5", TRUSTED)
+    assert not is_trusted(None, TRUSTED)
+    assert not is_trusted("garbage", TRUSTED)
+
+
+def test_the_throttle_counts_attempts_in_flight_and_failures_per_client() -> None:
+    clock = Clock()
+    throttle = Throttle(per_client=3, in_all=100, window=300, clock=clock)
+    assert [throttle.start("a") for _ in range(3)] == [None] * 3
+    assert throttle.start("a") == 1  # three in flight: wait for their answers
+    assert throttle.start("b") is None  # another client is not held up
+    throttle.finish("b", failed=False)
+    for _ in range(3):
+        throttle.finish("a", failed=True)
+    clock.now += 100
+    assert throttle.start("a") == 200  # until the first failure is 300 s old
+    clock.now += 200
+    assert throttle.start("a") is None
+    throttle.finish("a", failed=False)  # the right token forgets the failures
+    assert [throttle.start("a") for _ in range(3)] == [None] * 3
+
+
+def test_the_throttle_bounds_every_client_together() -> None:
+    clock = Clock()
+    throttle = Throttle(per_client=5, in_all=4, window=60, clock=clock)
+    for client in ("a", "b", "c", "d"):
+        assert throttle.start(client) is None
+        throttle.finish(client, failed=True)
+    assert throttle.start("e") == 60
+    clock.now += 60
+    assert throttle.start("e") is None
+
+
+def test_each_session_is_its_own_and_ends_at_sign_out() -> None:
+    clock = Clock(1_700_000_000)
+    access = Access("token-token-token-token", clock=clock)
+    first, second = access.new_session(), access.new_session()
+    assert first != second
+    assert access.session_valid(first)
+    assert access.session_valid(second)
+    access.end_session(first)
+    assert not access.session_valid(first)
+    assert access.session_valid(second)
+    # Changing the token ends every session; a forged MAC or id is nothing.
+    assert not Access("another-token-another-token", clock=clock).session_valid(second)
+    expires, session_id, mac = second.split(".")
+    assert not access.session_valid(f"{expires}.{session_id}x.{mac}")
+    assert not access.session_valid(f"{int(expires) + 1}.{session_id}.{mac}")
+    clock.now += SESSION_SECONDS
+    assert not access.session_valid(second)
+
+
+def test_sessions_are_bounded_oldest_out_first() -> None:
+    access = Access("token-token-token-token", clock=Clock(1_700_000_000))
+    oldest = access.new_session()
+    newer = [access.new_session() for _ in range(SESSIONS_KEPT)]
+    assert not access.session_valid(oldest)
+    assert all(access.session_valid(value) for value in (newer[0], newer[-1]))
+
+
+def test_connection_limits_per_client_and_in_all() -> None:
+    limits = ConnectionLimits(total=3, per_client=1, exempt=[ipaddress.ip_network("10.0.0.0/8")])
+    assert limits.admit("203.0.113.5") is None
+    assert limits.admit("203.0.113.5") == "too many connections from your address"
+    assert limits.admit("10.0.0.1") is None  # a trusted proxy: only the total counts
+    assert limits.admit("10.0.0.1") is None
+    assert limits.admit("198.51.100.1") == "too many connections"
+    limits.release("10.0.0.1")
+    assert limits.admit("198.51.100.1") is None
+    limits.release("203.0.113.5")
+    assert limits.admit("203.0.113.5") is None  # its one connection went: another may come
+
+
+def test_a_bad_request_is_described_on_one_bounded_line() -> None:
+    described = describe_bad_request(BadStatusLine("GET /\x00 HTTP/1.1\n\n  ^"))
+    assert "\n" not in described
+    long = describe_bad_request(LineTooLong("a" * 10_000, "8190"))
+    assert len(long) == BAD_REQUEST_SHOWN
+    assert long.endswith("…")

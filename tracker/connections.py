@@ -1,0 +1,171 @@
+"""Connections to the tracker, bounded in all and per client address.
+
+A connection past a limit is answered `503` and closed before aiohttp sees it. Behind a
+reverse proxy every recipient arrives from the proxy's address, so the trusted proxies
+count towards the total only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from pixelpost.config import HostPort, IPNetwork
+from pixelpost.logs import LogEvery
+from tracker.client import is_trusted
+
+log = logging.getLogger(__name__)
+
+REFUSAL_LINGER = 1.0
+"""Seconds a refused connection is still read (and what comes dropped) after its
+answer: closing on a request not read yet would reset the connection, and the client
+might never see the answer."""
+REFUSALS_LOGGED_EVERY = 10.0
+
+
+class ConnectionLimits:
+    """Connections at once, in all and per client address."""
+
+    def __init__(self, *, total: int, per_client: int, exempt: Sequence[IPNetwork] = ()) -> None:
+        self._total_limit = total
+        self._per_client_limit = per_client
+        self._exempt = tuple(exempt)
+        self._total = 0
+        self._per_client: collections.Counter[str] = collections.Counter()
+
+    def admit(self, peer: str) -> str | None:
+        """None if a connection from `peer` may go on (it is counted then); else why not."""
+        if self._total >= self._total_limit:
+            return "too many connections"
+        if self._per_client[peer] >= self._per_client_limit and not is_trusted(peer, self._exempt):
+            return "too many connections from your address"
+        self._total += 1
+        self._per_client[peer] += 1
+        return None
+
+    def release(self, peer: str) -> None:
+        self._total -= 1
+        self._per_client[peer] -= 1
+        if self._per_client[peer] <= 0:
+            del self._per_client[peer]
+
+
+def _refusal(reason: str) -> bytes:
+    body = f"The tracker refused the connection: {reason}; try again later.\n".encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Admitted(asyncio.Protocol):
+    """Admits a connection by the limits, then hands everything to aiohttp's handler
+    for it; or answers 503 and closes."""
+
+    def __init__(
+        self,
+        make_handler: Callable[[], asyncio.Protocol],
+        limits: ConnectionLimits,
+        refusals_logged: LogEvery,
+        refused: set[asyncio.Transport],
+    ) -> None:
+        self._make_handler = make_handler
+        self._limits = limits
+        self._refusals_logged = refusals_logged
+        self._refused = refused
+        self._handler: asyncio.Protocol | None = None
+        self._peer = ""
+        self._transport: asyncio.Transport | None = None
+        self._linger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if peername else ""
+        refusal = self._limits.admit(self._peer)
+        if refusal is None:
+            self._handler = self._make_handler()
+            self._handler.connection_made(transport)
+            return
+        if (more := self._refusals_logged.due()) is not None:
+            log.warning(
+                "%s: connection refused: %s%s",
+                self._peer,
+                refusal,
+                more,
+            )
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._refused.add(transport)
+        transport.write(_refusal(refusal))
+        transport.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._handler is not None:
+            return self._handler.eof_received()
+        return None  # refused, and the client is done: close
+
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handler is not None:
+            self._limits.release(self._peer)
+            self._handler.connection_lost(exc)
+        elif self._transport is not None and self._linger is not None:
+            self._refused.discard(self._transport)
+            self._linger.cancel()
+
+
+class LimitedSite(web.BaseSite):
+    """A TCP site whose connections `limits` admits before aiohttp reads them."""
+
+    __slots__ = ("_host", "_limits", "_port", "_refusals_logged", "_refused")
+
+    def __init__(
+        self, runner: web.BaseRunner, listen: HostPort, *, limits: ConnectionLimits
+    ) -> None:
+        super().__init__(runner)
+        self._host = listen.host
+        self._port = listen.port
+        self._limits = limits
+        self._refusals_logged = LogEvery(REFUSALS_LOGGED_EVERY)
+        self._refused: set[asyncio.Transport] = set()
+        """Refused connections, still read until they close."""
+
+    @property
+    def name(self) -> str:
+        return f"http://{HostPort(host=self._host, port=self._port)}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Admitted(server, self._limits, self._refusals_logged, self._refused),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()
+        for transport in list(self._refused):
+            transport.close()
