@@ -14,6 +14,9 @@ the clients send the rest. Then the sink's count is compared with the 250s:
               again, as with every MTA)
   in flight   sent but with no answer when the relay died: the client must retry
               these, and some may still arrive (the spool had them before the 250)
+  refused     answered with a refusal (a 421 at the greeting, a 4xx or 5xx), and
+  failed      cut off other than by the kill: either makes the round INVALID (exit
+              status 1), as the load was not the one asked for
 
 `tests/e2e/test_crash.py` runs this scenario and asserts that nothing is lost.
 """
@@ -55,6 +58,11 @@ class CrashReport:
     """Messages sent to the relay that died before it answered."""
     arrivals: collections.Counter[int] = field(default_factory=collections.Counter)
     """How often each message reached the sink."""
+    refused: list[tuple[int | None, str]] = field(default_factory=list)
+    """Messages (None: a session, before any message) the relay answered with a
+    refusal, and its reply."""
+    failed: list[tuple[int | None, str]] = field(default_factory=list)
+    """Messages (or sessions) cut off by anything but the kill, and the error."""
     accepted_before_kill: int = 0
     seconds: float = 0.0
 
@@ -70,6 +78,22 @@ class CrashReport:
     def in_flight_arrived(self) -> int:
         return len(self.in_flight & set(self.arrivals))
 
+    @property
+    def unsent(self) -> int:
+        """Messages no client got to send: every client had stopped."""
+        tried = self.accepted | self.in_flight
+        tried |= {seq for seq, _ in self.refused + self.failed if seq is not None}
+        return self.messages - len(tried)
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the round is not the one asked for: refusals, failures, unsent messages."""
+        found = [f"refused {_which(seq)}: {reply}" for seq, reply in self.refused]
+        found += [f"failed {_which(seq)}: {error}" for seq, error in self.failed]
+        if self.unsent:
+            found.append(f"{self.unsent} messages never sent")
+        return found
+
     def summary(self) -> str:
         return (
             f"{self.messages} messages, relay killed (SIGKILL) after"
@@ -79,10 +103,17 @@ class CrashReport:
             f" (no answer; {self.in_flight_arrived} of them arrived anyway)\n"
             f"  arrived at the sink     {len(self.arrivals)} distinct,"
             f" {sum(self.arrivals.values())} in all\n"
+            f"  refused                 {len(self.refused)}\n"
+            f"  failed (not the kill)   {len(self.failed)}\n"
+            f"  never sent              {self.unsent}\n"
             f"  lost                    {len(self.lost)}\n"
             f"  duplicated              {self.duplicates}\n"
             f"  took                    {self.seconds:.1f}s"
         )
+
+
+def _which(seq: int | None) -> str:
+    return "a session" if seq is None else f"message {seq}"
 
 
 class CountingSink:
@@ -153,15 +184,18 @@ def relay_process(config: Path, port: int, log: Path) -> Iterator[subprocess.Pop
 
 class Load:
     """Clients that send numbered messages until there are none left, and stop at the
-    first connection error (the relay died)."""
+    first error: the connection lost (the relay died) or a refusal, which is counted."""
 
     def __init__(self, port: int, numbers: Iterator[int], report: CrashReport) -> None:
         self._port = port
         self._numbers = numbers
         self._report = report
+        self.killed = False
+        """Set when the relay is killed: connections lost from then on are expected."""
 
     async def client(self, kill_at: int | None, kill: asyncio.Event) -> None:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self._port, timeout=30)
+        seq: int | None = None
         try:
             await smtp.connect()
             for seq in self._numbers:
@@ -171,8 +205,16 @@ class Load:
                 await smtp.sendmail("news@example.com", ["reader@example.org"], message(seq))
                 self._report.in_flight.discard(seq)
                 self._report.accepted.add(seq)
-        except (aiosmtplib.SMTPException, OSError):
-            return
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+            # An answer, even one read after the kill (it was sent before): not in flight.
+            if seq is not None:
+                self._report.in_flight.discard(seq)
+            self._report.refused.append((seq, str(exc)))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            if not self.killed:
+                if seq is not None:
+                    self._report.in_flight.discard(seq)
+                self._report.failed.append((seq, repr(exc)))
         finally:
             smtp.close()
 
@@ -189,7 +231,10 @@ class Load:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         if not kill.is_set():
-            raise RuntimeError(f"the load ended before {kill_at} messages were accepted")
+            raise RuntimeError(
+                f"the load ended before {kill_at} messages were accepted: "
+                + "; ".join(self._report.problems[:3])
+            )
 
 
 def run(
@@ -214,6 +259,7 @@ def run(
             async def first_half() -> None:
                 killer = asyncio.create_task(load.run(sessions, kill_at=kill_after))
                 await killer
+                load.killed = True  # no client runs between these two lines
                 os.kill(relay.pid, signal.SIGKILL)
                 report.accepted_before_kill = len(report.accepted)
                 # The clients find out on their next read.
@@ -256,6 +302,8 @@ def main() -> None:
         print(f"round {number + 1}: {report.summary()}", flush=True)
         if report.lost:
             raise SystemExit(f"LOST: {sorted(report.lost)[:20]}")
+        if report.problems:
+            raise SystemExit("INVALID: " + "; ".join(report.problems[:5]))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ def main_cf(workdir: Path, relay_to_port: int) -> str:
         "smtpd_relay_restrictions": "permit_mynetworks, reject",
         "smtpd_recipient_restrictions": "permit_mynetworks, reject",
         "default_process_limit": "100",
+        # Every benchmark client is 127.0.0.1: no per-client connection limit (mynetworks
+        # is exempt by default; said here so that the load is never refused by it).
+        "smtpd_client_connection_count_limit": "0",
         "smtp_connection_cache_on_demand": "yes",
         "maillog_file": str(workdir / "maillog"),
         "maillog_file_prefixes": str(workdir),

@@ -4,9 +4,11 @@
     .venv/bin/python -m bench.profile [--kind text|html] [--seconds 10] [--workers 2]
 
 `smtp-source` keeps the relay (tracking on, fsync'd spool, `--workers` processes)
-busy, relaying to `smtp-sink`, while py-spy samples every relay process. Each sample
-is put where its innermost frame is, counting from where the event loop or a thread
-pool hands over work (the startup frames under every sample do not count):
+busy, relaying to `smtp-sink`, while py-spy samples every relay process. A message the
+relay refuses, or that never reaches the sink, stops the profile (INVALID): the samples
+would not be of the work asked for. Each sample is put where its innermost frame is,
+counting from where the event loop or a thread pool hands over work (the startup
+frames under every sample do not count):
 
   project code itself     a line of relay/, pixelpost/ or tracker/ (system calls made
                           directly from such a line, such as fsync, count here too)
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 from bench.messages import html_message, text_message
-from bench.relay import BIN, ROOT, free_port, pixelpost_config, running, send_all
+from bench.relay import BIN, ROOT, free_port, pixelpost_config, running, send_all, smtp_sink
 
 PROJECT = re.compile(r"\((relay|pixelpost|tracker)/")
 HANDOVERS = ("Handle._run (asyncio/events.py", "_worker (concurrent/futures/thread.py")
@@ -75,9 +76,6 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     args = parser.parse_args()
     py_spy = BIN / "py-spy"
-    for tool in ("smtp-source", "smtp-sink"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: install Debian's postfix package")
     if not py_spy.exists():
         raise SystemExit(f"{py_spy} not found: .venv/bin/pip install py-spy")
 
@@ -87,43 +85,39 @@ def main() -> None:
         data = text_message() if args.kind == "text" else html_message()
         message.write_bytes(data.replace(b"\r\n", b"\n"))  # smtp-source sends LF as CRLF
         sink_port, port = free_port(), free_port()
-        sink = subprocess.Popen(
-            ["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "1024"],
-            stdout=subprocess.DEVNULL,
-        )
         config = pixelpost_config(workdir, port, sink_port, "tracked", args.workers)
         relay_args = [str(BIN / "pixelpost"), "--log-level", "warning", "relay", "-c", str(config)]
-        try:
-            with running(relay_args, port, ROOT, workdir / "relay.log") as relay:
-                time.sleep(2)  # the further workers start
-                children = subprocess.run(
-                    ["pgrep", "-P", str(relay.pid), "-f", "spawn_main"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout.split()
-                pids = [relay.pid, *map(int, children)]
-                print(f"sampling {len(pids)} relay processes for {args.seconds}s", flush=True)
-                record = [str(py_spy), "record", "--format", "raw", "--nonblocking"]
-                record += ["--duration", str(args.seconds)]
-                spies = [
-                    subprocess.Popen(
-                        [*record, "--pid", str(pid), "--output", str(workdir / f"{pid}.txt")],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    for pid in pids
-                ]
-                sent = 0
-                deadline = time.monotonic() + args.seconds + 1
-                while time.monotonic() < deadline:
-                    send_all(port, message, 200, args.sessions)
-                    sent += 200
-                for spy in spies:
-                    spy.wait(60)
-        finally:
-            sink.terminate()
-            sink.wait()
+        with (
+            smtp_sink(sink_port) as sink,
+            running(relay_args, port, ROOT, workdir / "relay.log") as relay,
+        ):
+            time.sleep(2)  # the further workers start
+            children = subprocess.run(
+                ["pgrep", "-P", str(relay.pid), "-f", "spawn_main"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            pids = [relay.pid, *map(int, children)]
+            print(f"sampling {len(pids)} relay processes for {args.seconds}s", flush=True)
+            record = [str(py_spy), "record", "--format", "raw", "--nonblocking"]
+            record += ["--duration", str(args.seconds)]
+            spies = [
+                subprocess.Popen(
+                    [*record, "--pid", str(pid), "--output", str(workdir / f"{pid}.txt")],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for pid in pids
+            ]
+            sent = 0
+            deadline = time.monotonic() + args.seconds + 1
+            while time.monotonic() < deadline:
+                send_all(port, message, 200, args.sessions)
+                sent += 200
+            for spy in spies:
+                spy.wait(60)
+            sink.wait_for(sent)
         total, categories, own = categorise([workdir / f"{pid}.txt" for pid in pids])
 
     print(f"\n{args.kind}: {sent} messages sent, {total} samples in {len(pids)} processes")

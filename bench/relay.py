@@ -19,10 +19,14 @@ system in turn to Postfix's `smtp-sink` (Debian's postfix package provides all t
 Both kinds of message by default: 20 KB of plain text and a 100 KB HTML newsletter.
 A 250 from pixelpost or Postfix only means "queued", so the clock runs from the start of
 smtp-source until smtp-sink has counted every message of the run (its `-c` counter, read
-from a pipe) and smtp-source has finished. Each system is started afresh for each round
-and warmed up with a few messages first; rounds alternate the systems so that a slow
-moment of the machine hits all of them. The report gives each system's median messages
-per second and the ratios.
+from a pipe) and smtp-source has finished. smtp-source stops at the first reply that
+refuses anything (a 421 at the greeting, a 4xx or 5xx to a command or a message), and
+the benchmark with it (INVALID, exit status 1): a refused message is never counted as
+throughput. The systems' connection limits are set above the load, as every session
+comes from 127.0.0.1. Each system is started afresh for each round and warmed up with
+a few messages first; rounds alternate the systems so that a slow moment of the machine
+hits all of them. The report gives each system's median messages per second and the
+ratios.
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ SETTLE = 0.5
 sink counts a message before its reply reaches the relay."""
 STOP_TIMEOUT = 10.0
 """Seconds from SIGTERM to SIGKILL."""
+SEND_TIMEOUT = 600.0
+"""Seconds smtp-source may take for one run."""
+CONNECTIONS_LIMIT = 10_000
+"""max_connections and max_connections_per_ip, the relay's and the tracker's, in the
+benchmarks' configurations: every benchmark client connects from 127.0.0.1, and a
+benchmark measures what pixelpost does with its whole load, not the limits that keep
+one client of a real network from taking it all."""
+RECIPIENTS_LIMIT = 1000
+"""relay.max_recipients, pixelpost's default."""
 
 
 def free_port() -> int:
@@ -162,14 +175,16 @@ class SinkCounter:
             deadline = time.monotonic() + stall_timeout
             while self._count < total:
                 if self._closed:
-                    raise SystemExit(f"smtp-sink exited after {self._count} of {total} messages")
+                    raise SystemExit(
+                        f"INVALID: smtp-sink exited after {self._count} of {total} messages"
+                    )
                 if self._count != last:
                     last = self._count
                     deadline = time.monotonic() + stall_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SystemExit(
-                        f"smtp-sink counted nothing for {stall_timeout:.0f}s:"
+                        f"INVALID: smtp-sink counted nothing for {stall_timeout:.0f}s:"
                         f" {self._count} of {total} messages arrived"
                     )
                 self._changed.wait(remaining)
@@ -196,8 +211,19 @@ def smtp_sink(port: int) -> Iterator[SinkCounter]:
 
 
 def pixelpost_config(
-    workdir: Path, port: int, sink_port: int, config_set: str, workers: int = 1
+    workdir: Path,
+    port: int,
+    sink_port: int,
+    config_set: str,
+    workers: int = 1,
+    *,
+    max_recipients: int = RECIPIENTS_LIMIT,
+    max_message_bytes: int | None = None,
 ) -> Path:
+    """A configuration for `pixelpost relay` on `port`, relaying to `sink_port`, with
+    limits that let a benchmark's whole load in; `max_message_bytes` None keeps the
+    default."""
+    size_limit = "" if max_message_bytes is None else f"max_message_bytes = {max_message_bytes}"
     path = workdir / f"{config_set}.toml"
     path.write_text(
         f"""
@@ -207,6 +233,10 @@ listen = "127.0.0.1:{port}"
 workers = {workers}
 hostname = "relay.bench"
 spool = "{workdir / "spool"}"
+max_connections = {CONNECTIONS_LIMIT}
+max_connections_per_ip = {CONNECTIONS_LIMIT}
+max_recipients = {max_recipients}
+{size_limit}
 [upstream]
 url = "smtp://127.0.0.1:{sink_port}"
 [tracker]
@@ -228,25 +258,36 @@ click_tracking = false
 
 
 def send_all(port: int, message: Path, messages: int, sessions: int) -> None:
-    """smtp-source sends `messages` and gets every reply."""
-    subprocess.run(
-        [
-            "smtp-source",
-            "-s",
-            str(sessions),
-            "-m",
-            str(messages),
-            "-F",
-            str(message),
-            "-f",
-            "news@example.com",
-            "-t",
-            "reader@example.org",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-        timeout=600,
-    )
+    """smtp-source sends `messages` and gets every reply; SystemExit, INVALID, when the
+    system refused any of them (smtp-source stops there) or it took too long."""
+    command = [
+        "smtp-source",
+        "-s",
+        str(sessions),
+        "-m",
+        str(messages),
+        "-F",
+        str(message),
+        "-f",
+        "news@example.com",
+        "-t",
+        "reader@example.org",
+        f"127.0.0.1:{port}",
+    ]
+    try:
+        result = subprocess.run(
+            command, stderr=subprocess.PIPE, text=True, check=False, timeout=SEND_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise SystemExit(
+            f"INVALID: smtp-source had not sent {messages} messages to port {port}"
+            f" after {SEND_TIMEOUT:.0f}s"
+        ) from None
+    if result.returncode != 0:
+        raise SystemExit(
+            f"INVALID: smtp-source to port {port} stopped ({result.returncode}),"
+            f" not every message accepted: {result.stderr.strip()}"
+        )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ the HTML (scan, plan, render with real signed tokens), the same for a whole MIME
 already planned message; and as baselines one regex pass over the HTML,
 BeautifulSoup with html.parser parsing and serializing it, and lxml-backed
 BeautifulSoup and selectolax when they are installed. Reports medians and ratios.
+
+The rewrites timed are checked first: a rewrite that left a link or the pixel out
+would be timed doing less than its job, so the benchmark stops there, INVALID.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 from bench.messages import html_message, newsletter_html
 from pixelpost.ids import new_message_id
@@ -38,6 +43,22 @@ def measure(run: Callable[[], object], runs: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def html_part(message: bytes) -> str:
+    parsed = message_from_bytes(message, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    part = parsed.get_body(("html",))
+    return "" if part is None else str(part.get_content())
+
+
+def check(what: str, rewritten: str, links: int) -> None:
+    """SystemExit, INVALID, unless `rewritten` has `links` tracked links and a pixel."""
+    clicks, pixels = rewritten.count(f"{BASE}/c/"), rewritten.count(f"{BASE}/o/")
+    if clicks != links or pixels != 1:
+        raise SystemExit(
+            f"INVALID: {what} made {clicks} tracked links of {links} and {pixels} pixels"
+        )
 
 
 def main() -> None:
@@ -70,6 +91,11 @@ def main() -> None:
 
     def another_recipient() -> bytes:
         return planned.render(**urls(new_message_id()))  # type: ignore[arg-type]
+
+    links = len(html.scan(doc).links)
+    check("the HTML rewrite", rewrite_html(), links)
+    check("the MIME rewrite", html_part(rewrite_message()), links)
+    check("another recipient's copy", html_part(another_recipient()), links)
 
     href = re.compile(r"""href\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
     results: list[tuple[str, float]] = [
@@ -110,7 +136,6 @@ def main() -> None:
     except ImportError:
         print("(selectolax not installed: pip install selectolax to compare)")
 
-    links = len(html.scan(doc).links)
     print(f"HTML: {len(doc):,} characters, {links} tracked links; message {len(message):,} bytes")
     ours = results[0][1]
     width = max(len(name) for name, _ in results)
