@@ -2,8 +2,9 @@
 
 Checking a password costs an scrypt (tens of milliseconds, on purpose): it runs on a
 thread, never on the event loop, and a client address that failed `FAILURES_ALLOWED`
-times within `FAILURE_WINDOW` seconds is refused without a check until its failures
-age out, as Postfix's `smtpd_client_auth_rate_limit` does.
+times within `FAILURE_WINDOW` seconds, counting the attempts still being checked, is
+refused without a check until its failures age out, as Postfix's
+`smtpd_client_auth_rate_limit` does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Accounts:
         self._users = {user.name: user for user in users}
         self._clock = clock
         self._failures: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+        self._checking: collections.Counter[str] = collections.Counter()
 
     def __bool__(self) -> bool:
         return bool(self._users)
@@ -52,15 +54,25 @@ class Accounts:
         Raises Throttled, without checking, for a client that failed too often."""
         now = self._clock()
         recent = [t for t in self._failures.get(client, ()) if now - t < FAILURE_WINDOW]
-        if len(recent) >= FAILURES_ALLOWED:  # read at each call, as tests adjust them
+        # Attempts still being checked count as failures until they are known not to
+        # be: parallel connections cannot get more guesses in than one after another.
+        if len(recent) + self._checking[client] >= FAILURES_ALLOWED:  # read at each call
             raise Throttled
         user = self._users.get(login)
         # An unknown login costs as much as a wrong password: timing tells nothing.
         hashed = user.password_hash if user is not None else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password, hashed)
+        self._checking[client] += 1
+        try:
+            ok = await asyncio.to_thread(verify_password, password, hashed)
+        finally:
+            self._checking[client] -= 1
+            if self._checking[client] <= 0:
+                del self._checking[client]
         if ok and user is not None:
             self._failures.pop(client, None)
             return user.name
+        now = self._clock()
+        recent = [t for t in self._failures.get(client, ()) if now - t < FAILURE_WINDOW]
         recent.append(now)
         self._failures[client] = recent
         self._failures.move_to_end(client)

@@ -115,3 +115,14 @@ def normalize_newlines(data: bytes) -> bytes:
     `smtpd_forbid_bare_newline = normalize`): parsers and the next hop then agree on
     where lines end, and a smuggled end-of-data is only text."""
     return _NEWLINE.sub(b"\r\n", data) if has_bare_newlines(data) else data
+
+
+def has_nul(data: bytes) -> bool:
+    """Whether `data` holds a NUL, which no message may (RFC 5322 section 2.3, RFC 6152):
+    an upstream that drops it would read `<CRLF><NUL>.<CRLF>` as the end of data."""
+    return b"\x00" in data
+
+
+def remove_nul(data: bytes) -> bytes:
+    """`data` without its NUL bytes."""
+    return data.replace(b"\x00", b"")

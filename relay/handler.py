@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from pixelpost.events import dumps
 from pixelpost.mail import common_headers, mail_object
 from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy, client_address, format_peer
+from relay.addresses import mailbox_problem
 from relay.auth import Accounts
 from relay.delivery import Client, Delivery, Outgoing, Submission
 from relay.headers import extract_controls, parse_header_section, protocol_name, received_field
@@ -75,8 +76,8 @@ class RelayHandler:
     ) -> bool:
         """Called only with relay.proxy_protocol on: the real client is the PROXY
         header's (see `relay.server`)."""
-        proxied: Callable[[ProxyData], bool] | None = getattr(server, "proxied", None)
-        return proxied(proxy_data) if proxied is not None else False
+        proxied: Callable[[ProxyData], Awaitable[bool]] | None = getattr(server, "proxied", None)
+        return await proxied(proxy_data) if proxied is not None else False
 
     async def handle_MAIL(
         self,
@@ -86,6 +87,9 @@ class RelayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if address != "<>" and (problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8)):
+            log.warning("%s: bad sender %r: %s", format_peer(session.peer), address, problem)
+            return f"501 5.1.7 Bad sender address syntax ({problem})"
         user = session.auth_data if session.authenticated else None
         if isinstance(user, str) and not self._accounts.may_send_from(user, address):
             peer = format_peer(session.peer)
@@ -108,6 +112,11 @@ class RelayHandler:
         ):
             log.warning("%s: relay access denied for <%s>", format_peer(session.peer), address)
             return "554 5.7.1 Relay access denied"
+        if problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8):
+            log.warning("%s: bad recipient %r: %s", format_peer(session.peer), address, problem)
+            return f"501 5.1.3 Bad recipient address syntax ({problem})"
+        if address in envelope.rcpt_tos:
+            return "250 2.1.5 Ok"  # one copy per recipient, as Postfix's duplicate filter
         if len(envelope.rcpt_tos) >= self._recipients_limit:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)

@@ -63,7 +63,7 @@ def _codec(charset: str | None) -> str:
     name = charset or "us-ascii"
     try:
         return codecs.lookup(_CHARSET_ALIASES.get(name, name)).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         raise RewriteFailure(f"unknown charset {name!r}") from None
 
 

@@ -12,17 +12,25 @@ import collections
 import functools
 import logging
 import ssl
+from asyncio import sslproto
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
 from relay.access import client_address, format_peer
 from relay.auth import Accounts, Throttled
-from relay.data import TooMuchData, has_bare_newlines, normalize_newlines, read_data
+from relay.data import (
+    TooMuchData,
+    has_bare_newlines,
+    has_nul,
+    normalize_newlines,
+    read_data,
+    remove_nul,
+)
 from relay.handler import RelayHandler
 
 log = logging.getLogger(__name__)
@@ -48,21 +56,40 @@ class Admission:
         self._total = 0
         self._per_client: collections.Counter[str] = collections.Counter()
 
-    def admit(self, client: str) -> str | None:
-        """None if `client` may connect (and it is counted), else the reply."""
+    def admit(self, client: str | None) -> str | None:
+        """None if `client` may connect (and it is counted), else the reply. A client
+        of None is not known yet (a balancer's connection before its PROXY header): it
+        counts in all only."""
         if self._total >= self._total_limit:
             return "421 4.7.0 Too many connections; try again later"
-        if self._per_client[client] >= self._per_client_limit:
+        if client is not None and self._per_client[client] >= self._per_client_limit:
             return "421 4.7.0 Too many connections from your address; try again later"
         self._total += 1
+        if client is not None:
+            self._per_client[client] += 1
+        return None
+
+    def identify(self, client: str) -> str | None:
+        """A connection admitted as not known yet turns out to be `client`'s: None if it
+        may stay (and it is counted as theirs), else the reply (and it is released)."""
+        if self._per_client[client] >= self._per_client_limit:
+            self.release(None)
+            return "421 4.7.0 Too many connections from your address; try again later"
         self._per_client[client] += 1
         return None
 
-    def release(self, client: str) -> None:
+    def release(self, client: str | None) -> None:
         self._total -= 1
+        if client is None:
+            return
         self._per_client[client] -= 1
         if self._per_client[client] <= 0:
             del self._per_client[client]
+
+    @property
+    def count(self) -> int:
+        """Connections counted now."""
+        return self._total
 
 
 class _Connection(SMTP):
@@ -78,6 +105,7 @@ class _Connection(SMTP):
         *,
         bare_newlines: str = "normalize",
         implicit_tls: bool = False,
+        tls_after_proxy: ssl.SSLContext | None = None,
         **kwargs: Any,
     ) -> None:
         # AUTH only over TLS: after STARTTLS, or on the implicit-TLS port from the start.
@@ -86,7 +114,11 @@ class _Connection(SMTP):
         self._bare_newlines = bare_newlines
         self._refused = False
         self._refused_late = False
-        self._client = ""
+        self._client: str | None = None
+        """The client as the connection limits count it; None until a PROXY header
+        names it, when the relay is behind a balancer."""
+        self._tls_after_proxy = tls_after_proxy
+        self._released = False
         self._live = live
         self._large = large
         self._holds_large = False
@@ -94,8 +126,13 @@ class _Connection(SMTP):
         self._implicit_tls = implicit_tls
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None and self.session is not None:
+            self._tls_started(transport)
+            return
         peer = transport.get_extra_info("peername")
-        self._client = str(client_address(peer) or peer)
+        # Behind a balancer, the client is known from the PROXY header only.
+        if self._proxy_timeout is None:
+            self._client = str(client_address(peer) or peer)
         refusal = self._admission.admit(self._client)
         if refusal is not None:
             # Told before aiosmtpd greets; this connection never becomes a session.
@@ -109,6 +146,18 @@ class _Connection(SMTP):
         super().connection_made(transport)
         if self._implicit_tls and self.session is not None and self.session.ssl is None:
             self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
+
+    def _tls_started(self, transport: asyncio.BaseTransport) -> None:
+        """After STARTTLS (or the TLS that follows a PROXY header), aiosmtpd calls
+        connection_made again for the TLS transport, and starts a new session (RFC 3207
+        asks to forget what came before). It is the same connection: it is not counted
+        again, and its client stays the one the PROXY header named, not the balancer."""
+        before = self.session
+        assert before is not None
+        super().connection_made(transport)
+        assert self.session is not None
+        self.session.peer = before.peer
+        self.session.proxy_data = before.proxy_data
 
     # AUTH PLAIN and LOGIN: aiosmtpd reads the credentials and hands them to
     # _authenticate, synchronously; the check is an scrypt, so it is done here instead,
@@ -130,7 +179,7 @@ class _Connection(SMTP):
         assert isinstance(credentials, LoginPassword)
         try:
             user = await self._accounts.verify(
-                self._client,  # as the connection limits count it (after PROXY, too)
+                self._client or "unknown",  # as the limits count it (after PROXY, too)
                 credentials.login.decode("utf-8", "replace"),
                 credentials.password.decode("utf-8", "replace"),
             )
@@ -147,14 +196,28 @@ class _Connection(SMTP):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
-        if not self._refused_late:
+        # Released once, however often this is called (aiosmtpd calls it itself after
+        # a failed STARTTLS handshake).
+        if not self._refused_late and not self._released:
+            self._released = True
             self._admission.release(self._client)
         self._live.discard(self)
         super().connection_lost(exc)
 
-    def proxied(self, proxy_data: ProxyData) -> bool:
+    async def handle_exception(self, error: Exception) -> str:
+        """What a command that raised is answered, in one log line: only clients cause
+        these (a failed TLS handshake, an address aiosmtpd's parser trips over)."""
+        peer = format_peer(self.session.peer if self.session is not None else None)
+        if isinstance(error, TLSSetupException):
+            log.info("%s: TLS handshake failed: %r", peer, error.__cause__)
+            return "454 4.7.0 TLS handshake failed"
+        log.warning("%s: command failed: %r", peer, error)
+        return "501 5.5.4 Syntax error in command or parameters"
+
+    async def proxied(self, proxy_data: ProxyData) -> bool:
         """The PROXY header's client becomes this session's peer (for allow_networks,
-        AUTH throttling, limits, logs and ses:source-ip); False refuses the connection."""
+        AUTH throttling, limits, logs and ses:source-ip); on the implicit-TLS port, TLS
+        starts after it. False refuses the connection."""
         assert self.session is not None
         if not proxy_data.valid or proxy_data.src_addr is None:
             log.warning(
@@ -164,18 +227,50 @@ class _Connection(SMTP):
         if isinstance(proxy_data.src_addr, IPv4Address | IPv6Address):
             # aiosmtpd types peer as a string; it holds the (host, port) of getpeername.
             self.session.peer = (str(proxy_data.src_addr), proxy_data.src_port or 0)  # type: ignore[assignment]
+        if self._tls_after_proxy is not None and not await self._start_tls(self._tls_after_proxy):
+            return False
         client = str(client_address(self.session.peer) or self.session.peer)
-        self._admission.release(self._client)
-        refusal = self._admission.admit(client)
+        refusal = self._admission.identify(client)
         if refusal is not None:
-            self._client = ""  # nothing to release any more
-            self._refused_late = True
+            self._refused_late = True  # released by identify
             log.warning("%s: %s", format_peer(self.session.peer), refusal)
             transport = self.transport
             if isinstance(transport, asyncio.WriteTransport):
                 transport.write(f"{refusal}\r\n".encode())
             return False
         self._client = client
+        return True
+
+    async def _start_tls(self, context: ssl.SSLContext) -> bool:
+        """TLS on this connection now, as STARTTLS would, without the command: a
+        balancer sends its PROXY header in the clear, ahead of the client's handshake.
+        Whatever of the handshake came with the header is handed on."""
+        assert self.session is not None
+        assert self.transport is not None
+        buffered: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        early = bytes(buffered)
+        buffered.clear()
+        waiter = self.loop.create_future()
+        self._tls_protocol = sslproto.SSLProtocol(
+            self.loop, self, context, waiter, server_side=True
+        )
+        self._original_transport = self.transport
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        view = memoryview(early)
+        while view:
+            buffer = self._tls_protocol.get_buffer(len(view))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            self._tls_protocol.buffer_updated(size)
+            view = view[size:]
+        try:
+            await waiter
+        except (OSError, ssl.SSLError) as exc:
+            log.info("%s: TLS handshake failed: %s", format_peer(self.session.peer), exc)
+            self.transport.close()
+            return False
         return True
 
     def _timeout_cb(self) -> None:
@@ -192,6 +287,14 @@ class _Connection(SMTP):
 
     def eof_received(self) -> bool | None:
         return None if self._refused else super().eof_received()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, but once only: inside TLS it would start TLS again."""
+        if self._tls_protocol is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -221,13 +324,21 @@ class _Connection(SMTP):
         except BaseException:
             self._release_large()
             raise
+        # The raw material of SMTP smuggling never goes on: bare LF and CR become CRLF,
+        # NUL bytes are removed; or, with relay.bare_newlines = "reject", such a message
+        # is refused.
+        refusal = None
         if has_bare_newlines(content):
-            if self._bare_newlines == "reject":
-                self._release_large()
-                self._set_post_data_state()  # type: ignore[no-untyped-call]
-                await self.push("550 5.5.2 Bare <LF> or <CR> in message text")
-                return
+            refusal = "550 5.5.2 Bare <LF> or <CR> in message text"
             content = normalize_newlines(content)
+        if has_nul(content):
+            refusal = refusal or "550 5.6.0 NUL character in message text"
+            content = remove_nul(content)
+        if refusal is not None and self._bare_newlines == "reject":
+            self._release_large()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(refusal)
+            return
         self.envelope.content = self.envelope.original_content = content
         try:
             status = await self._call_handler_hook("DATA")
@@ -296,6 +407,9 @@ class RelayServer:
         )
 
     def _protocol(self, *, implicit_tls: bool = False) -> _Connection:
+        # Behind a balancer, the implicit-TLS port takes the PROXY header in the clear
+        # and starts TLS after it; otherwise asyncio does TLS before the protocol starts.
+        proxy = self._config.proxy_protocol
         return _Connection(
             self._handler,
             self._live,
@@ -303,8 +417,9 @@ class RelayServer:
             self._accounts,
             self._admission,
             bare_newlines=self._config.bare_newlines,
-            proxy_protocol_timeout=PROXY_TIMEOUT if self._config.proxy_protocol else None,
-            implicit_tls=implicit_tls,
+            proxy_protocol_timeout=PROXY_TIMEOUT if proxy else None,
+            implicit_tls=implicit_tls and not proxy,
+            tls_after_proxy=self._tls if implicit_tls and proxy else None,
             timeout=self._config.timeout,
             tls_context=None if implicit_tls else self._tls,
             # Without accounts, AUTH is never offered.
@@ -329,7 +444,7 @@ class RelayServer:
                     functools.partial(self._protocol, implicit_tls=implicit is not None),
                     listen.host,
                     listen.port,
-                    ssl=implicit,
+                    ssl=None if self._config.proxy_protocol else implicit,
                     # Several relay processes share the port when relay.workers > 1;
                     # one alone does not, so that a second instance by mistake fails.
                     reuse_port=self._reuse_port or None,
@@ -356,6 +471,11 @@ class RelayServer:
         server_tls_context(tls)  # raises, naming the files, if they do not load
         _load_certificate(self._tls, tls)
         log.info("relay: certificate %s loaded again", tls.cert)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now, as the limits count them."""
+        return self._admission.count
 
     @property
     def tls_address(self) -> HostPort | None:

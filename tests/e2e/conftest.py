@@ -20,7 +20,16 @@ import pytest
 from tests.sink import ThreadedSink
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0
+
+
+def readme_block(language: str) -> str:
+    """The README's one example in `language` (```nginx, ```haproxy), as written there:
+    the tests run what users copy."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert len(blocks) == 1, f"the README has one {language} example"
+    return blocks[0]
 
 
 @dataclass

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
+import ssl
 import time
 from pathlib import Path
 
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +49,8 @@ bodies = st.one_of(
     ),
 )  # fmt: skip
 commands = st.one_of(
+    # A whole transaction from valid addresses, so that the run has mail to lose.
+    st.builds(lambda b: ("SEND", b), bodies),
     st.sampled_from(["NOOP", "RSET", "HELP", "VRFY a", "EXPN a", "STARTTLS", "AUTH PLAIN"]),
     st.builds(lambda a: f"EHLO {a}", st.sampled_from(["client.test", "", "x" * 600])),
     st.builds(lambda a: f"HELO {a}", st.sampled_from(["client.test", ""])),
@@ -103,6 +107,12 @@ def test_random_sessions_never_crash_hang_or_lose_mail(
             assert reply(conn, buffer).startswith(b"220")
             for command in script:
                 if isinstance(command, tuple):
+                    if command[0] == "SEND":
+                        conn.sendall(b"RSET\r\nMAIL FROM:<a@example.org>\r\n")
+                        conn.sendall(b"RCPT TO:<b@example.org>\r\n")
+                        answers = [reply(conn, buffer) for _ in range(3)]
+                        if answers[0].startswith(b"421"):
+                            return
                     conn.sendall(b"DATA\r\n")
                     if not reply(conn, buffer).startswith(b"354"):
                         continue
@@ -146,3 +156,129 @@ def test_random_sessions_never_crash_hang_or_lose_mail(
     assert set(queued) <= settled()
     assert "Traceback" not in running.stderr
     assert running.stop() == 0
+
+
+BALANCER = "127.0.0.9"
+"""Where the fuzzed sessions come from: a balancer in allow_networks, as HAProxy on the
+relay's own host would be."""
+OUTSIDERS = ("203.0.113.5", "198.51.100.7")
+_UNVERIFIED = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+proxied_commands = st.one_of(
+    # A transaction to many recipients at once.
+    st.builds(lambda b, n: ("SEND", b, n), bodies, st.integers(1, 60)),
+    st.just("STARTTLS"),
+    commands,
+)
+
+
+def test_random_sessions_behind_a_balancer_with_tls_never_relay_for_outsiders(
+    tmp_path: Path, sink: ThreadedSink, processes: list[Running]
+) -> None:
+    """PROXY headers naming insiders and outsiders, STARTTLS at random points (with a
+    real handshake), transactions to up to 60 recipients: outsiders never get a
+    recipient accepted, every accepted message is delivered to every recipient, and
+    with room for four connections no slot is ever lost."""
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "relay.crt"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "relay.key"))
+    config = tmp_path / "pixelpost.toml"
+    relay = f"""timeout = "5s"
+max_message_bytes = 100000
+max_recipients = 100
+max_connections = 4
+max_connections_per_ip = 2
+allow_networks = ["{BALANCER}/32"]
+proxy_protocol = true
+
+[relay.tls]
+cert = "{tmp_path / "relay.crt"}"
+key = "{tmp_path / "relay.key"}"
+"""
+    config.write_text(config_text(f"smtp://127.0.0.1:{sink.port}", tmp_path, relay=relay))
+    running = start([str(BIN / "pixelpost"), "relay", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+    queued: dict[str, int] = {}
+
+    @settings(
+        max_examples=120,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(st.sampled_from((BALANCER, *OUTSIDERS)), st.lists(proxied_commands, max_size=8))
+    def session(source: str, script: list[object]) -> None:
+        raw = socket.create_connection(
+            ("127.0.0.1", running.smtp_port), READ_TIMEOUT, source_address=(BALANCER, 0)
+        )
+        conn: socket.socket = raw
+        try:
+            raw.sendall(f"PROXY TCP4 {source} 127.0.0.1 40000 25\r\n".encode())
+            buffer = bytearray()
+            assert reply(conn, buffer).startswith(b"220")
+            for command in script:
+                if isinstance(command, tuple) and len(command) == 3:
+                    _, body, count = command
+                    conn.sendall(b"EHLO client.test\r\nMAIL FROM:<a@example.org>\r\n")
+                    answers = [reply(conn, buffer) for _ in range(2)]
+                    if answers[0].startswith(b"421"):
+                        return
+                    rcpts = [f"<r{n}@example.org>".encode() for n in range(count)]
+                    accepted = 0
+                    for rcpt in rcpts:
+                        answer = reply_to(conn, buffer, b"RCPT TO:" + rcpt)
+                        if answer.startswith(b"250"):
+                            accepted += 1
+                            assert source == BALANCER, (source, answer)  # never relay
+                    if not reply_to(conn, buffer, b"DATA").startswith(b"354"):
+                        continue
+                    stuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n..")[2:]
+                    stuffed += b"" if stuffed.endswith(b"\r\n") else b"\r\n"
+                    conn.sendall(stuffed + b".\r\n")
+                    answer = reply(conn, buffer)
+                    if answer.startswith(b"250"):
+                        queued[answer.split()[-1].decode()] = accepted
+                    continue
+                if isinstance(command, tuple):
+                    continue  # a bare DATA: covered by the test above
+                assert isinstance(command, str | bytes)
+                line = command if isinstance(command, bytes) else command.encode()
+                answer = reply_to(conn, buffer, line)
+                if line.upper() == b"STARTTLS" and answer.startswith(b"220"):
+                    assert conn is raw, "STARTTLS accepted inside TLS"
+                    conn = _UNVERIFIED.wrap_socket(raw, server_hostname="127.0.0.1")
+                    buffer = bytearray()
+                    continue
+                if answer.startswith(b"421") or line.upper() == b"QUIT":
+                    return
+            conn.sendall(b"QUIT\r\n")
+        finally:
+            conn.close()
+
+    session()
+    assert running.process.poll() is None, running.stderr
+    assert queued, "the run accepted no message at all"
+
+    def arrived() -> int:
+        return sum(len(a.rcpt_tos) for a in list(sink.handler.arrivals))
+
+    expected = sum(queued.values())
+    deadline = time.monotonic() + 60
+    while arrived() < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert arrived() == expected
+    # No connection slot was lost along the way: a new session is still welcome.
+    with socket.create_connection(
+        ("127.0.0.1", running.smtp_port), READ_TIMEOUT, source_address=(BALANCER, 0)
+    ) as conn:
+        conn.sendall(f"PROXY TCP4 {OUTSIDERS[0]} 127.0.0.1 40000 25\r\n".encode())
+        assert reply(conn, bytearray()).startswith(b"220")
+    assert "Traceback" not in running.stderr
+    assert running.stop() == 0
+
+
+def reply_to(stream: socket.socket, buffer: bytearray, line: bytes) -> bytes:
+    stream.sendall(line + b"\r\n")
+    return reply(stream, buffer)

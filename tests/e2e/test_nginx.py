@@ -14,19 +14,10 @@ from pathlib import Path
 
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, readme_block, start
 from tests.net import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_ID = "01a229384a7e0d36bd3897bb329eede0"
-
-
-def readme_nginx_config() -> str:
-    """The nginx configuration the README gives, as it is written there."""
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.DOTALL)
-    assert len(blocks) == 1, "the README has one nginx example"
-    return blocks[0]
 
 
 def test_the_readme_nginx_example_proxies_the_tracker(
@@ -48,7 +39,7 @@ url = "sqlite:///{tmp_path / "pixelpost.db"}"
 key_file = "{tmp_path / "signing.key"}"
 """
     )
-    site = readme_nginx_config()
+    site = readme_block("nginx")
     site = site.replace("127.0.0.1:8080", f"127.0.0.1:{tracker_port}")
     site = re.sub(r"listen 80;", f"listen 127.0.0.1:{nginx_port};", site)
     site = re.sub(r"\n\s*listen 443[^\n]*|\n\s*ssl_certificate[^\n]*", "", site)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import ssl
 import struct
 from pathlib import Path
@@ -24,14 +25,17 @@ PASSWORD = "correct horse battery staple"
 HASH = hash_password(PASSWORD, log2_n=4)  # cheap for tests; the default is 2**15
 
 
-def tls_lines(ca: trustme.CA, tmp_path: Path, *, networks: str = "10.0.0.0/8") -> str:
-    """[relay] lines: loopback outside allow_networks (unless `networks`), a certificate
-    for 127.0.0.1, implicit TLS on a free port, and two users."""
+def tls_lines(
+    ca: trustme.CA, tmp_path: Path, *, networks: str = "10.0.0.0/8", extra: str = ""
+) -> str:
+    """[relay] lines: loopback outside allow_networks (unless `networks`), `extra`
+    lines, a certificate for 127.0.0.1, implicit TLS on a free port, and two users."""
     issued = ca.issue_cert("127.0.0.1", "localhost")
     cert, key = tmp_path / "relay.crt", tmp_path / "relay.key"
     issued.cert_chain_pems[0].write_to_path(str(cert))
     issued.private_key_pem.write_to_path(str(key))
     return f"""allow_networks = ["{networks}"]
+{extra}
 
 [relay.tls]
 cert = "{cert}"
@@ -153,6 +157,27 @@ async def test_failures_are_throttled_per_client(
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
             await client.auth_plain("app", PASSWORD)
         assert refused.value.code == 454
+
+
+async def test_parallel_wrong_passwords_get_no_more_checks_than_serial_ones(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    ca: trustme.CA,
+    tmp_path: Path,
+    no_delay: None,
+) -> None:
+    _, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port, extra="max_connections_per_ip = 100")
+
+    async def attempt() -> int:
+        async with smtps(relay, ca) as client:
+            await client.ehlo()
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+                await client.auth_plain("app", "wrong")
+            return refused.value.code
+
+    codes = await asyncio.gather(*(attempt() for _ in range(60)))
+    assert sorted(codes) == [454] * 55 + [535] * 5
 
 
 async def test_a_user_may_send_only_from_their_domains(
@@ -400,6 +425,7 @@ async def test_smuggled_ends_of_data_yield_one_normalized_message_each(
     messages = await arrived(len(SMUGGLED_ENDS))
     assert len(messages) == len(SMUGGLED_ENDS)
     for content in messages:
+        assert b"\x00" not in content  # an upstream that drops NULs sees no end there
         assert b"Delivered-To: rcpt@example.org\r\n" in content
         assert content.endswith(b"DATA\r\n\r\nsmuggled\r\n")
         assert content.count(b"\n") == content.count(b"\r\n")
@@ -415,6 +441,8 @@ async def test_bare_newlines_refused_when_configured(
     )
     replies = await smtp_dialogue(relay.address.port, smuggling_attempt(b"\n.\n"), 6)
     assert replies[4].startswith(b"550 5.5.2 Bare <LF> or <CR>")
+    replies = await smtp_dialogue(relay.address.port, smuggling_attempt(b"\r\n\x00.\r\n"), 6)
+    assert replies[4].startswith(b"550 5.6.0 NUL character")
     await asyncio.sleep(0.3)
     assert handler.arrivals == []
 
@@ -456,3 +484,84 @@ async def test_behind_a_load_balancer_the_proxy_header_names_the_client(
 
     # No header: closed without a greeting.
     assert await smtp_dialogue(relay.address.port, envelope, 1, greeting_counts=True) == []
+
+
+async def test_malformed_envelope_addresses_are_refused_at_mail_and_rcpt(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
+) -> None:
+    """Refused where they are given, never accepted and bounced later; what the
+    upstream is sent is what the events say; a recipient given twice gets one copy."""
+    handler, port = sink
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+    wire = (
+        b"EHLO client.test\r\n"
+        b"MAIL FROM:<a\x00b@example.com>\r\n"
+        b"MAIL FROM:<sender@example.com>\r\n"
+        b"RCPT TO:<>\r\n"
+        b"RCPT TO:<a\x00b@example.org>\r\n"
+        b"RCPT TO:<a\rb@example.org>\r\n"
+        b"RCPT TO:<x@bad..example>\r\n"
+        b'RCPT TO:<"quoted"@example.org>\r\n'
+        b"RCPT TO:<quoted@example.org>\r\n"
+        b"DATA\r\nSubject: envelope\r\n\r\nhello\r\n.\r\nQUIT\r\n"
+    )
+    replies = await smtp_dialogue(relay.address.port, wire, 12)
+    assert [r[:9] for r in replies] == [
+        b"250 HELP",
+        b"501 5.1.7",
+        b"250 2.1.0",
+        b"501 5.1.3",
+        b"501 5.1.3",
+        b"501 5.1.3",
+        b"553 5.1.3",  # aiosmtpd's own parser refuses this one
+        b"250 2.1.5",
+        b"250 2.1.5",
+        b"354 End d",
+        b"250 2.0.0",
+        b"221 Bye",
+    ]
+    await handler.wait(1)
+    await asyncio.sleep(0.2)
+    [arrival] = handler.arrivals
+    assert arrival.rcpt_tos == ["quoted@example.org"]
+    await events_of(store, delivery=1)
+    [delivery] = [e for e in await published(store) if e["eventType"] == "Delivery"]
+    assert delivery["delivery"]["recipients"] == ["quoted@example.org"]
+    assert delivery["mail"]["destination"] == ["quoted@example.org"]
+
+
+async def test_client_input_puts_one_line_in_the_log_never_a_traceback(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    ca: trustme.CA,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, port = sink
+    relay = await tls_relay(start_relay, ca, tmp_path, port, networks="127.0.0.0/8")
+    caplog.set_level(logging.DEBUG)
+    replies = await smtp_dialogue(
+        relay.address.port,
+        b"EHLO client.test\r\nVRFY <\r\nMAIL FROM:<\r\nMAIL FROM:<a@example.com>\r\n"
+        b"RCPT TO:<\r\nNOOP\r\n",
+        6,
+    )
+    assert [r[:3] for r in replies] == [b"250", b"501", b"501", b"250", b"501", b"250"]
+
+    # A TLS handshake that goes wrong, then one the client resets.
+    for hello in (b"\x16\x03\x01\x00\x05hello", b""):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.address.port)
+        writer.write(b"EHLO client.test\r\nSTARTTLS\r\n")
+        while not (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 Ready"):
+            pass
+        writer.write(hello)
+        await writer.drain()
+        writer.transport.abort()
+    for _ in range(200):
+        if relay.server.connections == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert relay.server.connections == 0
+    problems = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert problems == []
+    assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
