@@ -1,8 +1,9 @@
 """SES's `mail` object: what every event of one copy of a message carries.
 
-The relay builds it once per copy, when it accepts the message, from the headers as the
-client sent them (SES's examples keep `X-SES-*` headers there too); the store keeps it
-beside the message id, so that opens and clicks, recorded later and elsewhere, carry it.
+The relay builds it once per message, when it accepts it, from the headers as the client
+sent them (SES's examples keep `X-SES-*` headers there too), and each copy's from that
+with its own message id and recipients (`for_copy`); the store keeps it beside the copy's
+id, so that opens and clicks, recorded later and elsewhere, carry it.
 
 Only `ses:caller-identity` needs a word: SES puts the IAM identity that sent the mail
 there; pixelpost puts the SMTP AUTH user, or, for a client admitted by
@@ -88,6 +89,17 @@ def from_domain(common: JSON, mail_from: str) -> str:
         if "@" in address and domain:
             return domain.lower()
     return ""
+
+
+def for_copy(template: JSON, *, message_id: str, destination: Sequence[str]) -> JSON:
+    """The `mail` object of one copy, from the message's (`mail_object` without a
+    message id and destination)."""
+    return {
+        **template,
+        "messageId": message_id,
+        "destination": list(destination),
+        "commonHeaders": {**template["commonHeaders"], "messageId": message_id},
+    }
 
 
 def mail_object(

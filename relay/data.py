@@ -95,6 +95,18 @@ def _could_end(data: bytearray) -> bool:
     return any(seen.endswith(END[:n]) for n in range(1, len(END)))
 
 
+def stuffed(message: bytes) -> bytes:
+    """`message` as DATA carries it: CRLF line ends, a dot doubled where a line starts
+    with one, and the end-of-data line (the inverse of what `read_data` does)."""
+    message = normalize_newlines(message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    message = message.replace(b"\r\n.", b"\r\n..")
+    if message.startswith(b"."):
+        message = b"." + message
+    return message + _LAST_LINE
+
+
 def _unstuff(data: bytes) -> bytes:
     """Remove the dot that starts a line (RFC 5321 section 4.5.2)."""
     unstuffed = data.replace(b"\r\n.", b"\r\n")

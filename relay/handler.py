@@ -17,14 +17,16 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
 from pixelpost.events import dumps
+from pixelpost.ids import new_message_id
 from pixelpost.mail import common_headers, mail_object
-from pixelpost.tokens import TokenCodec
 from relay.access import AccessPolicy, client_address, format_peer
 from relay.addresses import mailbox_problem
 from relay.auth import Accounts
-from relay.delivery import Client, Delivery, Outgoing, Submission
-from relay.headers import extract_controls, parse_header_section, protocol_name, received_field
-from relay.tracking import prepare
+from relay.delivery import Delivery, Submission
+from relay.headers import extract_controls, parse_header_section, protocol_name
+from relay.spoolfile import Envelope as SpooledEnvelope
+from relay.spoolfile import Trace, Tracking
+from relay.tracking import Rewriter, copies_for
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,9 @@ class RelayHandler:
         config: Config,
         access: AccessPolicy,
         delivery: Delivery,
-        codec: TokenCodec,
+        rewriter: Rewriter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], str] = new_message_id,
         recipients_limit: int = RECIPIENTS_LIMIT_DEFAULT,
         accounts: Accounts | None = None,
     ) -> None:
@@ -54,8 +57,9 @@ class RelayHandler:
         self._accounts = accounts or Accounts(config.relay.users)
         self._access = access
         self._delivery = delivery
-        self._codec = codec
+        self._rewriter = rewriter
         self._clock = clock
+        self._new_id = new_id
         self._recipients_limit = recipients_limit
         self._in_flight: set[asyncio.Task[Any]] = set()
 
@@ -155,82 +159,71 @@ class RelayHandler:
             )
         now = self._clock()
         address = client_address(session.peer)
+        client_ip = str(address) if address else "unknown"
         user = session.auth_data if isinstance(session.auth_data, str) else None
-        client = Client(
-            address=str(address) if address else "unknown",
-            helo=session.host_name,
-            user=user,
-            tls=session.ssl is not None,
-        )
-        prepared = prepare(
-            controls.content,
-            recipients=envelope.rcpt_tos,
-            config_set=config_set,
-            base_url=self._config.tracking_url(config_set) if config_set else "",
-            codec=self._codec,
-        )
-        protocol = protocol_name(
-            esmtp=session.extended_smtp,
-            tls=client.tls,
-            authenticated=bool(session.authenticated),
-            smtputf8=envelope.smtp_utf8,
-        )
+        decision = await self._rewriter.decide(controls.content, config_set)
+        tracked = decision.plan is not None
+        copies = copies_for(envelope.rcpt_tos, tracked=tracked, new_id=self._new_id)
         section = parse_header_section(original)
-        headers = [(f.name, f.value(original)) for f in section.fields]
-        common = common_headers(original[: section.body_offset])
-        copies = tuple(
-            Outgoing(
-                message_id=copy.message_id,
-                recipients=copy.recipients,
-                content=received_field(
-                    helo=client.helo,
-                    client_ip=client.address,
-                    hostname=self._config.relay.hostname,
-                    protocol=protocol,
-                    queue_id=copy.message_id,
-                    recipient=copy.recipients[0] if len(copy.recipients) == 1 else None,
-                    when=now,
-                )
-                + copy.content,
-                mail=dumps(
-                    mail_object(
-                        message_id=copy.message_id,
-                        sent_at=now,
-                        source=sender,
-                        destination=copy.recipients,
-                        headers=headers,
-                        common=common,
-                        config_set=config_set.name if config_set else None,
-                        message_tags=controls.tags,
-                        source_ip=client.address,
-                        caller_identity=user or client.address,
-                    )
-                ),
-            )
-            for copy in prepared.copies
+        template = mail_object(
+            message_id="",
+            sent_at=now,
+            source=sender,
+            destination=(),
+            headers=[(f.name, f.value(original)) for f in section.fields],
+            common=common_headers(original[: section.body_offset]),
+            config_set=config_set.name if config_set else None,
+            message_tags=controls.tags,
+            source_ip=client_ip,
+            caller_identity=user or client_ip,
         )
-        if prepared.failure is not None:
-            log.warning("%s: tracking left out: %s", copies[0].message_id, prepared.failure)
-        submission = Submission(
+        received = now.timestamp()
+        spooled = SpooledEnvelope(
+            id=copies[0].id,
             mail_from=sender,
-            mail_options=tuple(envelope.mail_options),
             copies=copies,
-            config_set=config_set,
-            client=client,
-            received_at=now,
-            rendering_failure=prepared.failure,
+            mail_options=tuple(envelope.mail_options),
+            config_set=config_set.name if config_set else None,
+            received_at=received,
+            expires_at=received + self._config.relay.max_queue_lifetime,
+            mail=dumps(template),
+            rendering_failure=decision.failure,
+            tracking=(
+                Tracking(
+                    base_url=self._config.tracking_url(config_set),
+                    open=config_set.open_tracking,
+                    click=config_set.click_tracking,
+                )
+                if tracked and config_set is not None
+                else None
+            ),
+            trace=Trace(
+                helo=session.host_name,
+                client_ip=client_ip,
+                hostname=self._config.relay.hostname,
+                protocol=protocol_name(
+                    esmtp=session.extended_smtp,
+                    tls=session.ssl is not None,
+                    authenticated=bool(session.authenticated),
+                    smtputf8=envelope.smtp_utf8,
+                ),
+            ),
         )
+        if decision.failure is not None:
+            log.warning("%s: tracking left out: %s", spooled.id, decision.failure)
         log.info(
             "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",
-            copies[0].message_id,
-            submission.mail_from,
-            submission.recipients,
+            spooled.id,
+            sender,
+            len(envelope.rcpt_tos),
             len(copies),
             len(original),
-            config_set.name if config_set else "-",
-            client.address,
+            spooled.config_set or "-",
+            client_ip,
         )
-        return await self._delivery.submit(submission)
+        return await self._delivery.submit(
+            Submission(envelope=spooled, content=controls.content, plan=decision.plan)
+        )
 
     def _config_set(self, requested: str | None) -> ConfigSet | None:
         name = requested if requested is not None else self._config.default_config_set

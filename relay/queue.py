@@ -1,107 +1,52 @@
-"""Delivery from the spool: retries, bounces, notifications, and events.
+"""Delivery from the spool: which message is tried when.
 
-`DeliveryQueue` keeps a schedule of the spool's messages and delivers those that are
-due, a bounded number at a time, over the transport's pooled connections. For each
-attempt and each recipient:
-
-    (first attempt)                                      -> Send (and Rendering Failure)
-    2xx                         delivered                -> Delivery event
-    4xx, timeout, no connection deferred; retried on relay.retry_delays (the last one
-                                repeats) until relay.max_queue_lifetime
-                                                         -> DeliveryDelay, first time only
-    5xx, or the lifetime spent  bounced                  -> Bounce event, and a DSN to the
-                                                            sender (never for a DSN)
-
-A timeout after the final dot is a deferral: the message may arrive twice, but never
-not at all. Events are recorded before the spool file is removed, so a crash in
-between sends the message again rather than losing its events.
+`DeliveryQueue` keeps a schedule of the spool's messages and starts an attempt
+(`relay.attempt`) at each one that is due, a bounded number at a time, over the
+transport's pooled connections. It picks up what other relay processes on the same
+spool left or deferred, retries every deferred message on `pixelpost queue flush`, and
+spools the delivery status notifications that attempts ask for. Events are recorded
+before the spool file is removed, so a crash in between sends a copy again rather than
+losing its events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import heapq
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pixelpost.aio import wait_event
-from pixelpost.bounces import classify, enhanced_status
+from pixelpost.bounces import enhanced_status
 from pixelpost.config import RelayConfig
-from pixelpost.config.values import format_duration
-from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
-from pixelpost.events import (
-    Event,
-    bounce_event,
-    delivery_delay_event,
-    delivery_event,
-    rendering_failure_event,
-    send_event,
-)
 from pixelpost.ids import new_message_id
-from pixelpost.store import MessageRecord, Recorder, StoreError
-from relay.data import LARGE_MESSAGE
+from pixelpost.store import Recorder
+from relay.attempt import Attempt, Failed, Limits
 from relay.dsn import Failure, notification
-from relay.spool import Claim, CorruptSpoolFile, Envelope, Spool, SpoolError, State
-from relay.upstream import RecipientsRefused, Transport
+from relay.retry import next_attempt_at
+from relay.rewrite import MessagePlan
+from relay.spool import Claim, CorruptSpoolFile, Spool, SpoolError, State
+from relay.spoolfile import Copy, Envelope
+from relay.tracking import Rewriter
+from relay.upstream import Transport
 
 log = logging.getLogger(__name__)
 
 CONCURRENCY_DEFAULT = 20
 SCAN_INTERVAL = 2.0
 """How often to look for messages another relay process spooled, or left behind."""
-RETRY_JITTER = 0.1
 STOP_GRACE_DEFAULT = 30.0
 LARGE_DELIVERIES_AT_ONCE = 4
-"""Messages over 1 MB sent at once: the SMTP client copies a message twice as it
-sends it (line endings, dot-stuffing)."""
+"""Copies over 1 MB sent at once: the SMTP client copies a message twice as it sends
+it (line endings, dot-stuffing)."""
 FRESH_BYTES_LIMIT = 64 * 1024 * 1024
 """Newly spooled messages kept in memory for their first attempt, in bytes."""
 
-
-def _delay_type(error: TemporaryDeliveryError) -> str:
-    """SES's delayType for a deferral."""
-    status = enhanced_status(error.code, error.text)
-    if status.startswith("4.4.") or "cannot deliver to" in error.text:
-        return "TransientCommunicationFailure"
-    if status == "4.2.2":
-        return "MailboxFull"
-    return "General"
-
-
-def next_attempt_at(
-    *,
-    attempts: int,
-    delays: Sequence[float],
-    now: float,
-    expires_at: float,
-    rng: random.Random,
-) -> float:
-    """When to try again after the `attempts`-th deferral: the matching delay (the last
-    one repeats), give or take 10% so that a burst of deferrals does not come back as
-    one, and never after the message expires (it is tried once more, then bounced)."""
-    delay = delays[min(attempts, len(delays)) - 1]
-    delay *= rng.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-    return min(now + delay, expires_at)
-
-
-@dataclass(kw_only=True, slots=True)
-class _Outcome:
-    delivered: list[str] = field(default_factory=list)
-    bounced: dict[str, tuple[int, str]] = field(default_factory=dict)
-    deferred: dict[str, TemporaryDeliveryError] = field(default_factory=dict)
-    expired: dict[str, tuple[int, str]] = field(default_factory=dict)
-    """Deferred once more after relay.max_queue_lifetime: bounced too."""
-    reply: str = ""
-
-    @property
-    def failed(self) -> dict[str, tuple[int, str]]:
-        return self.bounced | self.expired
+_Fresh = tuple[Envelope, bytes, MessagePlan | None]
 
 
 class DeliveryQueue:
@@ -113,6 +58,7 @@ class DeliveryQueue:
         spool: Spool,
         transport: Transport,
         recorder: Recorder,
+        rewriter: Rewriter,
         relay: RelayConfig,
         concurrency: int = CONCURRENCY_DEFAULT,
         clock: Callable[[], float] = time.time,
@@ -121,6 +67,7 @@ class DeliveryQueue:
         self._spool = spool
         self._transport = transport
         self._recorder = recorder
+        self._rewriter = rewriter
         self._relay = relay
         self._concurrency = concurrency
         self._clock = clock
@@ -128,8 +75,12 @@ class DeliveryQueue:
         self._schedule: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Task[float | None]] = {}
-        self._fresh: dict[str, tuple[Envelope, bytes]] = {}
-        self._large = asyncio.Semaphore(LARGE_DELIVERIES_AT_ONCE)
+        self._fresh: dict[str, tuple[_Fresh, int]] = {}
+        self._limits = Limits(
+            concurrency=concurrency,
+            sends=asyncio.Semaphore(concurrency),
+            large=asyncio.Semaphore(LARGE_DELIVERIES_AT_ONCE),
+        )
         self._fresh_bytes = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,16 +115,24 @@ class DeliveryQueue:
         heapq.heappush(self._schedule, (due, message_id))
         self._wakeup.set()
 
-    def add(self, messages: Sequence[tuple[Envelope, bytes]]) -> None:
-        """Deliver newly spooled messages now. Their first attempt takes them from
-        memory rather than from the spool, as long as that holds few enough bytes."""
-        for envelope, content in messages:
-            if envelope.id in self._in_flight:
-                continue  # a scan found it first: it is being delivered from the spool
-            if self._fresh_bytes + len(content) <= FRESH_BYTES_LIMIT:
-                self._fresh[envelope.id] = (envelope, content)
-                self._fresh_bytes += len(content)
-            self._at(envelope.id, 0.0)
+    def add(self, envelope: Envelope, content: bytes, plan: MessagePlan | None = None) -> None:
+        """Deliver a newly spooled message now. Its first attempt takes it (and its
+        tracking plan) from memory rather than from the spool, as long as that holds
+        few enough bytes."""
+        if envelope.id in self._in_flight:
+            return  # a scan found it first: it is being delivered from the spool
+        size = len(content) * (2 if plan is not None else 1)  # a plan holds the HTML decoded
+        if self._fresh_bytes + size <= FRESH_BYTES_LIMIT:
+            self._fresh[envelope.id] = ((envelope, content, plan), size)
+            self._fresh_bytes += size
+        self._at(envelope.id, 0.0)
+
+    def _take_fresh(self, message_id: str) -> _Fresh | None:
+        found = self._fresh.pop(message_id, None)
+        if found is None:
+            return None
+        self._fresh_bytes -= found[1]
+        return found[0]
 
     @property
     def spool(self) -> Spool:
@@ -224,9 +183,7 @@ class DeliveryQueue:
 
     def _finished(self, message_id: str, task: asyncio.Task[float | None]) -> None:
         del self._in_flight[message_id]
-        known = self._fresh.pop(message_id, None)
-        if known is not None:
-            self._fresh_bytes -= len(known[1])
+        self._take_fresh(message_id)
         if task.cancelled():
             again = None
         elif (error := task.exception()) is not None:
@@ -260,9 +217,8 @@ class DeliveryQueue:
     async def _deliver(self, message_id: str) -> float | None:
         """One attempt at a spooled message; returns when to try it again, if ever."""
         spool = self._spool
-        known = self._fresh.pop(message_id, None)
-        if known is not None:
-            self._fresh_bytes -= len(known[1])
+        fresh = self._take_fresh(message_id)
+        known = (fresh[0], fresh[1]) if fresh is not None else None
         try:
             claim = await spool.run(spool.claim, message_id, known)
         except CorruptSpoolFile as exc:
@@ -275,7 +231,7 @@ class DeliveryQueue:
         try:
             if claim.state.next_attempt_at > self._clock() + 1:
                 return claim.state.next_attempt_at  # another relay process deferred it
-            again = await self._attempt(claim.envelope, claim.content, claim.state)
+            again = await self._attempt(claim, fresh[2] if fresh is not None else None).run()
             done = again is None
             return again
         except Exception:  # a bug must not lose the message: it stays spooled
@@ -288,6 +244,28 @@ class DeliveryQueue:
             else:
                 # Shielded: once the upstream has it, a stop must not skip the removal.
                 await asyncio.shield(spool.run(functools.partial(spool.finish, claim, done=done)))
+
+    def _attempt(self, claim: Claim, plan: MessagePlan | None) -> Attempt:
+        spool = self._spool
+
+        async def save_state(state: State) -> None:
+            await spool.run(spool.save_state, claim.envelope.id, state)
+
+        return Attempt(
+            envelope=claim.envelope,
+            content=claim.content,
+            state=claim.state,
+            plan=plan,
+            transport=self._transport,
+            recorder=self._recorder,
+            rewriter=self._rewriter,
+            relay=self._relay,
+            limits=self._limits,
+            save_state=save_state,
+            notify=self._notify,
+            clock=self._clock,
+            rng=self._rng,
+        )
 
     def _back_off(self, claim: Claim) -> float:
         """When to try a message again whose attempt failed for want of a reply to
@@ -306,211 +284,34 @@ class DeliveryQueue:
         state.next_attempt_at = due if due > now else now + delays[-1]
         return state.next_attempt_at
 
-    async def _attempt(self, envelope: Envelope, content: bytes, state: State) -> float | None:
-        message_id = envelope.id
-        todo = [r for r in envelope.recipients if r not in state.done]
-        now = self._clock()
-        outcome = await self._send(envelope, content, todo) if todo else _Outcome()
-        if outcome.deferred and self._clock() >= envelope.expires_at:
-            self._expire(outcome)
-        events = self._events(envelope, state, outcome)
-        if events and not envelope.notification:
-            await self._record(envelope, events)
-        state.sent = True
-        if outcome.failed:
-            await self._notify(envelope, content, outcome)
-        state.done += outcome.delivered + list(outcome.failed)
-        if outcome.deferred:
-            state.attempts += 1
-            state.last_error = str(next(iter(outcome.deferred.values())))
-            if state.first_deferred_at is None:
-                state.first_deferred_at = now
-            state.next_attempt_at = next_attempt_at(
-                attempts=state.attempts,
-                delays=self._relay.retry_delays,
-                now=self._clock(),
-                expires_at=envelope.expires_at,
-                rng=self._rng,
-            )
-            log.info(
-                "%s: deferred %d recipients (attempt %d, next in %.0fs): %s",
-                message_id,
-                len(outcome.deferred),
-                state.attempts,
-                state.next_attempt_at - now,
-                state.last_error,
-            )
-        if outcome.delivered:
-            log.info(
-                "%s: delivered to %d via %s: %s",
-                message_id,
-                len(outcome.delivered),
-                self._transport.describe(),
-                outcome.reply,
-            )
-        if outcome.failed:
-            code, text = next(iter(outcome.failed.values()))
-            log.info(
-                "%s: bounced %d recipients: %d %s", message_id, len(outcome.failed), code, text
-            )
-        return state.next_attempt_at if outcome.deferred else None
-
-    def _expire(self, outcome: _Outcome) -> None:
-        lifetime = format_duration(self._relay.max_queue_lifetime)
-        for rcpt, error in outcome.deferred.items():
-            text = f"4.4.7 Delivery time expired after {lifetime}: {error.code} {error.text}"
-            outcome.expired[rcpt] = (error.code, text)
-        outcome.deferred.clear()
-
-    async def _send(self, envelope: Envelope, content: bytes, todo: list[str]) -> _Outcome:
-        outcome = _Outcome()
-        large = len(content) > LARGE_MESSAGE
-        try:
-            async with self._large if large else contextlib.nullcontext():
-                result = await self._transport.send(
-                    mail_from=envelope.mail_from,
-                    rcpt_tos=todo,
-                    content=content,
-                    mail_options=envelope.mail_options,
-                )
-        except TemporaryDeliveryError as exc:
-            outcome.deferred = dict.fromkeys(todo, exc)
-            return outcome
-        except PermanentDeliveryError as exc:
-            outcome.bounced = dict.fromkeys(todo, (exc.code, exc.text))
-            return outcome
-        except RecipientsRefused as exc:
-            for rcpt in todo:
-                reply = exc.refused.get(rcpt)
-                if reply is not None and reply.code >= 500:
-                    outcome.bounced[rcpt] = (reply.code, reply.text)
-                else:
-                    code, text = (reply.code, reply.text) if reply else (451, "4.3.0 refused")
-                    outcome.deferred[rcpt] = TemporaryDeliveryError(code, text)
-            return outcome
-        outcome.reply = str(result.reply)
-        for rcpt in todo:
-            reply = result.refused.get(rcpt)
-            if reply is None:
-                outcome.delivered.append(rcpt)
-            elif reply.code >= 500:
-                outcome.bounced[rcpt] = (reply.code, reply.text)
-            else:
-                outcome.deferred[rcpt] = TemporaryDeliveryError(reply.code, reply.text)
-        return outcome
-
-    def _events(self, envelope: Envelope, state: State, outcome: _Outcome) -> list[Event]:
-        now = datetime.now(UTC)
-        hostname = self._relay.hostname
-        events: list[Event] = []
-        if not state.sent:
-            events.append(send_event(envelope.id, now=now))
-            if envelope.rendering_failure is not None:
-                events.append(
-                    rendering_failure_event(envelope.id, error=envelope.rendering_failure, now=now)
-                )
-        if outcome.delivered:
-            events.append(
-                delivery_event(
-                    envelope.id,
-                    recipients=outcome.delivered,
-                    smtp_response=outcome.reply,
-                    processing_ms=round((self._clock() - envelope.received_at) * 1000),
-                    reporting_mta=hostname,
-                    now=now,
-                )
-            )
-        if outcome.bounced:
-            code, text = next(iter(outcome.bounced.values()))
-            kind = classify(code, text)
-            events.append(self._bounce(envelope, kind.type, kind.subtype, outcome.bounced, now))
-        if outcome.expired:
-            events.append(self._bounce(envelope, "Transient", "General", outcome.expired, now))
-        if outcome.deferred and state.first_deferred_at is None:
-            first = next(iter(outcome.deferred.values()))
-            events.append(
-                delivery_delay_event(
-                    envelope.id,
-                    delay_type=_delay_type(first),
-                    recipients=[
-                        (rcpt, enhanced_status(e.code, e.text), f"smtp; {e.code} {e.text}")
-                        for rcpt, e in outcome.deferred.items()
-                    ],
-                    expiration=datetime.fromtimestamp(envelope.expires_at, UTC),
-                    reporting_mta=hostname,
-                    now=now,
-                )
-            )
-        return events
-
-    def _bounce(
-        self,
-        envelope: Envelope,
-        bounce_type: str,
-        subtype: str,
-        failed: dict[str, tuple[int, str]],
-        now: datetime,
-    ) -> Event:
-        return bounce_event(
-            envelope.id,
-            bounce_type=bounce_type,
-            bounce_subtype=subtype,
-            recipients=[
-                (r, enhanced_status(c, t), f"smtp; {c} {t}") for r, (c, t) in failed.items()
-            ],
-            reporting_mta=self._relay.hostname,
-            now=now,
-        )
-
-    async def _record(self, envelope: Envelope, events: list[Event]) -> None:
-        # The message's record goes along (it is ignored when the relay already wrote
-        # it), so that delivery events are routed even if the record at accept time
-        # was lost.
-        records = []
-        if envelope.mail is not None:
-            records.append(
-                MessageRecord(
-                    id=envelope.id,
-                    config_set=envelope.config_set,
-                    created_at=datetime.fromtimestamp(envelope.received_at, UTC),
-                    mail=envelope.mail,
-                )
-            )
-        try:
-            await self._recorder.record(messages=records, events=events)
-        except StoreError as exc:
-            log.error("%s: delivery events not recorded: %s", envelope.id, exc)
-        except Exception:  # the upstream has the message: never send it again for this
-            log.exception("%s: delivery events not recorded", envelope.id)
-
-    async def _notify(self, envelope: Envelope, content: bytes, outcome: _Outcome) -> None:
+    async def _notify(self, envelope: Envelope, content: bytes, failed: Failed) -> None:
         """Queue a delivery status notification to the sender, unless the message is one
         itself, has no sender to return to, or notifications are off."""
         relay = self._relay
         if envelope.notification or not envelope.mail_from or not relay.bounce_notifications:
             return
-        hostname = self._relay.hostname
         try:
             report = notification(
                 original=content,
                 sender=envelope.mail_from,
                 failures=[
                     Failure(recipient=r, status=enhanced_status(c, t), diagnostic=f"{c} {t}")
-                    for r, (c, t) in outcome.failed.items()
+                    for r, (c, t) in failed.items()
                 ],
-                reporting_mta=hostname,
+                reporting_mta=relay.hostname,
                 arrival=datetime.fromtimestamp(envelope.received_at, UTC),
             )
         except Exception:  # the bounce stands (its event is recorded) without a report
             log.exception("%s: cannot write the bounce notification", envelope.id)
             return
         now = self._clock()
+        dsn_id = new_message_id()
         dsn = Envelope(
-            id=new_message_id(),
+            id=dsn_id,
             mail_from="",
-            recipients=(envelope.mail_from,),
+            copies=(Copy(id=dsn_id, recipients=(envelope.mail_from,)),),
             received_at=now,
-            expires_at=now + self._relay.max_queue_lifetime,
+            expires_at=now + relay.max_queue_lifetime,
             notification=True,
         )
         try:
@@ -519,4 +320,4 @@ class DeliveryQueue:
             log.error("%s: cannot queue the bounce notification: %s", envelope.id, exc)
             return
         log.info("%s: bounce notification %s for <%s>", envelope.id, dsn.id, envelope.mail_from)
-        self.add([(dsn, report)])
+        self.add(dsn, report)

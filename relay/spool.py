@@ -8,10 +8,9 @@
                        means trying sooner or sending again, never losing mail
     spool/flush        touched by `pixelpost queue flush`: every relay retries now
 
-A spool file is a header line, the envelope as JSON, the message, and a trailer with
-the length and CRC-32 of what precedes it, so that a file cut short is recognised and
-never delivered as a partial message. Relay processes sharing a spool take a flock on
-a file while they deliver it, so that no message goes out twice at once.
+One file per accepted message, however many recipients (`relay.spoolfile` is its
+format). Relay processes sharing a spool take a flock on a file while they deliver it,
+so that no message goes out twice at once.
 """
 
 from __future__ import annotations
@@ -21,55 +20,24 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import secrets
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pixelpost.errors import PixelpostError
+from relay.spoolfile import CorruptSpoolFile, Envelope, SpoolError, decode, encode_parts
 
 T = TypeVar("T")
 
-_MAGIC = b"pixelpost-spool 1\n"
-_TRAILER = b"\nEND "
-_TRAILER_FIELDS = re.compile(rb"([0-9]{1,12}) ([0-9a-f]{8})\n")
 IO_THREADS = 4
+"""Threads writing spool files: fsyncs of several messages proceed side by side."""
 ABANDONED_AFTER = 60.0
 """Seconds after which an unlocked file in spool/tmp is a dead writer's leftover."""
-"""Threads writing spool files: fsyncs of several messages proceed side by side."""
 
-
-class SpoolError(PixelpostError):
-    """The spool cannot be written or read."""
-
-
-class CorruptSpoolFile(SpoolError):
-    """A spool file is incomplete or damaged."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Envelope:
-    """What the spool keeps beside a message: enough to deliver it and to report on it
-    without the store."""
-
-    id: str
-    mail_from: str
-    recipients: tuple[str, ...]
-    mail_options: tuple[str, ...] = ()
-    config_set: str | None = None
-    received_at: float
-    expires_at: float
-    mail: str | None = None
-    """The SES mail object (JSON), so that delivery events can always be recorded."""
-    notification: bool = False
-    """A delivery status notification pixelpost wrote: never bounced, never tracked."""
-    rendering_failure: str | None = None
-    """Why tracking was left out of this copy, when it was."""
+__all__ = ["Claim", "CorruptSpoolFile", "Envelope", "Lock", "Spool", "SpoolError", "State"]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -79,12 +47,25 @@ class State:
     attempts: int = 0
     """Deferrals so far."""
     sent: bool = False
-    """Whether the Send event is recorded (it is, with the first attempt's events)."""
+    """Whether the first attempt is over (every copy's Send event is recorded by then)."""
     next_attempt_at: float = 0.0
     first_deferred_at: float | None = None
     done: list[str] = field(default_factory=list)
     """Recipients already delivered or bounced."""
     last_error: str = ""
+
+
+def _well_formed(state: State) -> bool:
+    """Whether a state read back has the types it should (a damaged one starts over)."""
+    return (
+        isinstance(state.attempts, int)
+        and isinstance(state.sent, bool)
+        and isinstance(state.next_attempt_at, int | float)
+        and isinstance(state.first_deferred_at, int | float | None)
+        and isinstance(state.done, list)
+        and all(isinstance(recipient, str) for recipient in state.done)
+        and isinstance(state.last_error, str)
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,41 +102,6 @@ def depth(path: Path) -> Depth | None:
     except FileNotFoundError:
         return None
     return Depth(queued=queued, deferred=deferred)
-
-
-_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
-
-
-def encode_parts(envelope: Envelope, content: bytes) -> tuple[bytes, bytes, bytes]:
-    """A spool file's bytes in three parts (the message itself is not copied)."""
-    values = {name: getattr(envelope, name) for name in _ENVELOPE_FIELDS}
-    header = _MAGIC + json.dumps(values, separators=(",", ":")).encode() + b"\n"
-    size = len(header) + len(content)
-    checksum = zlib.crc32(content, zlib.crc32(header))
-    return header, content, _TRAILER + f"{size} {checksum:08x}\n".encode()
-
-
-def encode(envelope: Envelope, content: bytes) -> bytes:
-    """A spool file's bytes."""
-    return b"".join(encode_parts(envelope, content))
-
-
-def decode(data: bytes) -> tuple[Envelope, bytes]:
-    """The envelope and message of a spool file; CorruptSpoolFile if it is not whole."""
-    if not data.startswith(_MAGIC):
-        raise CorruptSpoolFile("no spool header")
-    at = data.rfind(_TRAILER)
-    if at < 0:
-        raise CorruptSpoolFile("no trailer: the file was cut short")
-    body = data[:at]
-    trailer = _TRAILER_FIELDS.fullmatch(data[at + len(_TRAILER) :])
-    if trailer is None or int(trailer[1]) != len(body) or int(trailer[2], 16) != zlib.crc32(body):
-        raise CorruptSpoolFile("length or checksum does not match")
-    line_end = body.index(b"\n", len(_MAGIC))
-    values = json.loads(body[len(_MAGIC) : line_end])
-    values["recipients"] = tuple(values["recipients"])
-    values["mail_options"] = tuple(values["mail_options"])
-    return Envelope(**values), body[line_end + 1 :]
 
 
 def _fsync_directory(path: Path) -> None:
@@ -342,6 +288,8 @@ class Spool:
         try:
             state = self.state(message_id)
             envelope, content = known if known is not None else self.read(lock)
+            if envelope.id != message_id:
+                raise CorruptSpoolFile(f"the envelope names another message, {envelope.id}")
         except BaseException:
             lock.release()
             raise
@@ -370,11 +318,6 @@ class Spool:
             offset += len(chunk)
         return decode(b"".join(chunks))
 
-    def read_envelope(self, message_id: str) -> Envelope:
-        """The envelope of a spool file (reads it whole, to check it is)."""
-        envelope, _ = decode((self.queue / message_id).read_bytes())
-        return envelope
-
     def state(self, message_id: str) -> State:
         try:
             values = json.loads((self.states / message_id).read_bytes())
@@ -383,9 +326,12 @@ class Spool:
         except ValueError:
             return State()  # a state torn by a crash: start over, which sends again at worst
         try:
-            return State(**values)
+            state = State(**values)
         except TypeError:  # not a state this version wrote: start over as well
             return State()
+        if not _well_formed(state):
+            return State()
+        return state
 
     def save_state(self, message_id: str, state: State) -> None:
         # A name of its own: a relay and `pixelpost queue flush` may both be saving.

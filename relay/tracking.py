@@ -1,101 +1,181 @@
-"""Per-recipient copies of a message with tracking, or the message as it came when its
-configuration set tracks nothing or its HTML cannot be rewritten.
+"""Tracking, in two steps: planned once when a message is accepted, rendered into each
+recipient's copy when that copy is sent.
 
 A message with something to track becomes one copy per recipient, each with its own
 message id, so that the pixel and every link say whose they are. Otherwise one copy
-goes to all recipients under one message id, as SES does.
+goes to all recipients under one message id, as SES does. Copies are made from the one
+original the spool keeps, one at a time as they go out, so that neither memory nor the
+spool grows with the number of recipients.
+
+Planning and rendering run on threads of their own: a large message's rewrite never
+holds up the event loop, and so never another client's session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from pixelpost.config import ConfigSet
-from pixelpost.ids import new_message_id
 from pixelpost.tokens import TokenCodec
+from relay.headers import received_field
 from relay.html import Link
 from relay.rewrite import MessagePlan, RewriteFailure, plan_message
+from relay.spoolfile import Copy, Envelope, Tracking
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+PLAN_THREADS = 1
+"""Threads planning newly accepted messages (apart from rendering: a long delivery
+never makes a client wait for its 250)."""
+RENDER_THREADS = 1
+"""Threads rendering copies for delivery."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Copy:
-    """What goes upstream in one SMTP transaction."""
+class Decision:
+    """How a message is to be tracked."""
 
-    message_id: str
-    recipients: tuple[str, ...]
-    content: bytes
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Prepared:
-    copies: tuple[Copy, ...]
+    plan: MessagePlan | None
+    """None: every copy is the message as it came."""
     failure: str | None = None
     """Why tracking was left out, for a Rendering Failure event; None when it was not."""
 
 
-def prepare(
-    content: bytes,
-    *,
-    recipients: Sequence[str],
-    config_set: ConfigSet | None,
-    base_url: str,
-    codec: TokenCodec,
-    new_id: Callable[[], str] = new_message_id,
-) -> Prepared:
-    """The copies of `content` to deliver."""
-    untouched = Prepared(
-        copies=(Copy(message_id=new_id(), recipients=tuple(recipients), content=content),)
-    )
+def decide(content: bytes, config_set: ConfigSet | None) -> Decision:
+    """Plan the tracking of `content` for its configuration set."""
     if config_set is None or not (config_set.open_tracking or config_set.click_tracking):
-        return untouched
+        return Decision(plan=None)
     try:
         plan = plan_message(
             content, links=config_set.click_tracking, pixel=config_set.open_tracking
         )
-        if not plan.changes:
-            return untouched
-        copies = tuple(
-            _tracked_copy(
-                plan,
-                recipient=recipient,
-                message_id=new_id(),
-                config_set=config_set,
-                base_url=base_url,
-                codec=codec,
-            )
-            for recipient in recipients
-        )
     except RewriteFailure as exc:
-        return Prepared(copies=untouched.copies, failure=str(exc))
+        return Decision(plan=None, failure=str(exc))
     except Exception as exc:  # a bug in the rewrite must not cost the mail
         log.exception("tracking rewrite failed unexpectedly; delivering the original")
-        return Prepared(copies=untouched.copies, failure=f"internal error: {exc!r}")
-    return Prepared(copies=copies)
+        return Decision(plan=None, failure=f"internal error: {exc!r}")
+    return Decision(plan=plan if plan.changes else None)
 
 
-def _tracked_copy(
-    plan: MessagePlan,
+def copies_for(
+    recipients: Sequence[str], *, tracked: bool, new_id: Callable[[], str]
+) -> tuple[Copy, ...]:
+    """The copies of a message: one per recipient when tracked, else one for all."""
+    if tracked:
+        return tuple(Copy(id=new_id(), recipients=(recipient,)) for recipient in recipients)
+    return (Copy(id=new_id(), recipients=tuple(recipients)),)
+
+
+def render_copy(
+    envelope: Envelope,
+    content: bytes,
+    copy: Copy,
     *,
-    recipient: str,
-    message_id: str,
-    config_set: ConfigSet,
-    base_url: str,
+    plan: MessagePlan | None,
     codec: TokenCodec,
-) -> Copy:
+) -> bytes:
+    """One copy as it goes upstream: `Received:` on top, then the message, with this
+    copy's pixel and links when it is tracked."""
+    body = content
+    if envelope.tracking is not None and plan is not None:
+        body = _tracked(plan, envelope.tracking, copy.id, codec)
+    trace = envelope.trace
+    if trace is None:
+        return body
+    return (
+        received_field(
+            helo=trace.helo,
+            client_ip=trace.client_ip,
+            hostname=trace.hostname,
+            protocol=trace.protocol,
+            queue_id=copy.id,
+            recipient=copy.recipients[0] if len(copy.recipients) == 1 else None,
+            when=_received(envelope),
+        )
+        + body
+    )
+
+
+def _received(envelope: Envelope) -> datetime:
+    return datetime.fromtimestamp(envelope.received_at, UTC)
+
+
+def _tracked(plan: MessagePlan, tracking: Tracking, message_id: str, codec: TokenCodec) -> bytes:
     signer = codec.signer(message_id)
+    base_url = tracking.base_url
 
     def click_url(link: Link) -> str:
         return f"{base_url}/c/{signer.click_token(link.link_index, link.url, link.tags)}"
 
-    open_url = f"{base_url}/o/{signer.open_token()}" if config_set.open_tracking else None
-    return Copy(
-        message_id=message_id,
-        recipients=(recipient,),
-        content=plan.render(
-            open_url=open_url, click_url=click_url if config_set.click_tracking else None
-        ),
+    return plan.render(
+        open_url=f"{base_url}/o/{signer.open_token()}" if tracking.open else None,
+        click_url=click_url if tracking.click else None,
     )
+
+
+class Rewriter:
+    """Plans and renders on threads of its own."""
+
+    def __init__(self, *, codec: TokenCodec) -> None:
+        self._codec = codec
+        self._planning = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="plan")
+        self._rendering = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
+
+    async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
+        if config_set is None or not (config_set.open_tracking or config_set.click_tracking):
+            return Decision(plan=None)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._planning, decide, content, config_set)
+
+    async def replan(self, envelope: Envelope, content: bytes) -> Decision:
+        """The plan of a tracked message read back from the spool, as it was made when
+        the message was accepted (planning is deterministic)."""
+        tracking = envelope.tracking
+        if tracking is None:
+            return Decision(plan=None)
+        loop = asyncio.get_running_loop()
+        try:
+            plan = await loop.run_in_executor(
+                self._rendering,
+                lambda: plan_message(content, links=tracking.click, pixel=tracking.open),
+            )
+        except Exception as exc:  # planned once already: only a bug or a new version fails
+            log.exception("%s: cannot plan tracking again; delivering the original", envelope.id)
+            return Decision(plan=None, failure=f"internal error: {exc!r}")
+        return Decision(plan=plan)
+
+    async def render(
+        self,
+        envelope: Envelope,
+        content: bytes,
+        copy: Copy,
+        plan: MessagePlan | None,
+        finish: Callable[[bytes], T],
+    ) -> tuple[T, str | None]:
+        """A copy made ready to send by `finish` (a transport's `prepare`), and why its
+        tracking was left out, if it was (the copy is then the message as it came)."""
+        loop = asyncio.get_running_loop()
+
+        def render() -> tuple[T, str | None]:
+            try:
+                made = render_copy(envelope, content, copy, plan=plan, codec=self._codec)
+                failure = None
+            except Exception as exc:  # a bug in the rewrite must not cost the mail
+                log.exception("%s: cannot render tracking; delivering the original", copy.id)
+                made = render_copy(envelope, content, copy, plan=None, codec=self._codec)
+                failure = f"internal error: {exc!r}"
+            return finish(made), failure
+
+        return await loop.run_in_executor(self._rendering, render)
+
+    def close(self) -> None:
+        self._planning.shutdown(wait=True)
+        self._rendering.shutdown(wait=True)

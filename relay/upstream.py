@@ -25,6 +25,7 @@ import aiosmtplib
 from pixelpost.config import MaildirUpstream, SMTPUpstream, Upstream
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
 from pixelpost.events import clean_text
+from relay.data import normalize_newlines, stuffed
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,29 @@ class RecipientsRefused(Exception):
         self.refused = refused
 
 
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A message in the form its transport sends it (`Transport.prepare`)."""
+
+    data: bytes
+    size: int
+    """The message's own size in octets (what SMTP's SIZE declares)."""
+
+
 class Transport(Protocol):
     """Sends one message to the next hop."""
+
+    def prepare(self, content: bytes) -> Payload:
+        """`content` in the form `send` takes. Pure, and called off the event loop: for a
+        large message it is the costly part (SMTP's dot-stuffing, say)."""
+        ...
 
     async def send(
         self,
         *,
         mail_from: str,
         rcpt_tos: Sequence[str],
-        content: bytes,
+        payload: Payload,
         mail_options: Sequence[str],
     ) -> SendResult: ...
 
@@ -136,23 +151,30 @@ class SMTPTransport:
             tls_context=self._tls_context,
         )
 
+    def prepare(self, content: bytes) -> Payload:
+        """The message as DATA carries it, ready to write: aiosmtplib's own `sendmail`
+        would scan it three times on the event loop, which for a large message holds up
+        every other session."""
+        normalized = normalize_newlines(content)
+        return Payload(stuffed(normalized), len(normalized))
+
     async def send(
         self,
         *,
         mail_from: str,
         rcpt_tos: Sequence[str],
-        content: bytes,
+        payload: Payload,
         mail_options: Sequence[str],
     ) -> SendResult:
         client = self._take_idle()
         if client is not None:
             try:
-                return await self._transaction(client, mail_from, rcpt_tos, content, mail_options)
+                return await self._transaction(client, mail_from, rcpt_tos, payload, mail_options)
             except _StaleConnection:
                 pass  # the upstream had closed the idle connection: once more, on a new one
         client = await self._open()
         try:
-            return await self._transaction(client, mail_from, rcpt_tos, content, mail_options)
+            return await self._transaction(client, mail_from, rcpt_tos, payload, mail_options)
         except _StaleConnection as exc:
             raise exc.error from None
 
@@ -170,6 +192,11 @@ class SMTPTransport:
         upstream = self._upstream
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # its extensions decide the MAIL options
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
             if upstream.username is not None and upstream.password is not None:
                 await client.login(upstream.username, upstream.password)
         except BaseException as exc:
@@ -182,16 +209,11 @@ class SMTPTransport:
         client: aiosmtplib.SMTP,
         mail_from: str,
         rcpt_tos: Sequence[str],
-        content: bytes,
+        payload: Payload,
         mail_options: Sequence[str],
     ) -> SendResult:
         try:
-            refused, data_reply = await client.sendmail(
-                mail_from,
-                list(rcpt_tos),
-                content,
-                mail_options=_mail_options(client, mail_options),
-            )
+            refused, data_reply = await _send(client, mail_from, rcpt_tos, payload, mail_options)
         except aiosmtplib.SMTPServerDisconnected as exc:
             client.close()
             raise _StaleConnection(_unreachable(exc, self._upstream)) from None
@@ -254,6 +276,45 @@ def _translate(  # noqa: PLR0911 (one return per kind of error)
     return exc
 
 
+async def _send(
+    client: aiosmtplib.SMTP,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    payload: Payload,
+    mail_options: Sequence[str],
+) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    """One transaction, as aiosmtplib's `sendmail` makes it, but with the message
+    already in its wire form: the refused recipients and the reply to the data."""
+    options = _mail_options(client, mail_options)
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    if client.supports_extension("size"):
+        options.insert(0, f"SIZE={payload.size}")
+    await client.mail(mail_from, options=options, encoding=encoding)
+    refused: dict[str, aiosmtplib.SMTPResponse] = {}
+    for rcpt in rcpt_tos:
+        try:
+            await client.rcpt(rcpt, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused[rcpt] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+    if len(refused) == len(rcpt_tos):
+        raise RecipientsRefused(
+            {rcpt: Reply(code=r.code, text=_one_line(r.message)) for rcpt, r in refused.items()}
+        )
+    reply = await client.execute_command(b"DATA")
+    if reply.code != aiosmtplib.SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    # Written and awaited with no step between, as aiosmtplib's own DATA does: the
+    # reply is expected from the moment the data is written.
+    protocol.write(payload.data)
+    reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return refused, reply.message
+
+
 def _mail_options(client: aiosmtplib.SMTP, requested: Sequence[str]) -> list[str]:
     """The client's MAIL parameters that still hold for the upstream. SIZE is left out
     (the relay changed the size; aiosmtplib sends the right one). 8BITMIME is dropped
@@ -298,16 +359,19 @@ class MaildirTransport:
     def describe(self) -> str:
         return f"maildir:{self._path}"
 
+    def prepare(self, content: bytes) -> Payload:
+        return Payload(content, len(content))
+
     async def send(
         self,
         *,
         mail_from: str,
         rcpt_tos: Sequence[str],
-        content: bytes,
+        payload: Payload,
         mail_options: Sequence[str],
     ) -> SendResult:
         try:
-            names = await asyncio.to_thread(self._deliver, mail_from, rcpt_tos, content)
+            names = await asyncio.to_thread(self._deliver, mail_from, rcpt_tos, payload.data)
         except OSError as exc:
             raise TemporaryDeliveryError(
                 451, f"4.3.0 cannot write to Maildir {self._path}: {exc.strerror or exc}"

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import re
 import threading
+import zlib
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,7 +22,7 @@ from pixelpost.cli import main
 from pixelpost.config import parse_config_text
 from pixelpost.runtime import spool_counts
 from pixelpost.store import SQLiteStore
-from relay.spool import Envelope, encode
+from relay.spoolfile import Copy, Envelope, encode
 from tests.conftest import (
     RelayStarter,
     SinkStarter,
@@ -344,7 +345,7 @@ async def test_a_damaged_spool_file_is_set_aside_and_never_delivered(
         envelope = Envelope(
             id=message_id,
             mail_from="sender@example.com",
-            recipients=("rcpt@example.org",),
+            copies=(Copy(id=message_id, recipients=("rcpt@example.org",)),),
             received_at=1.0,
             expires_at=1e12,
         )
@@ -352,8 +353,15 @@ async def test_a_damaged_spool_file_is_set_aside_and_never_delivered(
 
     whole = spooled(f"{1:032x}", b"Subject: whole\r\n\r\nall of it\r\n")
     torn = spooled(f"{2:032x}", b"Subject: torn\r\n\r\nall of it\r\n")
+    # Whole and checksummed, but its envelope names no recipients.
+    broken = spooled(f"{3:032x}", b"Subject: broken\r\n\r\nall of it\r\n").replace(
+        b'[["00000000000000000000000000000003",["rcpt@example.org"]]]', b"5"
+    )
+    header = broken.partition(b"\nEND ")[0]
+    broken = header + f"\nEND {len(header)} {zlib.crc32(header):08x}\n".encode()
     (queue / f"{1:032x}").write_bytes(whole)
     (queue / f"{2:032x}").write_bytes(torn[: len(torn) // 2])
+    (queue / f"{3:032x}").write_bytes(broken)
 
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
 
@@ -361,6 +369,7 @@ async def test_a_damaged_spool_file_is_set_aside_and_never_delivered(
     await until(lambda: relay.spool.ids() == [])
     assert [a.content for a in handler.arrivals] == [b"Subject: whole\r\n\r\nall of it\r\n"]
     assert (tmp_path / "spool" / "corrupt" / f"{2:032x}").read_bytes() == torn[: len(torn) // 2]
+    assert (tmp_path / "spool" / "corrupt" / f"{3:032x}").read_bytes() == broken
 
 
 async def test_stop_leaves_an_unfinished_delivery_spooled_for_the_next_start(

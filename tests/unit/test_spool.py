@@ -6,17 +6,22 @@ import fcntl
 import os
 import random
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
-from relay.queue import next_attempt_at
-from relay.spool import CorruptSpoolFile, Envelope, Spool, State, decode, depth, encode
+from relay.retry import next_attempt_at
+from relay.spool import Spool, State, depth
+from relay.spoolfile import Copy, CorruptSpoolFile, Envelope, decode, encode
 
 ENVELOPE = Envelope(
     id="0193a1b2c3d4e5f60718293a4b5c6d7e",
     mail_from="sender@example.com",
-    recipients=("a@example.org", "jörg@bücher.example"),
+    copies=(
+        Copy(id="0193a1b2c3d4e5f60718293a4b5c6d7e", recipients=("a@example.org",)),
+        Copy(id="0193a1b2c3d4e5f60718293a4b5c6d70", recipients=("jörg@bücher.example",)),
+    ),
     mail_options=("SMTPUTF8",),
     config_set="marketing",
     received_at=1_764_000_000.5,
@@ -43,6 +48,52 @@ def test_a_changed_byte_is_detected(position: int) -> None:
     data[position] ^= 0x01
     with pytest.raises(CorruptSpoolFile):
         decode(bytes(data))
+
+
+def _checksummed(body: bytes) -> bytes:
+    """`body` as a whole spool file: trailer, length and checksum right."""
+    return body + f"\nEND {len(body)} {zlib.crc32(body):08x}\n".encode()
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"id": "x"}',
+        b'{"id": "0193a1b2c3d4e5f60718293a4b5c6d7e", "mail_from": "a@b", "copies": 5,'
+        b' "received_at": 1, "expires_at": 2}',
+        b'{"id": "0193a1b2c3d4e5f60718293a4b5c6d7e", "mail_from": "a@b", "copies": [],'
+        b' "received_at": 1, "expires_at": 2}',
+        b'{"id": "0193a1b2c3d4e5f60718293a4b5c6d7e", "mail_from": "a@b",'
+        b' "copies": [["../../etc/passwd", ["r@x"]]], "received_at": 1, "expires_at": 2}',
+        b'{"id": "0193a1b2c3d4e5f60718293a4b5c6d7e", "mail_from": 7,'
+        b' "copies": [["0193a1b2c3d4e5f60718293a4b5c6d7e", ["r@x"]]], "received_at": 1,'
+        b' "expires_at": 2}',
+        b'{"id": "0193a1b2c3d4e5f60718293a4b5c6d7e", "mail_from": "a@b",'
+        b' "copies": [["0193a1b2c3d4e5f60718293a4b5c6d7e", ["r@x"]]], "received_at": "soon",'
+        b' "expires_at": 2}',
+    ],
+)
+def test_a_checksummed_file_whose_envelope_does_not_read_is_corrupt(envelope: bytes) -> None:
+    with pytest.raises(CorruptSpoolFile, match="envelope"):
+        decode(_checksummed(b"pixelpost-spool 2\n" + envelope + b"\nSubject: x\r\n\r\n"))
+
+
+def test_a_file_of_version_1_reads_as_one_copy() -> None:
+    """Spooled by the version before: one file per copy, the copy as it goes out."""
+    values = (
+        b'{"id":"0193a1b2c3d4e5f60718293a4b5c6d7e","mail_from":"s@example.com",'
+        b'"recipients":["a@example.org"],"mail_options":[],"config_set":"default",'
+        b'"received_at":1.5,"expires_at":2.5,"mail":"{}","notification":false,'
+        b'"rendering_failure":null}'
+    )
+    envelope, content = decode(_checksummed(b"pixelpost-spool 1\n" + values + b"\n" + CONTENT))
+    assert content == CONTENT
+    assert envelope.copies == (
+        Copy(id="0193a1b2c3d4e5f60718293a4b5c6d7e", recipients=("a@example.org",)),
+    )
+    assert (envelope.tracking, envelope.trace) == (None, None)
 
 
 async def test_commit_makes_files_that_read_back_and_leaves_nothing_in_tmp(tmp_path: Path) -> None:

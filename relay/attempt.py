@@ -1,0 +1,374 @@
+"""One delivery attempt at a spooled message: each copy still to go is rendered from the
+stored original, sent, and accounted for, a few at a time.
+
+For each copy and each of its recipients:
+
+    (first attempt)                                      -> Send (and Rendering Failure)
+    2xx                         delivered                -> Delivery event
+    4xx, timeout, no connection deferred; retried on relay.retry_delays (the last one
+                                repeats) until relay.max_queue_lifetime
+                                                         -> DeliveryDelay, first time only
+    5xx, or the lifetime spent  bounced                  -> Bounce event, and a DSN to the
+                                                            sender (never for a DSN)
+
+Copies go out in rounds of `ROUND_COPIES`; after each round its events are recorded,
+its bounces notified and the spool's state saved, so that a crash in the middle of a
+large message sends again at most one round. A timeout after the final dot is a
+deferral: a copy may arrive twice, but never not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pixelpost.bounces import classify, enhanced_status
+from pixelpost.config import RelayConfig
+from pixelpost.config.values import format_duration
+from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
+from pixelpost.events import (
+    Event,
+    bounce_event,
+    delivery_delay_event,
+    delivery_event,
+    dumps,
+    rendering_failure_event,
+    send_event,
+)
+from pixelpost.mail import for_copy
+from pixelpost.store import MessageRecord, Recorder, StoreError
+from relay.data import LARGE_MESSAGE
+from relay.retry import next_attempt_at
+from relay.rewrite import MessagePlan
+from relay.spool import State
+from relay.spoolfile import Copy, Envelope
+from relay.tracking import Rewriter
+from relay.upstream import Payload, RecipientsRefused, Transport
+
+log = logging.getLogger(__name__)
+
+ROUND_COPIES = 100
+"""Copies sent between two checkpoints of a message's state."""
+
+Failed = dict[str, tuple[int, str]]
+Notify = Callable[[Envelope, bytes, Failed], Awaitable[None]]
+
+
+def _delay_type(error: TemporaryDeliveryError) -> str:
+    """SES's delayType for a deferral."""
+    status = enhanced_status(error.code, error.text)
+    if status.startswith("4.4.") or "cannot deliver to" in error.text:
+        return "TransientCommunicationFailure"
+    if status == "4.2.2":
+        return "MailboxFull"
+    return "General"
+
+
+@dataclass(kw_only=True, slots=True)
+class Outcome:
+    """What became of one copy's recipients in this attempt."""
+
+    copy: Copy
+    delivered: list[str] = field(default_factory=list)
+    bounced: Failed = field(default_factory=dict)
+    deferred: dict[str, TemporaryDeliveryError] = field(default_factory=dict)
+    expired: Failed = field(default_factory=dict)
+    """Deferred once more after relay.max_queue_lifetime: bounced too."""
+    reply: str = ""
+    rendering_failure: str | None = None
+    """Why this copy went out untracked although its message is tracked."""
+
+    @property
+    def failed(self) -> Failed:
+        return self.bounced | self.expired
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """What attempts share: SMTP transactions at once (relay.concurrency), and large
+    copies at once (an SMTP client copies a message twice as it sends it)."""
+
+    concurrency: int
+    sends: asyncio.Semaphore
+    large: asyncio.Semaphore
+
+
+class Attempt:
+    """One attempt at one spooled message."""
+
+    def __init__(
+        self,
+        *,
+        envelope: Envelope,
+        content: bytes,
+        state: State,
+        plan: MessagePlan | None,
+        transport: Transport,
+        recorder: Recorder,
+        rewriter: Rewriter,
+        relay: RelayConfig,
+        limits: Limits,
+        save_state: Callable[[State], Awaitable[None]],
+        notify: Notify,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self._envelope = envelope
+        self._content = content
+        self._state = state
+        self._plan = plan
+        self._transport = transport
+        self._recorder = recorder
+        self._rewriter = rewriter
+        self._relay = relay
+        self._limits = limits
+        self._save_state = save_state
+        self._notify = notify
+        self._clock = clock
+        self._rng = rng
+        self._first = not state.sent
+        self._deferred: dict[str, TemporaryDeliveryError] = {}
+        self._template: dict[str, object] | None = None
+        self._replan_failure: str | None = None
+
+    async def run(self) -> float | None:
+        """Deliver what is left; returns when to try again, or None when every recipient
+        is delivered or bounced."""
+        envelope, state = self._envelope, self._state
+        started = self._clock()
+        todo = [
+            (copy, [r for r in copy.recipients if r not in state.done]) for copy in envelope.copies
+        ]
+        todo = [(copy, recipients) for copy, recipients in todo if recipients]
+        if todo and envelope.tracking is not None and self._plan is None:
+            decision = await self._rewriter.replan(envelope, self._content)
+            self._plan, self._replan_failure = decision.plan, decision.failure
+        if envelope.mail is not None:
+            self._template = json.loads(envelope.mail)
+        for start in range(0, len(todo), ROUND_COPIES):
+            await self._round(todo[start : start + ROUND_COPIES])
+            if start + ROUND_COPIES < len(todo):
+                await self._save_state(state)  # a checkpoint: a crash resends one round
+        state.sent = True
+        if not self._deferred:
+            return None
+        state.attempts += 1
+        state.last_error = str(next(iter(self._deferred.values())))
+        if state.first_deferred_at is None:
+            state.first_deferred_at = started
+        state.next_attempt_at = next_attempt_at(
+            attempts=state.attempts,
+            delays=self._relay.retry_delays,
+            now=self._clock(),
+            expires_at=envelope.expires_at,
+            rng=self._rng,
+        )
+        log.info(
+            "%s: deferred %d recipients (attempt %d, next in %.0fs): %s",
+            envelope.id,
+            len(self._deferred),
+            state.attempts,
+            state.next_attempt_at - started,
+            state.last_error,
+        )
+        return state.next_attempt_at
+
+    async def _round(self, todo: Sequence[tuple[Copy, list[str]]]) -> None:
+        """Send `todo`'s copies side by side, then account for them. A stop in the middle
+        still accounts for the copies the upstream has taken."""
+        finished: list[Outcome] = []
+        pending = iter(todo)
+
+        async def worker() -> None:
+            for copy, recipients in pending:
+                finished.append(await self._copy(copy, recipients))
+
+        count = min(len(todo), self._limits.concurrency)
+        workers = [asyncio.ensure_future(worker()) for _ in range(count)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.shield(self._account(finished))
+
+    async def _copy(self, copy: Copy, recipients: list[str]) -> Outcome:
+        large = len(self._content) > LARGE_MESSAGE
+        async with (
+            self._limits.sends,
+            self._limits.large if large else contextlib.nullcontext(),
+        ):
+            payload, failure = await self._rewriter.render(
+                self._envelope, self._content, copy, self._plan, self._transport.prepare
+            )
+            outcome = await self._send(copy, payload, recipients)
+        outcome.rendering_failure = failure
+        if outcome.deferred and self._clock() >= self._envelope.expires_at:
+            self._expire(outcome)
+        return outcome
+
+    async def _send(self, copy: Copy, payload: Payload, todo: list[str]) -> Outcome:
+        outcome = Outcome(copy=copy)
+        try:
+            result = await self._transport.send(
+                mail_from=self._envelope.mail_from,
+                rcpt_tos=todo,
+                payload=payload,
+                mail_options=self._envelope.mail_options,
+            )
+        except TemporaryDeliveryError as exc:
+            outcome.deferred = dict.fromkeys(todo, exc)
+            return outcome
+        except PermanentDeliveryError as exc:
+            outcome.bounced = dict.fromkeys(todo, (exc.code, exc.text))
+            return outcome
+        except RecipientsRefused as exc:
+            for rcpt in todo:
+                reply = exc.refused.get(rcpt)
+                if reply is not None and reply.code >= 500:
+                    outcome.bounced[rcpt] = (reply.code, reply.text)
+                else:
+                    code, text = (reply.code, reply.text) if reply else (451, "4.3.0 refused")
+                    outcome.deferred[rcpt] = TemporaryDeliveryError(code, text)
+            return outcome
+        outcome.reply = str(result.reply)
+        for rcpt in todo:
+            reply = result.refused.get(rcpt)
+            if reply is None:
+                outcome.delivered.append(rcpt)
+            elif reply.code >= 500:
+                outcome.bounced[rcpt] = (reply.code, reply.text)
+            else:
+                outcome.deferred[rcpt] = TemporaryDeliveryError(reply.code, reply.text)
+        return outcome
+
+    def _expire(self, outcome: Outcome) -> None:
+        lifetime = format_duration(self._relay.max_queue_lifetime)
+        for rcpt, error in outcome.deferred.items():
+            text = f"4.4.7 Delivery time expired after {lifetime}: {error.code} {error.text}"
+            outcome.expired[rcpt] = (error.code, text)
+        outcome.deferred.clear()
+
+    async def _account(self, outcomes: list[Outcome]) -> None:
+        """Record the events of `outcomes`, notify their bounces, mark them done."""
+        if not outcomes:
+            return
+        envelope = self._envelope
+        if not envelope.notification:
+            events = [event for outcome in outcomes for event in self._events(outcome)]
+            await self._record(outcomes, events)
+        failed: Failed = {}
+        for outcome in outcomes:
+            failed |= outcome.failed
+            self._deferred |= outcome.deferred
+            self._state.done += outcome.delivered + list(outcome.failed)
+            self._log(outcome)
+        if failed:
+            await self._notify(envelope, self._content, failed)
+
+    def _log(self, outcome: Outcome) -> None:
+        copy_id = outcome.copy.id
+        if outcome.delivered:
+            log.info(
+                "%s: delivered to %d via %s: %s",
+                copy_id,
+                len(outcome.delivered),
+                self._transport.describe(),
+                outcome.reply,
+            )
+        if outcome.failed:
+            code, text = next(iter(outcome.failed.values()))
+            log.info("%s: bounced %d recipients: %d %s", copy_id, len(outcome.failed), code, text)
+
+    def _events(self, outcome: Outcome) -> list[Event]:
+        envelope, copy = self._envelope, outcome.copy
+        now = datetime.now(UTC)
+        hostname = self._relay.hostname
+        events: list[Event] = []
+        if self._first:
+            events.append(send_event(copy.id, now=now))
+            failure = envelope.rendering_failure or self._replan_failure
+            if failure is not None:
+                events.append(rendering_failure_event(copy.id, error=failure, now=now))
+        if outcome.rendering_failure is not None:
+            events.append(
+                rendering_failure_event(copy.id, error=outcome.rendering_failure, now=now)
+            )
+        if outcome.delivered:
+            events.append(
+                delivery_event(
+                    copy.id,
+                    recipients=outcome.delivered,
+                    smtp_response=outcome.reply,
+                    processing_ms=round((self._clock() - envelope.received_at) * 1000),
+                    reporting_mta=hostname,
+                    now=now,
+                )
+            )
+        if outcome.bounced:
+            code, text = next(iter(outcome.bounced.values()))
+            kind = classify(code, text)
+            events.append(self._bounce(copy, kind.type, kind.subtype, outcome.bounced, now))
+        if outcome.expired:
+            events.append(self._bounce(copy, "Transient", "General", outcome.expired, now))
+        if outcome.deferred and self._state.first_deferred_at is None:
+            first = next(iter(outcome.deferred.values()))
+            events.append(
+                delivery_delay_event(
+                    copy.id,
+                    delay_type=_delay_type(first),
+                    recipients=[
+                        (rcpt, enhanced_status(e.code, e.text), f"smtp; {e.code} {e.text}")
+                        for rcpt, e in outcome.deferred.items()
+                    ],
+                    expiration=datetime.fromtimestamp(envelope.expires_at, UTC),
+                    reporting_mta=hostname,
+                    now=now,
+                )
+            )
+        return events
+
+    def _bounce(
+        self, copy: Copy, bounce_type: str, subtype: str, failed: Failed, now: datetime
+    ) -> Event:
+        return bounce_event(
+            copy.id,
+            bounce_type=bounce_type,
+            bounce_subtype=subtype,
+            recipients=[
+                (r, enhanced_status(c, t), f"smtp; {c} {t}") for r, (c, t) in failed.items()
+            ],
+            reporting_mta=self._relay.hostname,
+            now=now,
+        )
+
+    async def _record(self, outcomes: Sequence[Outcome], events: list[Event]) -> None:
+        # The copies' records go along (ignored when already written), so that their
+        # events are routed whatever happened before.
+        records = []
+        template = self._template
+        if template is not None:
+            created_at = datetime.fromtimestamp(self._envelope.received_at, UTC)
+            for outcome in outcomes:
+                copy = outcome.copy
+                mail = for_copy(template, message_id=copy.id, destination=copy.recipients)
+                records.append(
+                    MessageRecord(
+                        id=copy.id,
+                        config_set=self._envelope.config_set,
+                        created_at=created_at,
+                        mail=dumps(mail),
+                    )
+                )
+        try:
+            await self._recorder.record(messages=records, events=events)
+        except StoreError as exc:
+            log.error("%s: delivery events not recorded: %s", self._envelope.id, exc)
+        except Exception:  # the upstream has the message: never send it again for this
+            log.exception("%s: delivery events not recorded", self._envelope.id)
