@@ -7,8 +7,9 @@ goes to all recipients under one message id, as SES does. Copies are made from t
 original the spool keeps, one at a time as they go out, so that neither memory nor the
 spool grows with the number of recipients.
 
-Planning and rendering run on threads of their own: a large message's rewrite never
-holds up the event loop, and so never another client's session.
+Planning and rendering a large message run on threads of their own, so that its
+rewrite never holds up the event loop, and so never another client's session; a small
+one takes a few milliseconds, less than a thread's hand-over would cost.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLAN_THREADS = 1
-"""Threads planning newly accepted messages (apart from rendering: a long delivery
-never makes a client wait for its 250)."""
+"""Threads planning newly accepted large messages (apart from rendering: a long
+delivery never makes a client wait for its 250)."""
 RENDER_THREADS = 1
-"""Threads rendering copies for delivery."""
+"""Threads rendering copies for delivery. One: the interpreter runs one thread at a time
+anyway, and each more competes with the event loop for it."""
+INLINE_BYTES = 256 * 1024
+"""Messages up to this size are planned and rendered on the event loop (a 100 KB
+newsletter in about 2 ms); larger ones on the threads."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,18 +127,24 @@ def _tracked(plan: MessagePlan, tracking: Tracking, message_id: str, codec: Toke
 
 
 class Rewriter:
-    """Plans and renders on threads of its own."""
+    """Plans and renders a large message on threads of its own; a small one (most mail)
+    at once, where a thread's hand-over would cost more than the work."""
 
-    def __init__(self, *, codec: TokenCodec) -> None:
+    def __init__(self, *, codec: TokenCodec, inline_bytes: int = INLINE_BYTES) -> None:
         self._codec = codec
+        self._inline_bytes = inline_bytes
         self._planning = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="plan")
         self._rendering = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
+
+    async def _run(self, executor: ThreadPoolExecutor, size: int, work: Callable[[], T]) -> T:
+        if size <= self._inline_bytes:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
         if config_set is None or not (config_set.open_tracking or config_set.click_tracking):
             return Decision(plan=None)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._planning, decide, content, config_set)
+        return await self._run(self._planning, len(content), lambda: decide(content, config_set))
 
     async def replan(self, envelope: Envelope, content: bytes) -> Decision:
         """The plan of a tracked message read back from the spool, as it was made when
@@ -141,10 +152,10 @@ class Rewriter:
         tracking = envelope.tracking
         if tracking is None:
             return Decision(plan=None)
-        loop = asyncio.get_running_loop()
         try:
-            plan = await loop.run_in_executor(
+            plan = await self._run(
                 self._rendering,
+                len(content),
                 lambda: plan_message(content, links=tracking.click, pixel=tracking.open),
             )
         except Exception as exc:  # planned once already: only a bug or a new version fails
@@ -162,7 +173,6 @@ class Rewriter:
     ) -> tuple[T, str | None]:
         """A copy made ready to send by `finish` (a transport's `prepare`), and why its
         tracking was left out, if it was (the copy is then the message as it came)."""
-        loop = asyncio.get_running_loop()
 
         def render() -> tuple[T, str | None]:
             try:
@@ -174,7 +184,7 @@ class Rewriter:
                 failure = f"internal error: {exc!r}"
             return finish(made), failure
 
-        return await loop.run_in_executor(self._rendering, render)
+        return await self._run(self._rendering, len(content), render)
 
     def close(self) -> None:
         self._planning.shutdown(wait=True)
