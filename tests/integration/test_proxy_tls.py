@@ -16,7 +16,13 @@ import pytest
 import trustme
 
 from tests.conftest import RelayStarter, RunningRelay, make_config
-from tests.integration.test_front_door import PASSWORD, client_context, tls_relay
+from tests.integration.test_front_door import (
+    PASSWORD,
+    SMUGGLED_ENDS,
+    client_context,
+    tls_lines,
+    tls_relay,
+)
 from tests.sink import SinkHandler
 
 BALANCER = "127.0.0.9"
@@ -244,3 +250,53 @@ async def test_implicit_tls_behind_a_balancer_reads_the_header_before_the_handsh
     assert [r[:3] for r in user] == [b"220", b"250", b"235", b"250", b"250", b"354", b"250"]
     await handler.wait(1)
     assert b"Subject: tls" in handler.arrivals[0].content
+
+
+async def test_smuggled_ends_through_a_balancer_after_starttls_to_many_recipients(
+    start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """The smuggling variants once more, from behind the balancer, over STARTTLS, to
+    several recipients (a tracked copy each): every copy holds the smuggled text as
+    text, and nothing else arrives."""
+    maildir = tmp_path / "outbox"
+    relay = await start_relay(
+        make_config(
+            f"maildir:{maildir}",
+            tmp_path,
+            relay=tls_lines(
+                ca, tmp_path, networks=f"{BALANCER}/32", extra="proxy_protocol = true"
+            ),
+        )
+    )
+    recipients = [b"a@example.org", b"b@example.org", b"c@example.org"]
+    for end in SMUGGLED_ENDS:
+        session = await starttls_session(relay.address.port, ca, BALANCER)
+        assert (await session.command(b"MAIL FROM:<sender@example.com>")).startswith(b"250")
+        for rcpt in recipients:
+            assert (await session.command(b"RCPT TO:<" + rcpt + b">")).startswith(b"250")
+        assert (await session.command(b"DATA")).startswith(b"354")
+        smuggled = (
+            b'Content-Type: text/html\r\n\r\n<a href="https://example.com/x">x</a>first'
+            + end
+            + b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
+            b"\r\nsmuggled\r\n."
+        )
+        assert (await session.command(smuggled)).startswith(b"250")
+        assert (await session.command(b"QUIT")).startswith(b"221")
+        await session.close()
+    expected = len(SMUGGLED_ENDS) * len(recipients)
+    for _ in range(500):
+        found = list((maildir / "new").glob("*")) if (maildir / "new").is_dir() else []
+        if len(found) >= expected:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    found = sorted((maildir / "new").glob("*"))
+    assert len(found) == expected
+    for path in found:
+        content = path.read_bytes()
+        assert b"victim@example.org" in content  # as text of the one message
+        assert b"/c/" in content  # tracked, per copy
+        assert b"\x00" not in content
+        assert content.count(b"\n") == content.count(b"\r\n")
+        assert content.count(b"\r") == content.count(b"\r\n")
