@@ -20,6 +20,7 @@ from relay.html import (
     scan,
     unescape_attribute,
 )
+from tests.conftest import FIXTURES
 
 BASE = "https://t.example"
 OPEN_URL = f"{BASE}/o/OPENTOKEN"
@@ -268,6 +269,47 @@ def links_on_a_and_area(doc: str) -> list[str]:
     return [link.url for link in scan(doc).links if link.element in ("a", "area")]
 
 
+OWN_TEMPLATES = sorted((FIXTURES / "html").glob("*.html"))
+
+
+def filled(doc: str) -> str:
+    """A template's {{placeholders}} filled with real links (most of its hrefs)."""
+    doc = re.sub(r"\{\{\s*(\w+)\s*\}\}", r"https://example.com/\1?a=1&amp;b=2", doc)
+    return doc.replace('href="#"', 'href="https://example.com/#top"')
+
+
+@pytest.mark.parametrize("path", OWN_TEMPLATES, ids=lambda path: path.name)
+def test_own_templates_differential_and_byte_preserving(path: Path) -> None:
+    """The project's templates: tables, Outlook's conditional comments and VML button,
+    an image map, comments, style and script holding link-like text, every quoting."""
+    for doc in (path.read_text("utf-8"), filled(path.read_text("utf-8"))):
+        ours = links_on_a_and_area(doc)
+        assert ours, path.name
+        assert sorted(ours) == sorted(soup_links(doc)), path.name
+        assert all("&amp;" not in url for url in ours)
+        assert_byte_preserving(doc)
+
+
+def test_own_templates_track_what_they_should() -> None:
+    doc = filled((FIXTURES / "html" / "welcome.html").read_text("utf-8"))
+    found = scan(doc).links
+    assert [link.element for link in found].count("v:roundrect") == 1
+    urls = [link.url for link in found]
+    assert "https://example.com/area/start" in urls
+    assert "https://example.com/guide?step=1&lang=en" in urls
+    for left_alone in (
+        "/old",
+        "/script",
+        "/unsubscribe",
+        "mailto:",
+        "tel:",
+        "#top",
+        "javascript:",
+    ):
+        assert not any(left_alone in url for url in urls), left_alone
+    assert len(OWN_TEMPLATES) >= 2  # the parametrized test above ran on them
+
+
 def html_corpus(corpus: Path) -> list[Path]:
     files = sorted((corpus / "html").glob("*.html"))
     assert len(files) >= 36
@@ -285,10 +327,7 @@ def test_corpus_templates_with_every_link_made_absolute(corpus: Path) -> None:
     """The Postmark templates hold {{placeholders}} in most hrefs: fill them in, so that
     the differential sees real links in real layouts."""
     for path in html_corpus(corpus):
-        doc = re.sub(
-            r"\{\{\s*(\w+)\s*\}\}", r"https://example.com/\1?a=1&amp;b=2", path.read_text("utf-8")
-        )
-        doc = doc.replace('href="#"', 'href="https://example.com/#top"')
+        doc = filled(path.read_text("utf-8"))
         ours = links_on_a_and_area(doc)
         assert sorted(ours) == sorted(soup_links(doc)), path.name
         assert all("&amp;" not in url for url in ours)

@@ -20,6 +20,7 @@ from relay import html as markup
 from relay import mime
 from relay.html import Link, pixel_html
 from relay.rewrite import MessagePlan, RewriteFailure, plan_message
+from tests.conftest import FIXTURES
 
 OPEN_URL = "https://t.example/o/OPEN"
 
@@ -197,6 +198,42 @@ def test_mislabelled_charset_links_fall_back_to_utf8() -> None:
     plan = plan_message(data, links=True, pixel=True)
     assert [link.url for link in plan.links] == ["https://example.com/café"]
     assert b'<a href="https://t.example/c/L0/example.com/caf%C3%A9">' in render(plan)
+
+
+OWN_MESSAGES = {
+    "alternative-qp.eml": 9,  # tracked links; the text part untouched
+    "newsletter-8bit.eml": 50,
+    "latin1-base64.eml": 1,  # and a PDF attachment
+    "utf16-base64.eml": 1,
+    "forwarded.eml": 1,  # the attached message's own link is not the sender's to track
+    "signed.eml": 0,  # multipart/signed: never entered
+    "plain-only.eml": 0,
+    "broken-base64.eml": None,  # a RewriteFailure: delivered untouched, with an event
+    "unknown-charset.eml": None,
+}
+"""The project's own messages and the tracked links each must come out with."""
+
+
+@pytest.mark.parametrize(("name", "links"), OWN_MESSAGES.items())
+def test_own_messages_rewrite_or_say_why(name: str, links: int | None) -> None:
+    data = (FIXTURES / "mime" / name).read_bytes()
+    if links is None:
+        with pytest.raises(RewriteFailure):
+            plan_message(data, links=True, pixel=True)
+        return
+    plan = plan_message(data, links=True, pixel=True)
+    assert len(plan.links) == links
+    out = render(plan)
+    if not links:
+        assert out == data
+        return
+    for html in assert_only_html_changed(data, out, plan):
+        assert html.count(pixel_html(OPEN_URL)) == 1
+        assert html.count("https://t.example/c/") == links
+
+
+def test_own_messages_are_all_listed() -> None:
+    assert sorted(p.name for p in (FIXTURES / "mime").glob("*.eml")) == sorted(OWN_MESSAGES)
 
 
 def test_every_corpus_message_rewrites_or_says_why(corpus: Path) -> None:
