@@ -1,9 +1,10 @@
 """SES's `mail` object: what every event of one copy of a message carries.
 
 The relay builds it once per message, when it accepts it, from the headers as the client
-sent them (SES's examples keep `X-SES-*` headers there too), and each copy's from that
-with its own message id and recipients (`for_copy`); the store keeps it beside the copy's
-id, so that opens and clicks, recorded later and elsewhere, carry it.
+sent them (SES's examples keep `X-SES-*` headers there too); a message with several
+copies gets each copy's from it, with the copy's message id and recipients
+(`for_copy`). The store keeps it beside the copy's id, so that opens and clicks,
+recorded later and elsewhere, carry it.
 
 Only `ses:caller-identity` needs a word: SES puts the IAM identity that sent the mail
 there; pixelpost puts the SMTP AUTH user, or, for a client admitted by

@@ -135,6 +135,7 @@ class Attempt:
         self._first = not state.sent
         self._deferred: dict[str, TemporaryDeliveryError] = {}
         self._template: dict[str, object] | None = None
+        """The mail object of a message with several copies, each copy's made from it."""
         self._replan_failure: str | None = None
 
     async def run(self) -> float | None:
@@ -142,14 +143,13 @@ class Attempt:
         is delivered or bounced."""
         envelope, state = self._envelope, self._state
         started = self._clock()
-        todo = [
-            (copy, [r for r in copy.recipients if r not in state.done]) for copy in envelope.copies
-        ]
+        done = set(state.done)
+        todo = [(copy, [r for r in copy.recipients if r not in done]) for copy in envelope.copies]
         todo = [(copy, recipients) for copy, recipients in todo if recipients]
         if todo and envelope.tracking is not None and self._plan is None:
             decision = await self._rewriter.replan(envelope, self._content)
             self._plan, self._replan_failure = decision.plan, decision.failure
-        if envelope.mail is not None:
+        if envelope.mail is not None and len(envelope.copies) > 1:
             self._template = json.loads(envelope.mail)
         for start in range(0, len(todo), ROUND_COPIES):
             await self._round(todo[start : start + ROUND_COPIES])
@@ -190,9 +190,10 @@ class Attempt:
                 finished.append(await self._copy(copy, recipients))
 
         count = min(len(todo), self._limits.concurrency)
-        workers = [asyncio.ensure_future(worker()) for _ in range(count)]
+        # One copy (most mail) is sent here; more, by workers side by side.
+        workers = [asyncio.ensure_future(worker()) for _ in range(count)] if count > 1 else []
         try:
-            await asyncio.gather(*workers)
+            await (asyncio.gather(*workers) if workers else worker())
         finally:
             for task in workers:
                 task.cancel()
@@ -352,18 +353,22 @@ class Attempt:
         # The copies' records go along (ignored when already written), so that their
         # events are routed whatever happened before.
         records = []
-        template = self._template
-        if template is not None:
-            created_at = datetime.fromtimestamp(self._envelope.received_at, UTC)
+        envelope, template = self._envelope, self._template
+        if envelope.mail is not None:
+            created_at = datetime.fromtimestamp(envelope.received_at, UTC)
             for outcome in outcomes:
                 copy = outcome.copy
-                mail = for_copy(template, message_id=copy.id, destination=copy.recipients)
+                mail = envelope.mail  # a message of one copy keeps its copy's whole
+                if template is not None:
+                    mail = dumps(
+                        for_copy(template, message_id=copy.id, destination=copy.recipients)
+                    )
                 records.append(
                     MessageRecord(
                         id=copy.id,
-                        config_set=self._envelope.config_set,
+                        config_set=envelope.config_set,
                         created_at=created_at,
-                        mail=dumps(mail),
+                        mail=mail,
                     )
                 )
         try:

@@ -96,9 +96,9 @@ def _could_end(data: bytearray) -> bool:
 
 
 def stuffed(message: bytes) -> bytes:
-    """`message` as DATA carries it: CRLF line ends, a dot doubled where a line starts
-    with one, and the end-of-data line (the inverse of what `read_data` does)."""
-    message = normalize_newlines(message)
+    """`message`, whose lines end in CRLF (`normalize_newlines`), as DATA carries it: a
+    dot doubled where a line starts with one, and the end-of-data line (the inverse of
+    what `read_data` does)."""
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     message = message.replace(b"\r\n.", b"\r\n..")

@@ -165,11 +165,14 @@ class RelayHandler:
         tracked = decision.plan is not None
         copies = copies_for(envelope.rcpt_tos, tracked=tracked, new_id=self._new_id)
         section = parse_header_section(original)
-        template = mail_object(
-            message_id="",
+        # One copy: its mail object whole. Several: theirs without id and recipients,
+        # filled in for each copy as it goes out (`pixelpost.mail.for_copy`).
+        single = copies[0] if len(copies) == 1 else None
+        mail = mail_object(
+            message_id=single.id if single else "",
             sent_at=now,
             source=sender,
-            destination=(),
+            destination=single.recipients if single else (),
             headers=[(f.name, f.value(original)) for f in section.fields],
             common=common_headers(original[: section.body_offset]),
             config_set=config_set.name if config_set else None,
@@ -186,7 +189,7 @@ class RelayHandler:
             config_set=config_set.name if config_set else None,
             received_at=received,
             expires_at=received + self._config.relay.max_queue_lifetime,
-            mail=dumps(template),
+            mail=dumps(mail),
             rendering_failure=decision.failure,
             tracking=(
                 Tracking(

@@ -82,8 +82,9 @@ class Envelope:
     received_at: float
     expires_at: float
     mail: str | None = None
-    """The SES mail object (JSON) every copy's events carry, with each copy's
-    `messageId` and `destination` filled in (`pixelpost.mail.for_copy`)."""
+    """The SES mail object (JSON) the copies' events carry: the copy's own when there is
+    one copy; with several, each copy's `messageId` and `destination` are filled in
+    (`pixelpost.mail.for_copy`)."""
     notification: bool = False
     """A delivery status notification pixelpost wrote: never bounced, never tracked."""
     rendering_failure: str | None = None

@@ -54,9 +54,13 @@ class Decision:
     """Why tracking was left out, for a Rendering Failure event; None when it was not."""
 
 
+def _tracks(config_set: ConfigSet | None) -> bool:
+    return config_set is not None and (config_set.open_tracking or config_set.click_tracking)
+
+
 def decide(content: bytes, config_set: ConfigSet | None) -> Decision:
     """Plan the tracking of `content` for its configuration set."""
-    if config_set is None or not (config_set.open_tracking or config_set.click_tracking):
+    if config_set is None or not _tracks(config_set):
         return Decision(plan=None)
     try:
         plan = plan_message(
@@ -142,8 +146,8 @@ class Rewriter:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
-        if config_set is None or not (config_set.open_tracking or config_set.click_tracking):
-            return Decision(plan=None)
+        if not _tracks(config_set):
+            return Decision(plan=None)  # no thread for a set that tracks nothing
         return await self._run(self._planning, len(content), lambda: decide(content, config_set))
 
     async def replan(self, envelope: Envelope, content: bytes) -> Decision:

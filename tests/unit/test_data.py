@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.data import TooMuchData, read_data
+from relay.data import TooMuchData, read_data, stuffed
 
 LIMIT = 16
 """aiosmtpd's stream limit is 1001; a small one exercises the long-line paths too."""
@@ -114,3 +114,15 @@ async def test_an_oversized_message_says_so_as_soon_as_it_is_over_the_limit() ->
     with pytest.raises(TooMuchData):
         await reading
     assert told == [1]
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".x", b"x.", b"text", b" . "]), min_size=1))
+async def test_stuffed_is_what_read_data_undoes(lines: list[bytes]) -> None:
+    """What the relay sends upstream (`stuffed`) reads back, on the other side, as the
+    message itself: every line starting with a dot survives, and nothing ends early."""
+    message = b"".join(line + b"\r\n" for line in lines)
+    wire = stuffed(message)
+    assert wire.endswith(b".\r\n")
+    data, rest = await read(wire, [])
+    assert data == message
+    assert rest == b""
