@@ -8,7 +8,6 @@ remaining connections are told `421` and closed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import ssl
@@ -21,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, sy
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
+from pixelpost.limits import ConnectionLimits
 from relay.access import client_address, format_peer
 from relay.auth import Accounts, Throttled
 from relay.data import (
@@ -46,52 +46,6 @@ wait, held back by TCP, so that memory stays bounded however many clients send b
 messages together. Small messages never wait for these."""
 
 
-class Admission:
-    """Connections at once, in all and per client address (Postfix's
-    `smtpd_client_connection_count_limit`)."""
-
-    def __init__(self, *, total: int, per_client: int) -> None:
-        self._total_limit = total
-        self._per_client_limit = per_client
-        self._total = 0
-        self._per_client: collections.Counter[str] = collections.Counter()
-
-    def admit(self, client: str | None) -> str | None:
-        """None if `client` may connect (and it is counted), else the reply. A client
-        of None is not known yet (a balancer's connection before its PROXY header): it
-        counts in all only."""
-        if self._total >= self._total_limit:
-            return "421 4.7.0 Too many connections; try again later"
-        if client is not None and self._per_client[client] >= self._per_client_limit:
-            return "421 4.7.0 Too many connections from your address; try again later"
-        self._total += 1
-        if client is not None:
-            self._per_client[client] += 1
-        return None
-
-    def identify(self, client: str) -> str | None:
-        """A connection admitted as not known yet turns out to be `client`'s: None if it
-        may stay (and it is counted as theirs), else the reply (and it is released)."""
-        if self._per_client[client] >= self._per_client_limit:
-            self.release(None)
-            return "421 4.7.0 Too many connections from your address; try again later"
-        self._per_client[client] += 1
-        return None
-
-    def release(self, client: str | None) -> None:
-        self._total -= 1
-        if client is None:
-            return
-        self._per_client[client] -= 1
-        if self._per_client[client] <= 0:
-            del self._per_client[client]
-
-    @property
-    def count(self) -> int:
-        """Connections counted now."""
-        return self._total
-
-
 class _Connection(SMTP):
     """aiosmtpd's protocol, registering itself so that a stop can close it."""
 
@@ -101,7 +55,7 @@ class _Connection(SMTP):
         live: set[_Connection],
         large: asyncio.Semaphore,
         accounts: Accounts,
-        admission: Admission,
+        admission: ConnectionLimits,
         *,
         bare_newlines: str = "normalize",
         implicit_tls: bool = False,
@@ -133,7 +87,7 @@ class _Connection(SMTP):
         # Behind a balancer, the client is known from the PROXY header only.
         if self._proxy_timeout is None:
             self._client = str(client_address(peer) or peer)
-        refusal = self._admission.admit(self._client)
+        refusal = _too_many(self._admission.admit(self._client))
         if refusal is not None:
             # Told before aiosmtpd greets; this connection never becomes a session.
             log.warning("%s: %s", format_peer(peer), refusal)
@@ -230,7 +184,7 @@ class _Connection(SMTP):
         if self._tls_after_proxy is not None and not await self._start_tls(self._tls_after_proxy):
             return False
         client = str(client_address(self.session.peer) or self.session.peer)
-        refusal = self._admission.identify(client)
+        refusal = _too_many(self._admission.identify(client))
         if refusal is not None:
             self._refused_late = True  # released by identify
             log.warning("%s: %s", format_peer(self.session.peer), refusal)
@@ -365,6 +319,11 @@ class _Connection(SMTP):
             transport.close()
 
 
+def _too_many(reason: str | None) -> str | None:
+    """The reply to a connection the limits refused, Postfix's way."""
+    return None if reason is None else f"421 4.7.0 {reason.capitalize()}; try again later"
+
+
 def server_tls_context(tls: RelayTLS) -> ssl.SSLContext:
     """The relay's TLS context (TLS 1.2 or newer) with its certificate loaded."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -402,7 +361,7 @@ class RelayServer:
         self._live: set[_Connection] = set()
         self._large = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
         self._tls = server_tls_context(config.tls) if config.tls is not None else None
-        self._admission = Admission(
+        self._admission = ConnectionLimits(
             total=config.max_connections, per_client=config.max_connections_per_ip
         )
 

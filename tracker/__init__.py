@@ -2,7 +2,8 @@
 
 app.py          the aiohttp application factory and its views
 server.py       the listening socket and its lifecycle
-connections.py  connections at once, in all and per client address
-auth.py         the API token and the dashboard's sessions
-throttle.py     wrong tokens, counted per client address and in all
+connections.py  the listener that refuses connections past the limits
+                (pixelpost.limits)
+auth.py         the API token and the dashboard's sessions, wrong tokens throttled
+                (pixelpost.throttle)
 """

@@ -29,8 +29,8 @@ from aiohttp import web
 
 from pixelpost.config import IPNetwork
 from pixelpost.logs import LogEvery
+from pixelpost.throttle import Throttle
 from tracker.client import client_ip
-from tracker.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,14 @@ count towards the total only.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from aiohttp import web
 
-from pixelpost.config import HostPort, IPNetwork
+from pixelpost.config import HostPort
+from pixelpost.limits import ConnectionLimits
 from pixelpost.logs import LogEvery
-from tracker.client import is_trusted
 
 log = logging.getLogger(__name__)
 
@@ -25,33 +24,6 @@ REFUSAL_LINGER = 1.0
 answer: closing on a request not read yet would reset the connection, and the client
 might never see the answer."""
 REFUSALS_LOGGED_EVERY = 10.0
-
-
-class ConnectionLimits:
-    """Connections at once, in all and per client address."""
-
-    def __init__(self, *, total: int, per_client: int, exempt: Sequence[IPNetwork] = ()) -> None:
-        self._total_limit = total
-        self._per_client_limit = per_client
-        self._exempt = tuple(exempt)
-        self._total = 0
-        self._per_client: collections.Counter[str] = collections.Counter()
-
-    def admit(self, peer: str) -> str | None:
-        """None if a connection from `peer` may go on (it is counted then); else why not."""
-        if self._total >= self._total_limit:
-            return "too many connections"
-        if self._per_client[peer] >= self._per_client_limit and not is_trusted(peer, self._exempt):
-            return "too many connections from your address"
-        self._total += 1
-        self._per_client[peer] += 1
-        return None
-
-    def release(self, peer: str) -> None:
-        self._total -= 1
-        self._per_client[peer] -= 1
-        if self._per_client[peer] <= 0:
-            del self._per_client[peer]
 
 
 def _refusal(reason: str) -> bytes:

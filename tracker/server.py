@@ -11,8 +11,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pixelpost.config import HostPort, TrackerConfig
+from pixelpost.limits import ConnectionLimits
 from pixelpost.logs import LogEvery
-from tracker.connections import ConnectionLimits, LimitedSite
+from tracker.client import is_trusted
+from tracker.connections import LimitedSite
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class TrackerServer:
         self._limits = ConnectionLimits(
             total=config.max_connections,
             per_client=config.max_connections_per_ip,
-            exempt=config.trusted_proxies,
+            exempt=lambda peer: is_trusted(peer, config.trusted_proxies),
         )
         self._site: LimitedSite | None = None
 

@@ -31,12 +31,12 @@ from pixelpost.events import (
     send_event,
 )
 from pixelpost.store import MessageRecord, SQLiteStore
+from pixelpost.throttle import FAILURE_WINDOW, Throttle
 from tests.browser import Chromium
 from tests.conftest import AppServer
 from tracker.api import add_api
 from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
 from tracker.dashboard import LOGIN_BODY_LIMIT, add_dashboard
-from tracker.throttle import FAILURE_WINDOW, Throttle
 
 TOKEN = "dashboard-test-token-5f0c2a"
 CSP = (

@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
+from pixelpost.throttle import Throttle
 from tracker.auth import SESSION_SECONDS, SESSIONS_KEPT, Access
 from tracker.client import anonymize, client_ip, is_trusted
-from tracker.connections import ConnectionLimits
 from tracker.retry import next_delay, parse_retry_after
 from tracker.server import BAD_REQUEST_SHOWN, describe_bad_request
-from tracker.throttle import Throttle
 from tracker.views import PIXEL, location
 
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
@@ -166,19 +165,6 @@ def test_sessions_are_bounded_oldest_out_first() -> None:
     newer = [access.new_session() for _ in range(SESSIONS_KEPT)]
     assert not access.session_valid(oldest)
     assert all(access.session_valid(value) for value in (newer[0], newer[-1]))
-
-
-def test_connection_limits_per_client_and_in_all() -> None:
-    limits = ConnectionLimits(total=3, per_client=1, exempt=[ipaddress.ip_network("10.0.0.0/8")])
-    assert limits.admit("203.0.113.5") is None
-    assert limits.admit("203.0.113.5") == "too many connections from your address"
-    assert limits.admit("10.0.0.1") is None  # a trusted proxy: only the total counts
-    assert limits.admit("10.0.0.1") is None
-    assert limits.admit("198.51.100.1") == "too many connections"
-    limits.release("10.0.0.1")
-    assert limits.admit("198.51.100.1") is None
-    limits.release("203.0.113.5")
-    assert limits.admit("203.0.113.5") is None  # its one connection went: another may come
 
 
 def test_a_bad_request_is_described_on_one_bounded_line() -> None:

@@ -1,10 +1,10 @@
-"""Wrong API tokens counted per client address and in all: past a limit, attempts are
-refused without a check until enough failures age out, as the relay does for SMTP AUTH
-(and Postfix's `smtpd_client_auth_rate_limit`).
+"""Failed credentials counted per client address and in all, for the relay's SMTP AUTH
+and the tracker's API token: past a limit, attempts are refused without a check until
+enough failures age out (Postfix's `smtpd_client_auth_rate_limit`).
 
-An attempt counts from the moment it starts. A wrong token is answered after a delay,
-and attempts still waiting for their answer count against the limit too: parallel
-guesses are bounded exactly as one after the other are.
+An attempt counts from the moment it starts. A failure is answered after a delay, and
+attempts still waiting for their answer count against the limit too: parallel guesses
+are bounded exactly as one after the other are.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 FAILURES_ALLOWED = 5
-"""Failures (and attempts in flight) per client address within `FAILURE_WINDOW`: the
-relay's rule for SMTP AUTH."""
+"""Failures (and attempts in flight) per client address within `FAILURE_WINDOW`."""
 FAILURES_ALLOWED_IN_ALL = 100
-"""The same from every address together: a guesser with many addresses is bounded too."""
+"""The same from every address together: a guesser with many addresses is bounded too
+(None: no such limit)."""
 FAILURE_WINDOW = 300.0
 TRACKED_CLIENTS = 10_000
 """Addresses whose failures are remembered (the oldest are forgotten first)."""
@@ -31,7 +31,7 @@ class Throttle:
         self,
         *,
         per_client: int = FAILURES_ALLOWED,
-        in_all: int = FAILURES_ALLOWED_IN_ALL,
+        in_all: int | None = FAILURES_ALLOWED_IN_ALL,
         window: float = FAILURE_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,7 +72,9 @@ class Throttle:
         in_flight = self._in_flight[client]
         if len(recent) + in_flight >= self._per_client:
             return self._wait(recent, in_flight, self._per_client, now)
-        if len(self._all_failures) + self._all_in_flight >= self._in_all:
+        if self._in_all is not None and len(self._all_failures) + self._all_in_flight >= (
+            self._in_all
+        ):
             return self._wait(self._all_failures, self._all_in_flight, self._in_all, now)
         self._in_flight[client] = in_flight + 1
         self._all_in_flight += 1
