@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,33 @@ from tests.sink import ThreadedSink
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0
+
+
+_REPLY = re.compile(rb"^[2-5][0-9][0-9][ -]")
+REPLY_TIMEOUT = 10.0
+
+
+def smtp_reply(stream: socket.socket, buffer: bytearray) -> bytes:
+    """The last line of one whole, well-formed SMTP reply, within `REPLY_TIMEOUT`."""
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while True:
+        end = buffer.find(b"\r\n")
+        if end >= 0:
+            line = bytes(buffer[: end + 2])
+            del buffer[: end + 2]
+            assert _REPLY.match(line), line
+            if line[3:4] == b" ":
+                return line
+            continue
+        stream.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = stream.recv(65536)
+        assert chunk, "closed without a reply"
+        buffer += chunk
+
+
+def smtp_command(stream: socket.socket, buffer: bytearray, line: bytes) -> bytes:
+    stream.sendall(line + b"\r\n")
+    return smtp_reply(stream, buffer)
 
 
 def readme_block(language: str) -> str:

@@ -19,29 +19,8 @@ import pytest
 import trustme
 
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, delivered, start
-
-BALANCER = "127.0.0.9"
-
-
-def reply(stream: socket.socket | ssl.SSLSocket, buffer: bytearray) -> bytes:
-    """The last line of one whole reply."""
-    while True:
-        end = buffer.find(b"\r\n")
-        if end >= 0:
-            line = bytes(buffer[: end + 2])
-            del buffer[: end + 2]
-            if line[3:4] != b"-":
-                return line
-            continue
-        chunk = stream.recv(65536)
-        assert chunk, "closed without a reply"
-        buffer += chunk
-
-
-def command(stream: socket.socket | ssl.SSLSocket, buffer: bytearray, line: bytes) -> bytes:
-    stream.sendall(line + b"\r\n")
-    return reply(stream, buffer)
+from tests.e2e.conftest import BIN, Running, delivered, smtp_command, smtp_reply, start
+from tests.net import BALANCER, UNVERIFIED_TLS
 
 
 def serve_behind_balancer(tmp_path: Path, limits: str) -> Running:
@@ -61,23 +40,17 @@ key = "{tmp_path / "relay.key"}"
     return start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
 
 
-_UNVERIFIED = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-_UNVERIFIED.check_hostname = False
-_UNVERIFIED.verify_mode = ssl.CERT_NONE
-"""The balancer's client: the relay's certificate is not this test's subject."""
-
-
 def through_starttls(port: int, client: str) -> tuple[ssl.SSLSocket, bytearray]:
     """A session from `client` through the balancer, up to EHLO after STARTTLS."""
     raw = socket.create_connection(("127.0.0.1", port), 10, source_address=(BALANCER, 0))
     buffer = bytearray()
     raw.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 25\r\n".encode())
-    assert reply(raw, buffer).startswith(b"220")
-    assert command(raw, buffer, b"EHLO client.test").startswith(b"250")
-    assert command(raw, buffer, b"STARTTLS").startswith(b"220")
-    tls = _UNVERIFIED.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert smtp_reply(raw, buffer).startswith(b"220")
+    assert smtp_command(raw, buffer, b"EHLO client.test").startswith(b"250")
+    assert smtp_command(raw, buffer, b"STARTTLS").startswith(b"220")
+    tls = UNVERIFIED_TLS.wrap_socket(raw, server_hostname="127.0.0.1")
     buffer = bytearray()
-    assert command(tls, buffer, b"EHLO client.test").startswith(b"250")
+    assert smtp_command(tls, buffer, b"EHLO client.test").startswith(b"250")
     return tls, buffer
 
 
@@ -90,21 +63,21 @@ def test_behind_a_balancer_with_starttls_serve_is_no_open_relay_and_leaks_no_slo
     port = running.smtp_port
 
     tls, buffer = through_starttls(port, "203.0.113.5")
-    assert command(tls, buffer, b"MAIL FROM:<a@example.com>").startswith(b"250")
-    assert command(tls, buffer, b"RCPT TO:<victim@example.org>").startswith(b"554 5.7.1")
+    assert smtp_command(tls, buffer, b"MAIL FROM:<a@example.com>").startswith(b"250")
+    assert smtp_command(tls, buffer, b"RCPT TO:<victim@example.org>").startswith(b"554 5.7.1")
     tls.close()
 
     # A thousand STARTTLS sessions in a row, with room for two at a time per client.
     for _ in range(1000):
         tls, buffer = through_starttls(port, "198.51.100.1")
-        assert command(tls, buffer, b"QUIT").startswith(b"221")
+        assert smtp_command(tls, buffer, b"QUIT").startswith(b"221")
         tls.close()
 
     # Every slot came back: the balancer's own network still relays.
     tls, buffer = through_starttls(port, BALANCER)
     for line in (b"MAIL FROM:<a@example.com>", b"RCPT TO:<rcpt@example.org>", b"DATA"):
-        assert command(tls, buffer, line)[:1] in b"23"
-    assert command(tls, buffer, b"Subject: still here\r\n\r\nhi\r\n.").startswith(b"250")
+        assert smtp_command(tls, buffer, line)[:1] in b"23"
+    assert smtp_command(tls, buffer, b"Subject: still here\r\n\r\nhi\r\n.").startswith(b"250")
     tls.close()
     [message] = delivered(tmp_path / "outbox")
     assert b"Subject: still here" in message.read_bytes()
@@ -168,11 +141,11 @@ def test_a_large_message_to_many_recipients_bounds_memory_and_stalls_no_one(
         nonlocal peak
         with socket.create_connection(("127.0.0.1", port), 10) as probe:
             buffer = bytearray()
-            reply(probe, buffer)
+            smtp_reply(probe, buffer)
             while not done.is_set():
                 peak = max(peak, resident(pid))
                 started = time.perf_counter()
-                assert command(probe, buffer, b"NOOP").startswith(b"250")
+                assert smtp_command(probe, buffer, b"NOOP").startswith(b"250")
                 latencies.append(time.perf_counter() - started)
                 done.wait(0.02)
 
@@ -181,18 +154,18 @@ def test_a_large_message_to_many_recipients_bounds_memory_and_stalls_no_one(
     try:
         with socket.create_connection(("127.0.0.1", port), 30) as client:
             buffer = bytearray()
-            reply(client, buffer)
-            command(client, buffer, b"EHLO client.test")
-            command(client, buffer, b"MAIL FROM:<news@example.com>")
+            smtp_reply(client, buffer)
+            smtp_command(client, buffer, b"EHLO client.test")
+            smtp_command(client, buffer, b"MAIL FROM:<news@example.com>")
             for n in range(recipients):
-                assert command(client, buffer, f"RCPT TO:<r{n}@example.org>".encode())[:3] == (
-                    b"250"
-                )
-            assert command(client, buffer, b"DATA").startswith(b"354")
+                assert smtp_command(client, buffer, f"RCPT TO:<r{n}@example.org>".encode())[
+                    :3
+                ] == (b"250")
+            assert smtp_command(client, buffer, b"DATA").startswith(b"354")
             data = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
             started = time.perf_counter()
             client.sendall(data)
-            assert reply(client, buffer).startswith(b"250")
+            assert smtp_reply(client, buffer).startswith(b"250")
             to_250 = time.perf_counter() - started
         delivered(tmp_path / "outbox", recipients, within=120)
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
-import ssl
 import time
 from pathlib import Path
 
@@ -16,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, smtp_command, smtp_reply, start
+from tests.net import BALANCER, UNVERIFIED_TLS
 from tests.sink import ThreadedSink
 
-REPLY = re.compile(rb"^[2-5][0-9][0-9][ -]")
 READ_TIMEOUT = 10.0
 """Far more than any answer takes; the relay's own timeout is 5 s here."""
 
@@ -61,24 +60,6 @@ commands = st.one_of(
 )
 
 
-def reply(stream: socket.socket, buffer: bytearray) -> bytes:
-    """One whole reply (its last line), within READ_TIMEOUT."""
-    deadline = time.monotonic() + READ_TIMEOUT
-    while True:
-        end = buffer.find(b"\r\n")
-        if end >= 0:
-            line = bytes(buffer[: end + 2])
-            del buffer[: end + 2]
-            assert REPLY.match(line), line
-            if line[3:4] == b" ":
-                return line
-            continue
-        stream.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = stream.recv(65536)
-        assert chunk, "closed without a reply"
-        buffer += chunk
-
-
 def test_random_sessions_never_crash_hang_or_lose_mail(
     tmp_path: Path, sink: ThreadedSink, processes: list[Running]
 ) -> None:
@@ -104,29 +85,29 @@ def test_random_sessions_never_crash_hang_or_lose_mail(
     def session(script: list[str | bytes | tuple[str, bytes]]) -> None:
         with socket.create_connection(("127.0.0.1", running.smtp_port), READ_TIMEOUT) as conn:
             buffer = bytearray()
-            assert reply(conn, buffer).startswith(b"220")
+            assert smtp_reply(conn, buffer).startswith(b"220")
             for command in script:
                 if isinstance(command, tuple):
                     if command[0] == "SEND":
                         conn.sendall(b"RSET\r\nMAIL FROM:<a@example.org>\r\n")
                         conn.sendall(b"RCPT TO:<b@example.org>\r\n")
-                        answers = [reply(conn, buffer) for _ in range(3)]
+                        answers = [smtp_reply(conn, buffer) for _ in range(3)]
                         if answers[0].startswith(b"421"):
                             return
                     conn.sendall(b"DATA\r\n")
-                    if not reply(conn, buffer).startswith(b"354"):
+                    if not smtp_reply(conn, buffer).startswith(b"354"):
                         continue
                     # Dot-stuffed, as a client must; then the end-of-data line.
                     body = (b"\r\n" + command[1]).replace(b"\r\n.", b"\r\n..")[2:]
                     body += b"" if body.endswith(b"\r\n") else b"\r\n"
                     conn.sendall(body + b".\r\n")
-                    answer = reply(conn, buffer)
+                    answer = smtp_reply(conn, buffer)
                     if answer.startswith(b"250"):
                         queued.append(answer.split()[-1].decode())
                     continue
                 line = command if isinstance(command, bytes) else command.encode()
                 conn.sendall(line + b"\r\n")
-                answer = reply(conn, buffer)
+                answer = smtp_reply(conn, buffer)
                 if line.upper().startswith(b"STARTTLS") and answer.startswith(b"220"):
                     return  # a TLS handshake would follow; not this test's subject
                 if answer.startswith(b"421") or line.upper() == b"QUIT":
@@ -158,13 +139,7 @@ def test_random_sessions_never_crash_hang_or_lose_mail(
     assert running.stop() == 0
 
 
-BALANCER = "127.0.0.9"
-"""Where the fuzzed sessions come from: a balancer in allow_networks, as HAProxy on the
-relay's own host would be."""
 OUTSIDERS = ("203.0.113.5", "198.51.100.7")
-_UNVERIFIED = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-_UNVERIFIED.check_hostname = False
-_UNVERIFIED.verify_mode = ssl.CERT_NONE
 
 proxied_commands = st.one_of(
     # A transaction to many recipients at once.
@@ -217,27 +192,27 @@ key = "{tmp_path / "relay.key"}"
         try:
             raw.sendall(f"PROXY TCP4 {source} 127.0.0.1 40000 25\r\n".encode())
             buffer = bytearray()
-            assert reply(conn, buffer).startswith(b"220")
+            assert smtp_reply(conn, buffer).startswith(b"220")
             for command in script:
                 if isinstance(command, tuple) and len(command) == 3:
                     _, body, count = command
                     conn.sendall(b"EHLO client.test\r\nMAIL FROM:<a@example.org>\r\n")
-                    answers = [reply(conn, buffer) for _ in range(2)]
+                    answers = [smtp_reply(conn, buffer) for _ in range(2)]
                     if answers[0].startswith(b"421"):
                         return
                     rcpts = [f"<r{n}@example.org>".encode() for n in range(count)]
                     accepted = 0
                     for rcpt in rcpts:
-                        answer = reply_to(conn, buffer, b"RCPT TO:" + rcpt)
+                        answer = smtp_command(conn, buffer, b"RCPT TO:" + rcpt)
                         if answer.startswith(b"250"):
                             accepted += 1
                             assert source == BALANCER, (source, answer)  # never relay
-                    if not reply_to(conn, buffer, b"DATA").startswith(b"354"):
+                    if not smtp_command(conn, buffer, b"DATA").startswith(b"354"):
                         continue
                     stuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n..")[2:]
                     stuffed += b"" if stuffed.endswith(b"\r\n") else b"\r\n"
                     conn.sendall(stuffed + b".\r\n")
-                    answer = reply(conn, buffer)
+                    answer = smtp_reply(conn, buffer)
                     if answer.startswith(b"250"):
                         queued[answer.split()[-1].decode()] = accepted
                     continue
@@ -245,10 +220,10 @@ key = "{tmp_path / "relay.key"}"
                     continue  # a bare DATA: covered by the test above
                 assert isinstance(command, str | bytes)
                 line = command if isinstance(command, bytes) else command.encode()
-                answer = reply_to(conn, buffer, line)
+                answer = smtp_command(conn, buffer, line)
                 if line.upper() == b"STARTTLS" and answer.startswith(b"220"):
                     assert conn is raw, "STARTTLS accepted inside TLS"
-                    conn = _UNVERIFIED.wrap_socket(raw, server_hostname="127.0.0.1")
+                    conn = UNVERIFIED_TLS.wrap_socket(raw, server_hostname="127.0.0.1")
                     buffer = bytearray()
                     continue
                 if answer.startswith(b"421") or line.upper() == b"QUIT":
@@ -274,11 +249,6 @@ key = "{tmp_path / "relay.key"}"
         ("127.0.0.1", running.smtp_port), READ_TIMEOUT, source_address=(BALANCER, 0)
     ) as conn:
         conn.sendall(f"PROXY TCP4 {OUTSIDERS[0]} 127.0.0.1 40000 25\r\n".encode())
-        assert reply(conn, bytearray()).startswith(b"220")
+        assert smtp_reply(conn, bytearray()).startswith(b"220")
     assert "Traceback" not in running.stderr
     assert running.stop() == 0
-
-
-def reply_to(stream: socket.socket, buffer: bytearray, line: bytes) -> bytes:
-    stream.sendall(line + b"\r\n")
-    return reply(stream, buffer)

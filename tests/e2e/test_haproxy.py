@@ -9,7 +9,6 @@ import json
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -20,10 +19,8 @@ import trustme
 from pixelpost.passwords import hash_password
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, delivered, readme_block, start
-from tests.net import free_port
+from tests.net import BALANCER, UNVERIFIED_TLS, free_port
 
-BALANCER = "127.0.0.9"
-"""HAProxy's address toward the relay: trusted by allow_networks, as on one host."""
 CLIENT = "127.0.0.3"
 """A mail client outside allow_networks."""
 PASSWORD = "haproxy test password"
@@ -41,16 +38,8 @@ def wait_listening(port: int, within: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def test_the_readme_haproxy_example_with_starttls_and_implicit_tls(
-    tmp_path: Path, processes: list[Running], unverified: ssl.SSLContext
+    tmp_path: Path, processes: list[Running]
 ) -> None:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     assert Path(haproxy).exists(), (
@@ -104,25 +93,25 @@ password_hash = "{hash_password(PASSWORD, log2_n=4)}"
 
         # STARTTLS, no login: the client HAProxy names is outside allow_networks.
         with smtplib.SMTP("127.0.0.1", submission, source_address=(CLIENT, 0)) as client:
-            client.starttls(context=unverified)
+            client.starttls(context=UNVERIFIED_TLS)
             with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
                 client.sendmail("app@example.com", ["victim@example.org"], message)
             assert refused.value.recipients["victim@example.org"][0] == 554
         # Implicit TLS, no login: refused the same way.
         with (
             smtplib.SMTP_SSL(
-                "127.0.0.1", submissions, source_address=(CLIENT, 0), context=unverified
+                "127.0.0.1", submissions, source_address=(CLIENT, 0), context=UNVERIFIED_TLS
             ) as client,
             pytest.raises(smtplib.SMTPRecipientsRefused),
         ):
             client.sendmail("app@example.com", ["victim@example.org"], message)
         # Logged in, over either: relayed.
         with smtplib.SMTP("127.0.0.1", submission, source_address=(CLIENT, 0)) as client:
-            client.starttls(context=unverified)
+            client.starttls(context=UNVERIFIED_TLS)
             client.login("app", PASSWORD)
             client.sendmail("app@example.com", ["one@example.org"], message)
         with smtplib.SMTP_SSL(
-            "127.0.0.1", submissions, source_address=(CLIENT, 0), context=unverified
+            "127.0.0.1", submissions, source_address=(CLIENT, 0), context=UNVERIFIED_TLS
         ) as client:
             client.login("app", PASSWORD)
             client.sendmail("app@example.com", ["two@example.org"], message)

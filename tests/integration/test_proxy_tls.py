@@ -23,10 +23,8 @@ from tests.integration.test_front_door import (
     tls_lines,
     tls_relay,
 )
+from tests.net import BALANCER
 from tests.sink import SinkHandler
-
-BALANCER = "127.0.0.9"
-"""The balancer's own address: inside allow_networks, as HAProxy on the same host is."""
 
 
 def proxy_v1(source: str) -> bytes:
