@@ -67,12 +67,12 @@ class _Connection(SMTP):
         self._admission = admission
         self._bare_newlines = bare_newlines
         self._refused = False
-        self._refused_late = False
         self._client: str | None = None
         """The client as the connection limits count it; None until a PROXY header
         names it, when the relay is behind a balancer."""
         self._tls_after_proxy = tls_after_proxy
         self._released = False
+        """Whether the connection limits no longer count this connection."""
         self._live = live
         self._large = large
         self._holds_large = False
@@ -152,7 +152,7 @@ class _Connection(SMTP):
             return
         # Released once, however often this is called (aiosmtpd calls it itself after
         # a failed STARTTLS handshake).
-        if not self._refused_late and not self._released:
+        if not self._released:
             self._released = True
             self._admission.release(self._client)
         self._live.discard(self)
@@ -186,7 +186,7 @@ class _Connection(SMTP):
         client = str(client_address(self.session.peer) or self.session.peer)
         refusal = _too_many(self._admission.identify(client))
         if refusal is not None:
-            self._refused_late = True  # released by identify
+            self._released = True  # by identify
             log.warning("%s: %s", format_peer(self.session.peer), refusal)
             transport = self.transport
             if isinstance(transport, asyncio.WriteTransport):

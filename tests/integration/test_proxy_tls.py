@@ -298,3 +298,38 @@ async def test_smuggled_ends_through_a_balancer_after_starttls_to_many_recipient
         assert b"\x00" not in content
         assert content.count(b"\n") == content.count(b"\r\n")
         assert content.count(b"\r") == content.count(b"\r\n")
+
+
+async def test_a_proxied_client_past_its_limit_is_told_421_and_released(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """The limit per client applies to the client the header names; a connection
+    refused once it is named counts no more."""
+    _, port = sink
+    relay = await behind_balancer(
+        start_relay, ca, tmp_path, port, limits="max_connections = 10\nmax_connections_per_ip = 2"
+    )
+    sessions = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", relay.address.port, local_addr=(BALANCER, 0)
+        )
+        writer.write(proxy_v1("198.51.100.30"))
+        sessions.append(Session(reader, writer))
+        assert (await sessions[-1].reply()).startswith(b"220")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", relay.address.port, local_addr=(BALANCER, 0)
+    )
+    writer.write(proxy_v1("198.51.100.30"))
+    third = Session(reader, writer)
+    assert (await third.reply()).startswith(b"421 4.7.0 Too many connections from your address")
+    # Another client behind the same balancer is welcome.
+    other_reader, other_writer = await asyncio.open_connection(
+        "127.0.0.1", relay.address.port, local_addr=(BALANCER, 0)
+    )
+    other_writer.write(proxy_v1("198.51.100.31"))
+    other = Session(other_reader, other_writer)
+    assert (await other.reply()).startswith(b"220")
+    for session in (*sessions, third, other):
+        await session.close()
+    await no_connections_left(relay)
