@@ -29,6 +29,12 @@ def message_id_to_bytes(message_id: str) -> bytes:
     return raw
 
 
+def message_id_time(message_id: str) -> float:
+    """When a message id was made (a Unix time, to the millisecond); ValueError if it is
+    not one."""
+    return int.from_bytes(message_id_to_bytes(message_id)[:6], "big") / 1000
+
+
 def message_id_from_bytes(raw: bytes) -> str:
     """The written form of 16 message id bytes."""
     return raw.hex()

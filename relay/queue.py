@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pixelpost.aio import wait_event
 from pixelpost.bounces import enhanced_status
 from pixelpost.config import RelayConfig
-from pixelpost.ids import new_message_id
+from pixelpost.ids import message_id_time, new_message_id
 from pixelpost.store import Recorder
 from relay.attempt import Attempt, Failed, Limits
 from relay.dsn import Failure, notification
@@ -43,10 +43,23 @@ STOP_GRACE_DEFAULT = 30.0
 LARGE_DELIVERIES_AT_ONCE = 4
 """Copies over 1 MB sent at once: the SMTP client copies a message twice as it sends
 it (line endings, dot-stuffing)."""
+NEW_MESSAGE_GRACE = 10.0
+"""Seconds a scan leaves a message never tried yet to the process that accepted it (this
+one still spooling it, or another relay process): that one delivers it from memory with
+its tracking planned, where a scan would read it back and plan it again."""
 FRESH_BYTES_LIMIT = 64 * 1024 * 1024
 """Newly spooled messages kept in memory for their first attempt, in bytes."""
 
 _Fresh = tuple[Envelope, bytes, MessagePlan | None]
+
+
+def _accepted_at(message_id: str) -> float:
+    """When a spool file's message was accepted, by its name (0 for a name that is not a
+    message id: try it now)."""
+    try:
+        return message_id_time(message_id)
+    except ValueError:
+        return 0.0
 
 
 class DeliveryQueue:
@@ -98,13 +111,16 @@ class DeliveryQueue:
         if ids:
             log.info("spool %s: %d messages to deliver", self._spool.path, len(ids))
 
-    async def _schedule_known(self, ids: Sequence[str]) -> None:
+    async def _schedule_known(self, ids: Sequence[str], *, scanned: bool = False) -> None:
         def read_states() -> list[tuple[str, float]]:
             return [(i, self._spool.state(i).next_attempt_at) for i in ids]
 
         states = await self._spool.run(read_states)
-        for message_id, due in states:
-            self._at(message_id, due)
+        for message_id, next_attempt in states:
+            new = scanned and not next_attempt
+            self._at(
+                message_id, _accepted_at(message_id) + NEW_MESSAGE_GRACE if new else next_attempt
+            )
 
     def _at(self, message_id: str, due: float) -> None:
         if message_id in self._in_flight:
@@ -210,7 +226,7 @@ class DeliveryQueue:
                     for message_id in ids:
                         self._at(message_id, 0.0)
                 unknown = [i for i in ids if i not in self._scheduled and i not in self._in_flight]
-                await self._schedule_known(unknown)
+                await self._schedule_known(unknown, scanned=True)
             except Exception:  # the scan must go on: it is how other relays' mail is found
                 log.exception("spool %s: cannot scan", self._spool.path)
 

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import re
 import threading
+import time
 import zlib
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -20,6 +21,7 @@ from prometheus_client import generate_latest
 
 from pixelpost.cli import main
 from pixelpost.config import parse_config_text
+from pixelpost.ids import message_id_time, new_message_id
 from pixelpost.runtime import spool_counts
 from pixelpost.store import SQLiteStore
 from relay.spoolfile import Copy, Envelope, encode
@@ -497,3 +499,29 @@ async def test_metrics_show_the_queue_and_the_delivery_outcomes(
     text = await scrape()
     assert 'pixelpost_queue_messages{state="deferred"} 0.0' in text
     assert 'pixelpost_events_recorded_total{type="Delivery"} 1.0' in text
+
+
+async def test_a_scan_leaves_a_message_just_accepted_to_the_process_that_accepted_it(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file another relay process just spooled is its to deliver, from memory and with
+    its tracking planned; a scan takes it only once that process had its time."""
+    monkeypatch.setattr("relay.queue.NEW_MESSAGE_GRACE", 3.0)
+    handler, port = sink
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+    message_id = new_message_id()
+    envelope = Envelope(
+        id=message_id,
+        mail_from="sender@example.com",
+        copies=(Copy(id=message_id, recipients=("rcpt@example.org",)),),
+        received_at=time.time(),
+        expires_at=time.time() + 3600,
+    )
+    (tmp_path / "spool" / "queue" / message_id).write_bytes(encode(envelope, MESSAGE))
+
+    await handler.wait(1, within=15)
+    assert time.time() - message_id_time(message_id) >= 3.0
+    await until(lambda: relay.spool.ids() == [])
