@@ -1,21 +1,27 @@
-"""Realistic test messages for the benchmarks, built from the shared corpus."""
+"""Realistic test messages for the benchmarks, built from the shared corpus (the folder
+PIXELPOST_CORPUS names, or `../shared/corpus`), else from the tests' own templates."""
 
 from __future__ import annotations
 
+import os
 import re
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+_ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("PIXELPOST_CORPUS") or _ROOT.parent / "shared" / "corpus")
+FIXTURES = _ROOT / "tests" / "fixtures"
 
 
 def newsletter_html(size: int = 100_000) -> str:
     """A newsletter of about `size` characters: the corpus templates' bodies one after
     another inside one document, placeholders filled with real links."""
-    templates = sorted((CORPUS / "html").glob("*.html"))
+    templates = sorted((CORPUS / "html").glob("*.html")) or sorted(
+        (FIXTURES / "html").glob("*.html")
+    )
     if not templates:
-        raise SystemExit(f"the corpus is missing: {CORPUS}")
+        raise SystemExit(f"no templates in {CORPUS / 'html'} or {FIXTURES / 'html'}")
     bodies = []
     for path in templates:
         text = path.read_text("utf-8")

@@ -312,9 +312,11 @@ class Chromium:
     async def __aenter__(self) -> Chromium:
         executable = self.executable or find_chromium()
         if executable is None:
-            pytest.skip(
-                "Chromium is not installed (looked for $PIXELPOST_CHROMIUM, "
-                f"{', '.join(CANDIDATES)}); `apt-get install chromium`, as .ci/run does"
+            pytest.fail(
+                "Chromium is needed by this test (looked for $PIXELPOST_CHROMIUM, "
+                f"{', '.join(CANDIDATES)}): `apt-get install chromium fonts-dejavu-core` "
+                "(.ci/run installs every tool the tests use)",
+                pytrace=False,
             )
         self._profile = Path(tempfile.mkdtemp(prefix="pixelpost-chromium-"))
         try:

@@ -32,13 +32,14 @@ from relay.spool import Spool
 from tests.sink import SinkHandler
 from tracker.server import TrackerServer
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+CORPUS_BESIDE = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 """Real templates and messages from other projects, beside this checkout when it is
 there; the tests' own fixtures are in `FIXTURES`."""
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 """HTML templates and MIME messages the project wrote for its tests."""
-REQUIRE_CORPUS = "PIXELPOST_REQUIRE_CORPUS"
-"""Set (as .ci/run does) to fail, rather than skip, the tests that read the corpus."""
+CORPUS_ENV = "PIXELPOST_CORPUS"
+"""Names the corpus (`html/*.html`, `mime/*.eml`); when it is set, as .ci/run sets it,
+the corpus tests require it and fail rather than skip."""
 
 
 def config_text(upstream_url: str, tmp_path: Path, *, relay: str = "", upstream: str = "") -> str:
@@ -287,10 +288,17 @@ async def serve_app() -> AsyncIterator[AppServer]:
 
 @pytest.fixture
 def corpus() -> Path:
-    """The shared corpus, which runs on top of the project's own fixtures: a clone on
-    its own skips these tests; CI, with PIXELPOST_REQUIRE_CORPUS set, requires them."""
-    if not CORPUS.is_dir():
-        if os.environ.get(REQUIRE_CORPUS):
-            raise AssertionError(f"the test corpus is missing: {CORPUS} ({REQUIRE_CORPUS} is set)")
-        pytest.skip(f"the shared corpus is not beside this checkout ({CORPUS})")
-    return CORPUS
+    """The larger corpus, run on top of the project's own fixtures: the folder
+    PIXELPOST_CORPUS names (required then), else `../shared/corpus` when it is beside
+    this checkout; a clone on its own skips these tests."""
+    named = os.environ.get(CORPUS_ENV)
+    if named:
+        path = Path(named)
+        if not (path / "html").is_dir() or not (path / "mime").is_dir():
+            raise AssertionError(
+                f"the test corpus is missing: {CORPUS_ENV}={named} has no html/ and mime/"
+            )
+        return path
+    if not CORPUS_BESIDE.is_dir():
+        pytest.skip(f"no corpus: set {CORPUS_ENV}, or put it at {CORPUS_BESIDE}")
+    return CORPUS_BESIDE

@@ -6,7 +6,6 @@ allow_networks), and authenticated mail goes through from anywhere."""
 from __future__ import annotations
 
 import json
-import shutil
 import smtplib
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pixelpost.passwords import hash_password
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, delivered, readme_block, start
 from tests.net import BALANCER, UNVERIFIED_TLS, free_port
+from tests.tools import need
 
 CLIENT = "127.0.0.3"
 """A mail client outside allow_networks."""
@@ -41,10 +41,7 @@ def wait_listening(port: int, within: float = 10.0) -> None:
 def test_the_readme_haproxy_example_with_starttls_and_implicit_tls(
     tmp_path: Path, processes: list[Running]
 ) -> None:
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    assert Path(haproxy).exists(), (
-        "haproxy is needed (Debian package haproxy; .ci/run installs it)"
-    )
+    haproxy = need("haproxy")
     issued = trustme.CA().issue_cert("127.0.0.1")
     issued.cert_chain_pems[0].write_to_path(str(tmp_path / "relay.crt"))
     issued.private_key_pem.write_to_path(str(tmp_path / "relay.key"))

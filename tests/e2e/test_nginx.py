@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, readme_block, start
 from tests.net import free_port
+from tests.tools import need
 
 MESSAGE_ID = "01a229384a7e0d36bd3897bb329eede0"
 
@@ -23,8 +23,8 @@ MESSAGE_ID = "01a229384a7e0d36bd3897bb329eede0"
 def test_the_readme_nginx_example_proxies_the_tracker(
     tmp_path: Path, processes: list[Running]
 ) -> None:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is needed (Debian package nginx; .ci/run installs it)"
+    nginx = need("nginx")
+    need("curl")
     tracker_port, nginx_port = free_port(), free_port()
     config = tmp_path / "pixelpost.toml"
     config.write_text(

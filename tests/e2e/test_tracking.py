@@ -26,6 +26,7 @@ from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, delivered, start
 from tests.net import free_port
 from tests.receiver import ThreadedReceiver
+from tests.tools import need
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -87,7 +88,7 @@ def newsletter() -> bytes:
 
 def curl(url: str) -> tuple[int, dict[str, str]]:
     result = subprocess.run(
-        ["curl", "-s", "-D", "-", "-o", "/dev/null", url],
+        [need("curl"), "-s", "-D", "-", "-o", "/dev/null", url],
         capture_output=True,
         text=True,
         timeout=20,
