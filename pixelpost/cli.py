@@ -29,7 +29,10 @@ from relay.spool import Spool
 
 log = logging.getLogger("pixelpost")
 
-_CONFIG_HELP = "configuration file (default: ./pixelpost.toml, else built-in defaults)"
+_CONFIG_HELP = (
+    "configuration file (default: $PIXELPOST_CONFIG, else ./pixelpost.toml, else built-in "
+    "defaults); relative paths in it are read from its folder"
+)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -82,7 +85,7 @@ def cmd_events_dead_letters(args: argparse.Namespace) -> int:
     destination = _destination(args, config)
 
     async def read() -> tuple[list[DeadLetter], dict[str, str]]:
-        store = await open_store(config.store)
+        store = await open_store(config.store, create=False)
         try:
             return await store.dead_letters(destination, limit=args.limit), await store.disabled()
         finally:
@@ -151,7 +154,7 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     destination = _destination(args, config)
 
     async def replay() -> tuple[int, dict[str, str]]:
-        store = await open_store(config.store)
+        store = await open_store(config.store, create=False)
         try:
             disabled = await store.disabled()
             return await store.replay(destination), disabled
@@ -184,7 +187,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise PixelpostError(f"--{name.replace('_', '-')}: {message}") from None
 
     async def read() -> dict[str, object]:
-        store = await open_store(config.store)
+        store = await open_store(config.store, create=False)
         try:
             # Events not counted yet (a tracker that is not running, or just behind)
             # are counted first, so that the answer is complete.

@@ -8,6 +8,7 @@ them all, one line each, naming the key and the bad value. The environment is pa
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import tomllib
@@ -48,8 +49,11 @@ from pixelpost.passwords import check_hash
 
 T = TypeVar("T")
 
+CONFIG_ENV: Final = "PIXELPOST_CONFIG"
+"""The environment variable naming the configuration file when no `-c` is given."""
 DEFAULT_FILE: Final = Path("pixelpost.toml")
-"""Read when no `-c` is given; without it, the built-in defaults apply."""
+"""Read when neither `-c` nor `PIXELPOST_CONFIG` names a file; without it, the built-in
+defaults apply."""
 
 BUILTIN_DEFAULTS: Final = """
 default_config_set = "default"
@@ -131,11 +135,15 @@ class _Table:
         path: str,
         problems: list[str],
         environ: Mapping[str, str],
+        base: Path | None,
     ) -> None:
         self.data = data
         self.path = path
         self.problems = problems
         self.environ = environ
+        self.base = base
+        """The configuration file's folder, which relative paths are read against (None
+        for the built-in defaults: the working directory)."""
         self._known: set[str] = set()
 
     def key(self, key: str) -> str:
@@ -254,7 +262,25 @@ class _Table:
         if not isinstance(raw, dict):
             self.problem(key, f"expected a table, got {_show(raw)} ({_kind(raw)})")
             return None
-        return _Table(raw, self.key(key), self.problems, self.environ)
+        return self._child(raw, self.key(key))
+
+    def section(self, key: str) -> _Table:
+        """A table that may be left out (`[relay]`): an empty one then."""
+        return self.table(key) or self._child({}, self.key(key))
+
+    def _child(self, data: Mapping[str, Any], path: str) -> _Table:
+        return _Table(data, path, self.problems, self.environ, self.base)
+
+    def file(self, key: str, default: str) -> Path:
+        """A path, relative to the configuration file's folder unless absolute."""
+        return self.anchored(self.get(key, str, default))
+
+    def anchored(self, value: str) -> Path:
+        """`value` as a path, relative to the configuration file's folder unless absolute."""
+        path = Path(value).expanduser()
+        if self.base is None or path.is_absolute():
+            return path
+        return Path(os.path.normpath(self.base / path))
 
     def tables(self, key: str) -> list[_Table]:
         """An array of tables (`[[relay.users]]`)."""
@@ -266,10 +292,7 @@ class _Table:
                 key, f"expected an array of tables ([[{self.key(key)}]]), got {_show(raw)}"
             )
             return []
-        return [
-            _Table(item, f"{self.key(key)}[{index}]", self.problems, self.environ)
-            for index, item in enumerate(raw)
-        ]
+        return [self._child(item, f"{self.key(key)}[{index}]") for index, item in enumerate(raw)]
 
     def subtables(self, key: str) -> dict[str, _Table]:
         """A table of named tables (`[config_sets.NAME]`)."""
@@ -291,7 +314,7 @@ class _Table:
 
 
 def _relay(root: _Table) -> RelayConfig:
-    table = root.table("relay") or _Table({}, "relay", root.problems, root.environ)
+    table = root.section("relay")
     hostname = table.get("hostname", str, socket.gethostname())
     if not _HOSTNAME.fullmatch(hostname):
         table.problem("hostname", f"{_show(hostname)} is not a host name")
@@ -310,8 +333,8 @@ def _relay(root: _Table) -> RelayConfig:
             if not value:
                 tls_table.problem(name, "is required in [relay.tls]")
         tls = RelayTLS(
-            cert=Path(cert),
-            key=Path(key),
+            cert=tls_table.anchored(cert),
+            key=tls_table.anchored(key),
             listen_tls=tls_table.parsed_optional("listen_tls", parse_host_port),
         )
         tls_table.finish()
@@ -322,7 +345,7 @@ def _relay(root: _Table) -> RelayConfig:
             "max_message_bytes", MAX_MESSAGE_BYTES_DEFAULT, minimum=1024
         ),
         allow_networks=table.parsed_list("allow_networks", ALLOW_NETWORKS_DEFAULT, parse_network),
-        spool=Path(table.get("spool", str, SPOOL_DEFAULT)),
+        spool=table.file("spool", SPOOL_DEFAULT),
         workers=table.integer("workers", 1, minimum=1, maximum=256),
         concurrency=table.integer("concurrency", 20, minimum=1, maximum=1000),
         retry_delays=_delays(table, "retry_delays", RETRY_DELAYS_DEFAULT),
@@ -375,7 +398,7 @@ def _delays(table: _Table, key: str, default: Sequence[str]) -> tuple[float, ...
 
 
 def _upstream(root: _Table) -> Upstream:
-    table = root.table("upstream") or _Table({}, "upstream", root.problems, root.environ)
+    table = root.section("upstream")
     url = table.get("url", str, UPSTREAM_URL_DEFAULT)
     username = table.optional("username", str, secret=True) or None
     password = table.optional("password", str, secret=True) or None
@@ -389,7 +412,12 @@ def _upstream(root: _Table) -> Upstream:
         table.problem(missing, "is required when the other of username and password is set")
     try:
         return _parse_upstream_url(
-            url, username=username, password=password, ca_file=ca_file, timeout=timeout
+            url,
+            username=username,
+            password=password,
+            ca_file=table.anchored(ca_file) if ca_file else None,
+            timeout=timeout,
+            anchored=table.anchored,
         )
     except ValueError as exc:
         table.problem("url", f"{_show(url)} is {exc}")
@@ -397,13 +425,19 @@ def _upstream(root: _Table) -> Upstream:
 
 
 def _parse_upstream_url(
-    url: str, *, username: str | None, password: str | None, ca_file: str | None, timeout: float
+    url: str,
+    *,
+    username: str | None,
+    password: str | None,
+    ca_file: Path | None,
+    timeout: float,
+    anchored: Callable[[str], Path],
 ) -> Upstream:
     if url.startswith("maildir:"):
         path = url.removeprefix("maildir:").removeprefix("//")
         if not path:
             raise ValueError("not a Maildir URL (write it maildir:PATH)")
-        return MaildirUpstream(url=url, path=Path(path))
+        return MaildirUpstream(url=url, path=anchored(path))
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SMTP_SCHEMES:
         raise ValueError(
@@ -429,7 +463,7 @@ def _parse_upstream_url(
         port=address.port,
         username=username,
         password=password,
-        ca_file=Path(ca_file) if ca_file else None,
+        ca_file=ca_file,
         timeout=timeout,
     )
 
@@ -452,7 +486,7 @@ def _api_token(table: _Table) -> str | None:
 
 
 def _tracker(root: _Table) -> TrackerConfig:
-    table = root.table("tracker") or _Table({}, "tracker", root.problems, root.environ)
+    table = root.section("tracker")
     listen = table.parsed("listen", TRACKER_LISTEN_DEFAULT, parse_host_port)
     public_url = table.parsed("public_url", f"http://{listen}", parse_http_url)
     config = TrackerConfig(
@@ -476,7 +510,7 @@ def _tracker(root: _Table) -> TrackerConfig:
 
 
 def _store(root: _Table) -> StoreConfig:
-    table = root.table("store") or _Table({}, "store", root.problems, root.environ)
+    table = root.section("store")
     url = table.get("url", str, STORE_URL_DEFAULT, secret=True)
     retention_days = table.integer("retention_days", RETENTION_DAYS_DEFAULT, minimum=1)
     table.finish()
@@ -485,7 +519,7 @@ def _store(root: _Table) -> StoreConfig:
             url=url,
             kind="sqlite",
             retention_days=retention_days,
-            sqlite_path=Path(url.removeprefix("sqlite:///")),
+            sqlite_path=table.anchored(url.removeprefix("sqlite:///")),
         )
     if url.startswith(("postgresql://", "postgres://")):
         return StoreConfig(url=url, kind="postgresql", retention_days=retention_days)
@@ -550,7 +584,7 @@ def _classify_rule(table: _Table) -> ClassifyRule:
 
 
 def _classify(root: _Table) -> ClassifyConfig:
-    table = root.table("classify") or _Table({}, "classify", root.problems, root.environ)
+    table = root.section("classify")
     config = ClassifyConfig(
         click_after_delivery=table.parsed("click_after_delivery", "10s", parse_duration),
         link_burst=table.parsed("link_burst", "1s", parse_duration),
@@ -561,7 +595,7 @@ def _classify(root: _Table) -> ClassifyConfig:
 
 
 def _signing(root: _Table) -> SigningConfig:
-    table = root.table("signing") or _Table({}, "signing", root.problems, root.environ)
+    table = root.section("signing")
     keys = table.strings("keys", (), secret=True)
     for index, key in enumerate(keys):
         try:
@@ -570,7 +604,7 @@ def _signing(root: _Table) -> SigningConfig:
             table.problem(f"keys[{index}]", f"{_SECRET_SHOWN} is {exc}")
     if len(set(keys)) != len(keys):
         table.problem("keys", "lists the same key twice")
-    key_file = Path(table.get("key_file", str, KEY_FILE_DEFAULT))
+    key_file = table.file("key_file", KEY_FILE_DEFAULT)
     table.finish()
     return SigningConfig(keys=keys, key_file=key_file)
 
@@ -619,7 +653,7 @@ def _destination(name: str, table: _Table) -> Destination | None:
         path = table.get("path", str, "")
         if not path:
             table.problem("path", "is required for a file destination")
-        destination = FileDestination(name=name, events=_events(table), path=Path(path))
+        destination = FileDestination(name=name, events=_events(table), path=table.anchored(path))
     elif kind == "webhook":
         destination = _webhook(name, table)
     else:
@@ -650,12 +684,18 @@ def _webhook(name: str, table: _Table) -> WebhookDestination:
     )
 
 
+def _folder(source: Path | None) -> Path | None:
+    """The folder of the configuration file, absolute (without following links): what
+    its relative paths are read against. None for the built-in defaults."""
+    return None if source is None else Path(os.path.abspath(source)).parent
+
+
 def parse_config(
     data: Mapping[str, Any], *, environ: Mapping[str, str], source: Path | None = None
 ) -> Config:
     """Build the configuration from parsed TOML; ConfigError lists every problem."""
     problems: list[str] = []
-    root = _Table(data, "", problems, environ)
+    root = _Table(data, "", problems, environ, _folder(source))
     default_set = root.optional("default_config_set", str)
     relay = _relay(root)
     upstream = _upstream(root)
@@ -722,8 +762,11 @@ def parse_config_text(
 
 
 def load_config(path: Path | None, *, environ: Mapping[str, str]) -> Config:
-    """The configuration in `path`; with None, `./pixelpost.toml` if it exists, else the
-    built-in defaults."""
+    """The configuration in `path`; with None, the file `PIXELPOST_CONFIG` names, else
+    `./pixelpost.toml` if it exists, else the built-in defaults."""
+    named_by = ""
+    if path is None and environ.get(CONFIG_ENV):
+        path, named_by = Path(environ[CONFIG_ENV]), f" (named by {CONFIG_ENV})"
     if path is None:
         if not DEFAULT_FILE.exists():
             return parse_config_text(BUILTIN_DEFAULTS, environ=environ)
@@ -731,5 +774,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str]) -> Config:
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read the configuration file ({exc})"]) from None
+        raise ConfigError(
+            [f"{path}{named_by}: cannot read the configuration file ({exc})"]
+        ) from None
     return parse_config_text(text, environ=environ, source=path)

@@ -36,10 +36,17 @@ __all__ = [
 ]
 
 
-async def open_store(config: StoreConfig) -> Store:
-    """The configured store, open and migrated."""
+async def open_store(config: StoreConfig, *, create: bool = True) -> Store:
+    """The configured store, open and migrated. With `create` false (commands that
+    only read or change what is there), a store that does not exist yet is an error
+    rather than a new empty one."""
     if config.kind == "sqlite":
         assert config.sqlite_path is not None
+        if not create and not config.sqlite_path.exists():
+            raise StoreError(
+                f"no store at {config.sqlite_path} (store.url): has pixelpost run with this "
+                "configuration?"
+            )
         return await SQLiteStore.open(config.sqlite_path)
     raise StoreError(
         "store.url: PostgreSQL is not supported by this version of pixelpost yet; "

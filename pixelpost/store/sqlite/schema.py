@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from pixelpost import __version__
 from pixelpost.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ async def migrate(path: Path, schema: str) -> None:
         latest = known[-1][0] if known else 0
         if current > latest:
             raise StoreError(
-                f"store {path} has schema version {current}, newer than this pixelpost "
-                f"knows ({latest}): upgrade pixelpost"
+                f"store {path} has schema version {current} ({schema}), newer than "
+                f"pixelpost {__version__} knows ({latest}): a newer pixelpost has used it; "
+                "run that version or a later one (nothing was changed)"
             )
         for version, name, sql in known:
             if version <= current:
