@@ -19,6 +19,7 @@ import pytest
 import trustme
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
+from hypothesis import settings
 
 from pixelpost.config import Config, HostPort, TrackerConfig, parse_config_text
 from pixelpost.event_types import EventType
@@ -31,6 +32,13 @@ from relay.server import RelayServer
 from relay.spool import Spool
 from tests.sink import SinkHandler
 from tracker.server import TrackerServer
+
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("PIXELPOST_HYPOTHESIS", "repeatable"))
+"""The property tests try the same examples on every run, so that a run passes or fails
+for what the code does, not for what this run's random examples happened to find;
+`PIXELPOST_HYPOTHESIS=explore` draws new ones (and stores what fails in .hypothesis/)."""
 
 CORPUS_BESIDE = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 """Real templates and messages from other projects, beside this checkout when it is
