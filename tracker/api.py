@@ -23,7 +23,7 @@ from aiohttp import web
 
 from pixelpost.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
 from pixelpost.store import StoreError
-from tracker.auth import Access, Outcome
+from tracker.auth import Access, Outcome, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,29 @@ class StatsReader(Protocol):
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers={**_HEADERS, **headers})
+
+
+def _refused(verdict: Verdict) -> web.Response:
+    """The answer to a request whose credentials were not good enough."""
+    if verdict.outcome is Outcome.THROTTLED:
+        return _error(
+            429,
+            f"too many wrong tokens: try again in {verdict.retry_after} seconds",
+            **{"Retry-After": str(verdict.retry_after)},
+        )
+    if verdict.outcome is Outcome.WRONG:
+        # RFC 6750: a token was presented and is not the right one.
+        return _error(
+            401,
+            "wrong token: this is not the tracker's api_token "
+            "(Authorization: Bearer <tracker.api_token>)",
+            **{"WWW-Authenticate": 'Bearer realm="pixelpost", error="invalid_token"'},
+        )
+    return _error(
+        401,
+        "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",
+        **{"WWW-Authenticate": 'Bearer realm="pixelpost"'},
+    )
 
 
 def add_api(
@@ -51,18 +74,8 @@ def add_api(
         if not access.enabled:
             return _error(404, "the API is off: set tracker.api_token to turn it on")
         verdict = await access.admit(request, "api")
-        if verdict.outcome is Outcome.THROTTLED:
-            return _error(
-                429,
-                f"too many wrong tokens: try again in {verdict.retry_after} seconds",
-                **{"Retry-After": str(verdict.retry_after)},
-            )
         if verdict.outcome is not Outcome.ALLOWED:
-            return _error(
-                401,
-                "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",
-                **{"WWW-Authenticate": 'Bearer realm="pixelpost"'},
-            )
+            return _refused(verdict)
         now = clock()
         try:
             query = parse_query(request.query, now=now)

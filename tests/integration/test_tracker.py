@@ -337,7 +337,12 @@ async def test_the_stats_api_wants_the_token_and_names_bad_parameters(
         started = asyncio.get_running_loop().time()
         async with http.get(f"{base}/api/v1/stats", headers=headers) as r:
             assert r.status == 401
-            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            challenge = r.headers["WWW-Authenticate"]
+            error = (await r.json())["error"]
+        assert challenge.startswith('Bearer realm="pixelpost"')
+        # No token asks for one; a wrong one says so (RFC 6750's invalid_token).
+        assert ('error="invalid_token"' in challenge) == bool(headers)
+        assert error.startswith("wrong token" if headers else "a bearer token is needed")
         if headers:  # a wrong token is answered slowly, to slow guessing down
             assert asyncio.get_running_loop().time() - started >= WRONG_TOKEN_DELAY * 0.9
     auth = {"Authorization": "Bearer s3cret-token"}
