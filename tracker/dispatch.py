@@ -216,14 +216,17 @@ class Dispatcher:
         name = sender.name
         if outcome.gone:
             reason = f"disabled: the endpoint answered {outcome.error}"
-            log.error(
-                "dispatch %s: the endpoint is gone (%s); destination disabled, its events are "
-                "dead letters until `pixelpost events replay --destination %s`",
-                name,
-                outcome.error,
-                name,
+            newly = await self._store.disable(
+                name, reason, seq=claimed.seq, attempts=claimed.attempts + 1
             )
-            await self._store.disable(name, reason, seq=claimed.seq, attempts=claimed.attempts + 1)
+            if newly:  # the other deliveries in flight hear the same answer
+                log.error(
+                    "dispatch %s: the endpoint is gone (%s); destination disabled, its events "
+                    "are dead letters until `pixelpost events replay --destination %s`",
+                    name,
+                    outcome.error,
+                    name,
+                )
             return
         failures = claimed.attempts + 1
         delay = next_delay(

@@ -150,9 +150,10 @@ class Store(Recorder, Protocol):
 
     async def disable(
         self, destination: str, reason: str, *, seq: int | None = None, attempts: int = 0
-    ) -> None:
+    ) -> bool:
         """Stop delivering to `destination`: its pending deliveries become dead letters,
-        the one refused (`seq`, when given) with its `attempts`."""
+        the one refused (`seq`, when given) with its `attempts`. True when this call
+        disabled it, False when it already was (its first reason is kept)."""
 
     async def disabled(self) -> dict[str, str]:
         """Disabled destinations and why."""

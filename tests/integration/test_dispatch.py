@@ -261,6 +261,24 @@ async def test_410_disables_the_destination_and_replay_enables_it(
     assert await store.disabled() == {}
 
 
+async def test_an_endpoint_gone_is_logged_once_however_many_deliveries_hear_it(
+    tmp_path: Path,
+    store: SQLiteStore,
+    receiver: tuple[Receiver, int],
+    start_dispatcher: DispatcherStarter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook, port = receiver
+    hook.status = 410
+    await record(store, 6)
+    await start_dispatcher(config(tmp_path, port), store)
+
+    await dead_letters_soon(store, 6)
+    assert len(hook.requests) > 1  # several were in flight when the first 410 came
+    gone = [r for r in caplog.records if "the endpoint is gone" in r.getMessage()]
+    assert len(gone) == 1
+
+
 async def record_more(store: SQLiteStore) -> None:
     await store.record(events=[open_event("m1", ip="192.0.2.1", user_agent="ua", now=NOW)])
 

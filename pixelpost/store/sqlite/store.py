@@ -331,12 +331,12 @@ class SQLiteStore:
 
     async def disable(
         self, destination: str, reason: str, *, seq: int | None = None, attempts: int = 0
-    ) -> None:
+    ) -> bool:
         now = self._clock()
 
-        async def work(connection: aiosqlite.Connection) -> None:
-            await connection.execute(
-                "INSERT OR REPLACE INTO outbox.disabled_destinations (name, disabled_at, reason)"
+        async def work(connection: aiosqlite.Connection) -> bool:
+            inserted = await connection.execute(
+                "INSERT OR IGNORE INTO outbox.disabled_destinations (name, disabled_at, reason)"
                 " VALUES (?, ?, ?)",
                 (destination, now, reason),
             )
@@ -353,8 +353,9 @@ class SQLiteStore:
             )
             await self._count(connection, destination, "failed", 1)
             await self._count(connection, destination, "dead", cursor.rowcount)
+            return inserted.rowcount == 1
 
-        await self._transaction(work)
+        return await self._transaction(work)
 
     @staticmethod
     async def _disabled(connection: aiosqlite.Connection) -> dict[str, str]:
