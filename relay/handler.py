@@ -151,11 +151,17 @@ class RelayHandler:
             shown = "".join(c if c.isprintable() else "?" for c in name)[:64]
             return f'554 5.6.0 Configuration set "{shown}" does not exist'
         if controls.rejected_tags:
+            header, entry = controls.rejected_tags[0]
             log.warning(
-                "%s: ignoring malformed message tags %s (use name=value with letters, digits,"
-                " _ and -)",
+                "%s: refused: malformed message tag %r in %s",
                 format_peer(session.peer),
-                controls.rejected_tags,
+                entry,
+                header,
+            )
+            shown = "".join(c if c.isprintable() else "?" for c in entry)[:64]
+            return (
+                f'554 5.6.0 {header}: "{shown}" is not a message tag (write name=value, '
+                "each 1 to 256 letters, digits, _ or -)"
             )
         now = self._clock()
         address = client_address(session.peer)

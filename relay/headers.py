@@ -113,8 +113,9 @@ class Controls:
     config_set: str | None
     """From the first X-Config-Set / X-SES-CONFIGURATION-SET; None when absent."""
     tags: dict[str, tuple[str, ...]]
-    rejected_tags: tuple[str, ...]
-    """Tag entries that were not `name=value` in SES's character set."""
+    rejected_tags: tuple[tuple[str, str], ...]
+    """Tag entries that were not `name=value` in SES's character set, each with the name
+    of the header it was in, as written."""
     content: bytes
 
 
@@ -148,13 +149,13 @@ def extract_controls(data: bytes) -> Controls:
         (f.value(data) for f in controls if f.name.lower() in CONFIG_SET_HEADERS), None
     )
     tags: dict[str, list[str]] = {}
-    rejected: list[str] = []
+    rejected: list[tuple[str, str]] = []
     for field in controls:
         if field.name.lower() in TAG_HEADERS:
             found, bad = parse_tags(field.value(data))
             for name, values in found.items():
                 tags.setdefault(name, []).extend(values)
-            rejected.extend(bad)
+            rejected.extend((field.name, entry) for entry in bad)
     return Controls(
         config_set=config_set,
         tags={name: tuple(values) for name, values in tags.items()},

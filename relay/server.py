@@ -13,10 +13,17 @@ import logging
 import ssl
 from asyncio import sslproto
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+    syntax,
+)
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
@@ -46,8 +53,42 @@ wait, held back by TCP, so that memory stays bounded however many clients send b
 messages together. Small messages never wait for these."""
 
 
+_ENHANCED = {
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "555 MAIL FROM parameters not recognized or not implemented": (
+        "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
+    ),
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME": (
+        "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"
+    ),
+    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
+}
+"""aiosmtpd's replies at MAIL FROM, with the enhanced status code (RFC 3463) that a
+mailer's bounce handling reads; pixelpost's own replies carry theirs already."""
+
+
+class _Session(Session):
+    """aiosmtpd's session without its deprecated `login_data`, which aiosmtpd itself
+    still sets after every AUTH and then logs a warning about (pixelpost reads
+    `auth_data`)."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class _Connection(SMTP):
     """aiosmtpd's protocol, registering itself so that a stop can close it."""
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     def __init__(
         self,
@@ -241,6 +282,12 @@ class _Connection(SMTP):
 
     def eof_received(self) -> bool | None:
         return None if self._refused else super().eof_received()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            await super().push(_ENHANCED.get(status, status))
+        else:
+            await super().push(status)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:

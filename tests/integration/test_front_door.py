@@ -94,7 +94,9 @@ async def test_starttls_then_auth_and_the_user_is_the_caller_identity(
     ca: trustme.CA,
     tmp_path: Path,
     store: SQLiteStore,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     handler, port = sink
     relay = await tls_relay(start_relay, ca, tmp_path, port)
     client = aiosmtplib.SMTP(
@@ -118,6 +120,8 @@ async def test_starttls_then_auth_and_the_user_is_the_caller_identity(
     await events_of(store, send=1)
     [send] = [e for e in await published(store) if e["eventType"] == "Send"]
     assert send["mail"]["tags"]["ses:caller-identity"] == ["app"]
+    # A login leaves no warning behind (aiosmtpd's own about its deprecated login_data).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_implicit_tls_offers_auth_at_once_and_login_works(

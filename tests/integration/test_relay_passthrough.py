@@ -138,6 +138,35 @@ async def test_unknown_configuration_set_is_refused_by_name_and_nothing_is_forwa
     assert handler.arrivals == []
 
 
+@pytest.mark.parametrize(
+    ("header", "entry"),
+    [
+        ("X-Message-Tags", "campaign spring"),
+        ("X-SES-MESSAGE-TAGS", "ses:from-domain=forged"),
+        ("X-Message-Tags", "campaign="),
+    ],
+)
+async def test_a_malformed_message_tag_is_refused_naming_the_header_and_the_rule(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    header: str,
+    entry: str,
+) -> None:
+    handler, port = sink
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+    message = f"{header}: team=growth, {entry}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await send(relay.address.port, message)
+
+    assert refused.value.code == 554
+    assert refused.value.message.startswith(f'5.6.0 {header}: "{entry}" is not a message tag')
+    assert "name=value" in refused.value.message
+    assert handler.data_attempts == 0
+    assert list(relay.spool.ids()) == []  # nothing accepted
+
+
 async def test_client_outside_allow_networks_is_refused_at_rcpt(
     sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
 ) -> None:
@@ -436,3 +465,26 @@ async def test_large_messages_wait_for_a_place_small_ones_do_not(
     for writer in (first, second):
         writer.close()
     await handler.wait(3)
+
+
+async def test_a_declared_size_over_the_limit_is_refused_at_mail_from_with_an_enhanced_code(
+    sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path
+) -> None:
+    handler, port = sink
+    relay = await start_relay(
+        make_config(f"smtp://127.0.0.1:{port}", tmp_path, relay="max_message_bytes = 100000")
+    )
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=relay.address.port, start_tls=False
+    ) as client:
+        await client.ehlo()
+        assert client.esmtp_extensions["size"] == "100000"
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await client.mail("sender@example.com", options=["SIZE=100001"])
+        assert refused.value.code == 552
+        assert refused.value.message.startswith("5.3.4 ")
+        with pytest.raises(aiosmtplib.SMTPResponseException) as unknown:
+            await client.mail("sender@example.com", options=["FOO=1"])
+        assert (unknown.value.code, unknown.value.message[:6]) == (555, "5.5.4 ")
+        await client.mail("sender@example.com", options=["SIZE=100000"])
+    assert handler.data_attempts == 0
