@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pixelpost import __version__, logs
-from pixelpost.config import Config, load_config
+from pixelpost.config import Config, lint, load_config
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.passwords import hash_password
@@ -69,7 +69,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(problem)
         return 1
     print(f"{config.source or 'built-in defaults'}: ok")
-    return 0
+    for warning in lint.warnings(config):
+        print(f"warning: {warning}")
+    if not args.connect:
+        return 0
+    from pixelpost import probes  # noqa: PLC0415 (the network clients load only here)
+
+    found = asyncio.run(probes.probe(config, seconds=args.timeout))
+    for result in found:
+        print(f"{result.key}: {'ok' if result.ok else 'FAILED'}: {result.detail}")
+    return 0 if all(result.ok for result in found) else 1
 
 
 def _destination(args: argparse.Namespace, config: Config) -> str | None:
@@ -354,6 +363,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, func, help_text)
         sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
         _log_level(sub, default=argparse.SUPPRESS)  # after the command too
+        if name == "check-config":
+            sub.add_argument(
+                "--connect",
+                action="store_true",
+                help="also reach the upstream, each webhook and the store (sends nothing)",
+            )
+            sub.add_argument(
+                "--timeout",
+                type=float,
+                default=10.0,
+                metavar="SECONDS",
+                help="for each of --connect's attempts (10)",
+            )
 
     events = command("events", None, "inspect and replay undeliverable events")
     events_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")

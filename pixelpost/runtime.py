@@ -2,8 +2,8 @@
 them until SIGINT or SIGTERM, then shuts them down in order.
 
 `serve` runs relay, tracker and dispatcher on one event loop; `relay` and `tracker` run
-their side. Beside that process: `relay.workers - 1` more relay processes sharing the
-listening port (SO_REUSEPORT) and the spool, and for `tracker` the dispatcher in a
+their side. Beside that process: `relay.workers - 1` more relay processes serving this
+one's listening sockets and sharing the spool, and for `tracker` the dispatcher in a
 niced process of its own, so that delivering events never competes with answering
 recipients for the interpreter. This is the composition root: the one place that knows
 every concrete collaborator.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import functools
 import logging
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 from pixelpost import __version__
 from pixelpost.classify import classifier_for
 from pixelpost.config import Config
-from pixelpost.errors import PixelpostError
+from pixelpost.errors import DeliveryError, PixelpostError
 from pixelpost.events import Event
 from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
 from pixelpost.processes import ChildProcess, child_setup, watch_parent
@@ -38,11 +37,11 @@ from relay.auth import Accounts
 from relay.delivery import SpoolingDelivery
 from relay.handler import RelayHandler
 from relay.queue import DeliveryQueue
-from relay.server import RelayServer
+from relay.server import Listener, RelayServer
 from relay.spool import Spool
 from relay.spool import depth as spool_depth
 from relay.tracking import Rewriter
-from relay.upstream import open_transport
+from relay.upstream import Transport, open_transport
 from tracker.app import create_app
 from tracker.auth import Access
 from tracker.dispatch import Dispatcher, run_dispatcher
@@ -103,11 +102,23 @@ def _where(destination: object) -> str:
 
 def _banner(config: Config, lines: list[tuple[str, str]]) -> str:
     source = (
-        str(config.source) if config.source else "built-in defaults (no -c, no ./pixelpost.toml)"
+        str(config.source)
+        if config.source
+        else "built-in defaults (no -c, no PIXELPOST_CONFIG, no ./pixelpost.toml)"
     )
     width = max(len(label) for label, _ in lines)
     body = "\n".join(f"  {label.ljust(width)}  {value}" for label, value in lines)
     return f"pixelpost {__version__} running with {source}\n{body}\nPress Ctrl-C to stop.\n"
+
+
+def _link_lines(config: Config) -> list[tuple[str, str]]:
+    """Where the pixel and the links of each configuration set point: the address that
+    goes into delivered mail, so a placeholder host shows before it reaches recipients."""
+    lines = [("links", config.tracker.public_url)]
+    for name, config_set in sorted(config.config_sets.items()):
+        if (config_set.open_tracking or config_set.click_tracking) and config_set.tracking_url:
+            lines.append((f"links {name}", config_set.tracking_url))
+    return lines
 
 
 @contextlib.asynccontextmanager
@@ -129,6 +140,25 @@ def spool_counts(path: Path) -> tuple[int, int] | None:
     return None if found is None else (found.queued, found.deferred)
 
 
+def _close_all(listeners: Sequence[Listener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
+
+
+async def _check_upstream(transport: Transport) -> None:
+    """Say at once, in one line, when the upstream cannot be reached: mail is still
+    accepted, spooled and retried as usual."""
+    try:
+        await transport.check()
+    except DeliveryError as exc:
+        log.warning(
+            "upstream %s cannot be reached now (%s); mail is accepted, spooled and "
+            "retried until it can",
+            transport.describe(),
+            exc,
+        )
+
+
 async def _stop_all(children: Sequence[ChildProcess]) -> None:
     await asyncio.gather(*(child.stop() for child in children))
 
@@ -144,10 +174,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def start_relay(
-    config: Config, stack: contextlib.AsyncExitStack, recorder: Recorder, *, reuse_port: bool
-) -> tuple[RelayServer, DeliveryQueue, str]:
-    """The relay's listener, spool and delivery queue, stopped by `stack` in order:
-    the listener first (messages being handed over may finish), then the deliveries."""
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    recorder: Recorder,
+    *,
+    listeners: Sequence[Listener] = (),
+) -> tuple[RelayServer, DeliveryQueue, Transport]:
+    """The relay's listener (on `listeners` when a parent process made them), spool and
+    delivery queue, stopped by `stack` in order: the listener first (messages being
+    handed over may finish), then the deliveries."""
     keys = signing_keys(config.signing.keys, config.signing.key_file)
     codec = TokenCodec([decode_signing_key(key) for key in keys])
     relay = config.relay
@@ -182,10 +217,10 @@ async def start_relay(
         accounts=accounts,
         recipients_limit=relay.max_recipients,
     )
-    server = RelayServer(config=relay, handler=handler, accounts=accounts, reuse_port=reuse_port)
+    server = RelayServer(config=relay, handler=handler, accounts=accounts, listeners=listeners)
     await server.start()
     stack.push_async_callback(server.stop)
-    return server, queue, transport.describe()
+    return server, queue, transport
 
 
 def _reload_tls(server: RelayServer, children: Sequence[ChildProcess] = ()) -> None:
@@ -210,8 +245,8 @@ def dispatch_process(config: Config, log_level: int) -> None:
     asyncio.run(main())
 
 
-def relay_worker_process(config: Config, log_level: int) -> None:
-    """A further relay process's entry point."""
+def relay_worker_process(config: Config, log_level: int, listeners: Sequence[Listener]) -> None:
+    """A further relay process's entry point: it serves the parent's listening sockets."""
     child_setup(log_level)
 
     async def main() -> None:
@@ -219,7 +254,7 @@ def relay_worker_process(config: Config, log_level: int) -> None:
             watch_parent(stop)
             store = await open_store(config.store)
             stack.push_async_callback(store.close)
-            server, _, _ = await start_relay(config, stack, store, reuse_port=True)
+            server, _, _ = await start_relay(config, stack, store, listeners=listeners)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server)
             stack.callback(loop.remove_signal_handler, signal.SIGHUP)
@@ -237,18 +272,17 @@ async def _run_relay(
     # Unwound last: the further relays are waited for after this one has stopped, and
     # were told to stop first (below), so that all of them stop side by side.
     stack.push_async_callback(_stop_all, children)
-    server, queue, upstream = await start_relay(config, stack, recorder, reuse_port=workers > 1)
-    # The others listen on the ports this one got (the configuration may ask for port 0).
-    relay = dataclasses.replace(config.relay, listen=server.address)
-    if relay.tls is not None and server.tls_address is not None:
-        relay = dataclasses.replace(
-            relay, tls=dataclasses.replace(relay.tls, listen_tls=server.tls_address)
-        )
+    server, queue, transport = await start_relay(config, stack, recorder)
+    stack.push_async_callback(_cancel, asyncio.create_task(_check_upstream(transport)))
+    # The further relays serve this one's sockets: they share its port, and a second
+    # installation cannot (it fails to bind, as anything else would).
+    listeners = server.listeners() if workers > 1 else []
+    stack.callback(_close_all, listeners)
     children += [
         ChildProcess(
             name=f"pixelpost relay {number}",
             target=relay_worker_process,
-            args=(dataclasses.replace(config, relay=relay), log_level),
+            args=(config, log_level, listeners),
         )
         for number in range(1, workers)
     ]
@@ -264,7 +298,7 @@ async def _run_relay(
     return [
         *lines,
         ("spool", f"{config.relay.spool} ({queue.depth} waiting)"),
-        ("upstream", upstream),
+        ("upstream", transport.describe()),
     ]
 
 
@@ -302,10 +336,7 @@ async def _run_tracker(
     tracker_server = TrackerServer(app=app, config=config.tracker)
     await tracker_server.start()
     stack.push_async_callback(tracker_server.stop)
-    lines += [
-        ("http", f"http://{tracker_server.address}"),
-        ("links", config.tracker.public_url),
-    ]
+    lines.append(("http", f"http://{tracker_server.address}"))
     if api_token is not None:
         lines.append(("dashboard", f"http://{tracker_server.address}/dashboard"))
     if config.tracker.api_token is None and api_token is not None:
@@ -352,8 +383,15 @@ async def run(
             lines += await _run_relay(config, stack, recorder, log_level)
         if tracker:
             lines += await _run_tracker(config, stack, store, recorder)
+        if not relay:
+            # A reload (systemd's ExecReload, a stray kill -HUP) must not end a process
+            # that has nothing to reload: SIGHUP's default action would.
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: nothing to reload here")
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        lines += _link_lines(config)
         lines.append(
-            ("store", config.store.url if config.store.kind == "sqlite" else "postgresql")
+            ("store", str(config.store.sqlite_path) if config.store.sqlite_path else "postgresql")
         )
         if dispatch is not Dispatch.NONE:
             lines += [

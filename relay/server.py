@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
 import ssl
 from asyncio import sslproto
+from collections.abc import Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, AnyStr
 
@@ -41,6 +45,15 @@ from relay.data import (
 from relay.handler import RelayHandler
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Listener:
+    """A listening socket that a parent relay process made for its further processes."""
+
+    socket: socket.socket
+    implicit_tls: bool
+
 
 IDENT = "pixelpost ESMTP"
 GRACE_DEFAULT = 30.0
@@ -398,13 +411,14 @@ class RelayServer:
         config: RelayConfig,
         handler: RelayHandler,
         accounts: Accounts | None = None,
-        reuse_port: bool = False,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self._config = config
         self._handler = handler
         self._accounts = accounts or Accounts(config.users)
-        self._reuse_port = reuse_port
-        self._servers: list[asyncio.Server] = []
+        self._inherited = listeners
+        self._servers: list[tuple[asyncio.Server, bool]] = []
+        """Each listening server, and whether it speaks implicit TLS."""
         self._live: set[_Connection] = set()
         self._large = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
         self._tls = server_tls_context(config.tls) if config.tls is not None else None
@@ -439,34 +453,66 @@ class RelayServer:
         )
 
     async def start(self) -> None:
-        listeners: list[tuple[HostPort, ssl.SSLContext | None]] = [(self._config.listen, None)]
-        tls = self._config.tls
-        if tls is not None and tls.listen_tls is not None:
-            listeners.append((tls.listen_tls, self._tls))
+        """Listen on `relay.listen` and `relay.tls.listen_tls`, or on the listeners a
+        parent process made (`listeners`)."""
+        try:
+            if self._inherited:
+                for listener in self._inherited:
+                    await self._serve(listener.implicit_tls, sock=listener.socket)
+                return
+            await self._serve(False, address=self._config.listen)
+            tls = self._config.tls
+            if tls is not None and tls.listen_tls is not None:
+                await self._serve(True, address=tls.listen_tls)
+        except BaseException:
+            for server, _ in self._servers:
+                server.close()
+            self._servers = []
+            raise
+
+    async def _serve(
+        self,
+        implicit_tls: bool,
+        *,
+        address: HostPort | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
-        for listen, implicit in listeners:
-            try:
-                server = await loop.create_server(
-                    functools.partial(self._protocol, implicit_tls=implicit is not None),
-                    listen.host,
-                    listen.port,
-                    ssl=None if self._config.proxy_protocol else implicit,
-                    # Several relay processes share the port when relay.workers > 1;
-                    # one alone does not, so that a second instance by mistake fails.
-                    reuse_port=self._reuse_port or None,
-                )
-            except OSError as exc:
-                for started in self._servers:
-                    started.close()
-                raise OSError(
-                    exc.errno, f"cannot listen for SMTP on {listen}: {exc.strerror}"
-                ) from exc
-            self._servers.append(server)
-            log.info(
-                "relay listening on %s%s",
-                _address(server),
-                " (implicit TLS)" if implicit else " (STARTTLS)" if self._tls else "",
-            )
+        factory = functools.partial(self._protocol, implicit_tls=implicit_tls)
+        # Behind a balancer the implicit-TLS port reads the PROXY header in the clear.
+        context = self._tls if implicit_tls and not self._config.proxy_protocol else None
+        try:
+            if sock is not None:
+                server = await loop.create_server(factory, sock=sock, ssl=context)
+            else:
+                assert address is not None
+                # No SO_REUSEPORT: a second pixelpost (or anything else) on the port
+                # fails here rather than taking a share of the mail. Further relay
+                # processes of this one serve the same sockets (`listeners`).
+                server = await loop.create_server(factory, address.host, address.port, ssl=context)
+        except OSError as exc:
+            where = address or HostPort(host="?", port=0)
+            reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+            raise OSError(
+                exc.errno,
+                f"cannot listen for SMTP on {where}: {reason} (is another pixelpost or "
+                "MTA running there?)",
+            ) from exc
+        self._servers.append((server, implicit_tls))
+        log.info(
+            "relay listening on %s%s",
+            _address(server),
+            " (implicit TLS)" if implicit_tls else " (STARTTLS)" if self._tls else "",
+        )
+
+    def listeners(self) -> list[Listener]:
+        """The listening sockets, duplicated, for further relay processes to serve
+        (`RelayServer(listeners=…)`): they share this one's port and nobody else can."""
+        return [
+            Listener(socket=sock.dup(), implicit_tls=implicit)
+            for server, implicit in self._servers
+            for sock in server.sockets
+        ]
 
     def reload_tls(self) -> None:
         """Load the certificate again (after SIGHUP): new connections get it, the open
@@ -486,24 +532,26 @@ class RelayServer:
     @property
     def tls_address(self) -> HostPort | None:
         """Where the implicit-TLS listener is, if there is one."""
-        return _address(self._servers[1]) if len(self._servers) > 1 else None
+        found = [server for server, implicit in self._servers if implicit]
+        return _address(found[0]) if found else None
 
     @property
     def address(self) -> HostPort:
         """Where the relay listens (the real port when the configuration says 0)."""
-        assert self._servers, "start() first"
-        return _address(self._servers[0])
+        found = [server for server, implicit in self._servers if not implicit]
+        assert found, "start() first"
+        return _address(found[0])
 
     async def stop(self, *, grace: float = GRACE_DEFAULT) -> None:
         if not self._servers:
             return
-        for server in self._servers:
+        for server, _ in self._servers:
             server.close()
         if not await self._handler.drain(grace):
             log.warning("relay: messages still being handed over after %.0fs; closing", grace)
         for connection in list(self._live):
             connection.shut_down()
-        for server in self._servers:
+        for server, _ in self._servers:
             await server.wait_closed()
         self._servers = []
 

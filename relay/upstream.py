@@ -91,6 +91,11 @@ class Transport(Protocol):
         """Where mail goes, for logs and the startup banner."""
         ...
 
+    async def check(self) -> str:
+        """Reach the upstream as a delivery would, send nothing, and say how it went;
+        a TemporaryDeliveryError or PermanentDeliveryError says why it could not."""
+        ...
+
 
 POOL_SIZE_DEFAULT = 20
 POOL_IDLE_SECONDS = 30.0
@@ -203,6 +208,18 @@ class SMTPTransport:
             client.close()
             raise _translate(exc, upstream) from None
         return client
+
+    async def check(self) -> str:
+        client = await self._open()
+        try:
+            tls = client.transport is not None and bool(
+                client.transport.get_extra_info("sslcontext")
+            )
+            greeting = "TLS" if tls else "no TLS"
+            login = ", logged in" if self._upstream.username is not None else ""
+            return f"{self._upstream.host}:{self._upstream.port} answered ({greeting}{login})"
+        finally:
+            await _quit(client)
 
     async def _transaction(
         self,
@@ -407,6 +424,18 @@ class MaildirTransport:
         finally:
             os.close(dir_fd)
         return names
+
+    async def check(self) -> str:
+        existing = self._path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise TemporaryDeliveryError(
+                451,
+                f"4.3.0 cannot write to Maildir {self._path} "
+                f"({existing} is not a writable folder)",
+            )
+        return "can be written"
 
     async def close(self) -> None:
         """Nothing to release."""

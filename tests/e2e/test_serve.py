@@ -131,7 +131,7 @@ def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
 
     assert running.value("smtp") == "127.0.0.1:2525"
     assert running.value("http") == "http://127.0.0.1:8080"
-    assert running.value("store") == "sqlite:///./var/pixelpost.db"
+    assert running.value("store") == "var/pixelpost.db"
     assert running.value("upstream") == "maildir:var/outbox"
     assert (tmp_path / "var" / "signing.key").exists()
     with smtplib.SMTP("127.0.0.1", 2525, timeout=10) as client:

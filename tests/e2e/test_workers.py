@@ -1,4 +1,4 @@
-"""`relay.workers = 2`: two real relay processes share the port (SO_REUSEPORT) and the
+"""`relay.workers = 2`: two real relay processes share the listening socket and the
 spool, and every message is delivered once."""
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""Advice on a configuration that is valid but probably not what its author meant: a
+placeholder host copied from the example, links that recipients cannot reach. Pure:
+`check-config` prints these as warnings, and `--connect` adds what it finds on the
+network (`pixelpost.probes`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from pixelpost.config.records import Config, SMTPUpstream, WebhookDestination
+
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org", "example", "test", "invalid")
+"""Names kept for documentation and testing (RFC 2606, RFC 6761): nobody receives mail
+or answers HTTP there."""
+
+
+def _placeholder(host: str) -> str | None:
+    """The reserved domain `host` is in, if any."""
+    host = host.lower().rstrip(".")
+    for domain in RESERVED_DOMAINS:
+        if host == domain or host.endswith(f".{domain}"):
+            return domain
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warnings(config: Config) -> list[str]:
+    """One line per doubtful value, naming the key and the value."""
+    found: list[str] = []
+    links = [("tracker.public_url", config.tracker.public_url)]
+    links += [
+        (f"config_sets.{name}.tracking_url", config_set.tracking_url)
+        for name, config_set in sorted(config.config_sets.items())
+        if config_set.tracking_url
+    ]
+    for key, url in links:
+        host = urlsplit(url).hostname or ""
+        if domain := _placeholder(host):
+            found.append(
+                f"{key}: {url!r} is on {domain}, a name reserved for examples: delivered "
+                "mail would carry a pixel and links that nobody can reach"
+            )
+        elif _loopback(host):
+            found.append(
+                f"{key}: {url!r} is this machine's loopback address: recipients cannot "
+                "reach it (fine for trying pixelpost out)"
+            )
+    if isinstance(config.upstream, SMTPUpstream) and (
+        domain := _placeholder(config.upstream.host)
+    ):
+        found.append(
+            f"upstream.url: {config.upstream.url!r} is on {domain}, a name reserved for "
+            "examples: no mail would be delivered"
+        )
+    for name, destination in sorted(config.destinations.items()):
+        if isinstance(destination, WebhookDestination):
+            host = urlsplit(destination.url).hostname or ""
+            if domain := _placeholder(host):
+                found.append(
+                    f"destinations.{name}.url: the endpoint's host {host!r} is on {domain}, "
+                    "a name reserved for examples: its events would end as dead letters"
+                )
+    if domain := _placeholder(config.relay.hostname):
+        found.append(
+            f"relay.hostname: {config.relay.hostname!r} is on {domain}, a name reserved for "
+            "examples: it names this relay in Received headers and SMTP greetings"
+        )
+    return found

@@ -1,0 +1,130 @@
+"""`check-config --connect`: reach what a configuration names (the upstream, each
+webhook endpoint, the store) as pixelpost would, change nothing, and say how it went."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from pixelpost.config import Config, WebhookDestination
+from pixelpost.errors import DeliveryError
+from pixelpost.store.sqlite.schema import migrations
+from pixelpost.store.sqlite.store import outbox_path
+from relay.upstream import open_transport
+
+TIMEOUT_DEFAULT = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Probe:
+    """What one attempt found."""
+
+    key: str
+    """The configuration key that names what was tried."""
+    ok: bool
+    detail: str
+
+
+def _shown(url: str) -> str:
+    """A URL without its path, query or credentials, which may hold secrets."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/…"
+
+
+async def _upstream(config: Config, seconds: float) -> Probe:
+    transport = open_transport(config.upstream, local_hostname=config.relay.hostname, pool_size=1)
+    try:
+        detail = await asyncio.wait_for(transport.check(), seconds)
+    except DeliveryError as exc:
+        return Probe(key="upstream.url", ok=False, detail=f"{transport.describe()}: {exc}")
+    except TimeoutError:
+        return Probe(
+            key="upstream.url",
+            ok=False,
+            detail=f"{transport.describe()}: no answer within {seconds:g}s",
+        )
+    finally:
+        await transport.close()
+    return Probe(key="upstream.url", ok=True, detail=f"{transport.describe()}: {detail}")
+
+
+async def _webhook(
+    session: aiohttp.ClientSession, destination: WebhookDestination, seconds: float
+) -> Probe:
+    key = f"destinations.{destination.name}.url"
+    shown = _shown(destination.url)
+    try:
+        # HEAD changes nothing at the endpoint; any answer at all shows it is there.
+        async with session.head(
+            destination.url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=seconds),
+        ) as response:
+            status = response.status
+    except TimeoutError:
+        return Probe(key=key, ok=False, detail=f"{shown}: no answer within {seconds:g}s")
+    except aiohttp.ClientError as exc:
+        return Probe(key=key, ok=False, detail=f"{shown}: {exc or type(exc).__name__}")
+    return Probe(key=key, ok=True, detail=f"{shown}: answered HTTP {status} to HEAD")
+
+
+def _sqlite_version(path: Path) -> int:
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return int(connection.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def _store(config: Config) -> Probe:
+    """The store opened read-only: its schema against this version's (nothing is
+    created or migrated)."""
+    if config.store.kind != "sqlite" or config.store.sqlite_path is None:
+        return Probe(
+            key="store.url", ok=False, detail="PostgreSQL is not supported by this version"
+        )
+    path = config.store.sqlite_path
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return Probe(
+                key="store.url",
+                ok=False,
+                detail=f"no store at {path}, and {folder} is not writable",
+            )
+        return Probe(
+            key="store.url", ok=True, detail=f"no store at {path} yet: made on first start"
+        )
+    problems = []
+    for schema, file in (("log", path), ("outbox", outbox_path(path))):
+        if not file.exists():
+            continue
+        try:
+            version = _sqlite_version(file)
+        except sqlite3.Error as exc:
+            return Probe(key="store.url", ok=False, detail=f"{file}: {exc}")
+        latest = max((number for number, _, _ in migrations(schema)), default=0)
+        if version > latest:
+            problems.append(f"{file} has schema version {version}, newer than this pixelpost's")
+    if problems:
+        return Probe(key="store.url", ok=False, detail="; ".join(problems))
+    return Probe(key="store.url", ok=True, detail=f"{path} opens")
+
+
+async def probe(config: Config, *, seconds: float = TIMEOUT_DEFAULT) -> list[Probe]:
+    """Try the upstream, every webhook and the store, side by side."""
+    webhooks = [d for d in config.destinations.values() if isinstance(d, WebhookDestination)]
+    async with aiohttp.ClientSession() as session:
+        found = await asyncio.gather(
+            _upstream(config, seconds), *(_webhook(session, d, seconds) for d in webhooks)
+        )
+    return [*found, await asyncio.to_thread(_store, config)]
