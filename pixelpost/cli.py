@@ -328,11 +328,19 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def _log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """--log-level and --log-format, together wherever one of them goes; `default` is
+    the level's, or SUPPRESS for both after the command (the top level's stand)."""
     parser.add_argument(
         "--log-level",
         default=default,
         choices=["debug", "info", "warning", "error"],
         help="how much to log on standard error (default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=argparse.SUPPRESS if default == argparse.SUPPRESS else "text",
+        choices=logs.FORMATS,
+        help="text (default), or json: one object per line, the message id and peer as fields",
     )
 
 
@@ -438,12 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_hash_password,
         "read a password on standard input and print its scrypt hash for [[relay.users]]",
     )
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(logging.getLevelName(args.log_level.upper()))
+    logs.setup(logging.getLevelName(args.log_level.upper()), args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

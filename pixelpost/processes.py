@@ -25,11 +25,11 @@ STOP_GRACE = 65.0
 then 30 s for deliveries in flight."""
 
 
-def child_setup(log_level: int, niceness: int = 0) -> None:
+def child_setup(log_level: int, log_format: logs.LogFormat, niceness: int = 0) -> None:
     """What every child does first: logging like its parent's, and its priority."""
     if niceness:
         os.nice(niceness)
-    logs.setup(log_level)
+    logs.setup(log_level, log_format)
 
 
 def watch_parent(stop: asyncio.Event) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from pixelpost import __version__
+from pixelpost import __version__, logs
 from pixelpost.classify import classifier_for
 from pixelpost.config import Config
 from pixelpost.errors import DeliveryError, PixelpostError
@@ -233,9 +233,9 @@ def _reload_tls(server: RelayServer, children: Sequence[ChildProcess] = ()) -> N
         child.send_signal(signal.SIGHUP)
 
 
-def dispatch_process(config: Config, log_level: int) -> None:
+def dispatch_process(config: Config, log_level: int, log_format: logs.LogFormat) -> None:
     """The dispatcher child's entry point."""
-    child_setup(log_level, DISPATCH_NICENESS)
+    child_setup(log_level, log_format, DISPATCH_NICENESS)
 
     async def main() -> None:
         async with _signals() as stop:
@@ -245,9 +245,11 @@ def dispatch_process(config: Config, log_level: int) -> None:
     asyncio.run(main())
 
 
-def relay_worker_process(config: Config, log_level: int, listeners: Sequence[Listener]) -> None:
+def relay_worker_process(
+    config: Config, log_level: int, log_format: logs.LogFormat, listeners: Sequence[Listener]
+) -> None:
     """A further relay process's entry point: it serves the parent's listening sockets."""
-    child_setup(log_level)
+    child_setup(log_level, log_format)
 
     async def main() -> None:
         async with _signals() as stop, contextlib.AsyncExitStack() as stack:
@@ -264,7 +266,11 @@ def relay_worker_process(config: Config, log_level: int, listeners: Sequence[Lis
 
 
 async def _run_relay(
-    config: Config, stack: contextlib.AsyncExitStack, recorder: Recorder, log_level: int
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    recorder: Recorder,
+    log_level: int,
+    log_format: logs.LogFormat,
 ) -> list[tuple[str, str]]:
     """The relay here and `relay.workers - 1` more in child processes; banner lines."""
     workers = config.relay.workers
@@ -282,7 +288,7 @@ async def _run_relay(
         ChildProcess(
             name=f"pixelpost relay {number}",
             target=relay_worker_process,
-            args=(config, log_level, listeners),
+            args=(config, log_level, log_format, listeners),
         )
         for number in range(1, workers)
     ]
@@ -354,6 +360,7 @@ async def run(
 ) -> None:
     """Run the chosen services until SIGINT or SIGTERM."""
     log_level = logging.getLogger().getEffectiveLevel()
+    log_format = logs.current_format()
     async with _signals() as stop, contextlib.AsyncExitStack() as stack:
         store = await open_store(config.store)
         stack.push_async_callback(store.close)
@@ -375,12 +382,14 @@ async def run(
             recorder = NotifyingRecorder(store, dispatcher.wake)
         elif dispatch is Dispatch.PROCESS:
             child = ChildProcess(
-                name="pixelpost dispatch", target=dispatch_process, args=(config, log_level)
+                name="pixelpost dispatch",
+                target=dispatch_process,
+                args=(config, log_level, log_format),
             )
             await child.start()
             stack.push_async_callback(child.stop)
         if relay:
-            lines += await _run_relay(config, stack, recorder, log_level)
+            lines += await _run_relay(config, stack, recorder, log_level, log_format)
         if tracker:
             lines += await _run_tracker(config, stack, store, recorder)
         if not relay:

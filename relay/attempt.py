@@ -41,6 +41,7 @@ from pixelpost.events import (
     rendering_failure_event,
     send_event,
 )
+from pixelpost.logs import fields
 from pixelpost.mail import for_copy
 from pixelpost.store import MessageRecord, Recorder, StoreError
 from relay.data import LARGE_MESSAGE
@@ -176,6 +177,7 @@ class Attempt:
             state.attempts,
             state.next_attempt_at - started,
             state.last_error,
+            extra=fields(message_id=envelope.id),
         )
         return state.next_attempt_at
 
@@ -282,10 +284,18 @@ class Attempt:
                 len(outcome.delivered),
                 self._transport.describe(),
                 outcome.reply,
+                extra=fields(message_id=copy_id),
             )
         if outcome.failed:
             code, text = next(iter(outcome.failed.values()))
-            log.info("%s: bounced %d recipients: %d %s", copy_id, len(outcome.failed), code, text)
+            log.info(
+                "%s: bounced %d recipients: %d %s",
+                copy_id,
+                len(outcome.failed),
+                code,
+                text,
+                extra=fields(message_id=copy_id),
+            )
 
     def _events(self, outcome: Outcome) -> list[Event]:
         envelope, copy = self._envelope, outcome.copy
@@ -371,9 +381,10 @@ class Attempt:
                         mail=mail,
                     )
                 )
+        about = fields(message_id=envelope.id)
         try:
             await self._recorder.record(messages=records, events=events)
         except StoreError as exc:
-            log.error("%s: delivery events not recorded: %s", self._envelope.id, exc)
+            log.error("%s: delivery events not recorded: %s", self._envelope.id, exc, extra=about)
         except Exception:  # the upstream has the message: never send it again for this
-            log.exception("%s: delivery events not recorded", self._envelope.id)
+            log.exception("%s: delivery events not recorded", self._envelope.id, extra=about)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from pixelpost import throttle
 from pixelpost.config import RelayUser
+from pixelpost.logs import fields
 from pixelpost.passwords import verify_password
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ class Accounts:
             self._throttle.finish(client, failed=not ok)
         if ok and user is not None:
             return user.name
-        log.warning("%s: authentication failed for %r", client, login[:64])
+        log.warning(
+            "%s: authentication failed for %r", client, login[:64], extra=fields(peer=client)
+        )
         await asyncio.sleep(FAILURE_DELAY)
         return None
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from pixelpost.logs import fields
 from relay.queue import DeliveryQueue
 from relay.rewrite import MessagePlan
 from relay.spool import Spool
@@ -52,7 +53,9 @@ class SpoolingDelivery:
         try:
             await self._spool.commit([(envelope, submission.content)])
         except SpoolError as exc:
-            log.error("%s: not accepted: %s", envelope.id, exc)
+            log.error(
+                "%s: not accepted: %s", envelope.id, exc, extra=fields(message_id=envelope.id)
+            )
             return "451 4.3.0 Cannot queue the message now; please try again later"
         self._queue.add(envelope, submission.content, submission.plan)
         return f"250 2.0.0 Ok: queued as {envelope.id}"

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pixelpost.config import Config, ConfigSet
 from pixelpost.events import dumps
 from pixelpost.ids import new_message_id
+from pixelpost.logs import fields
 from pixelpost.mail import common_headers, mail_object
 from relay.access import AccessPolicy, client_address, format_peer
 from relay.addresses import mailbox_problem
@@ -92,12 +93,15 @@ class RelayHandler:
         mail_options: list[str],
     ) -> str:
         if address != "<>" and (problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8)):
-            log.warning("%s: bad sender %r: %s", format_peer(session.peer), address, problem)
+            peer = format_peer(session.peer)
+            log.warning("%s: bad sender %r: %s", peer, address, problem, extra=fields(peer=peer))
             return f"501 5.1.7 Bad sender address syntax ({problem})"
         user = session.auth_data if session.authenticated else None
         if isinstance(user, str) and not self._accounts.may_send_from(user, address):
             peer = format_peer(session.peer)
-            log.warning("%s: user %s may not send as <%s>", peer, user, address)
+            log.warning(
+                "%s: user %s may not send as <%s>", peer, user, address, extra=fields(peer=peer)
+            )
             return f"553 5.7.1 <{address}>: sender address not allowed for user {user}"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -114,10 +118,14 @@ class RelayHandler:
         if not self._access.may_relay(
             address=client_address(session.peer), authenticated=bool(session.authenticated)
         ):
-            log.warning("%s: relay access denied for <%s>", format_peer(session.peer), address)
+            peer = format_peer(session.peer)
+            log.warning("%s: relay access denied for <%s>", peer, address, extra=fields(peer=peer))
             return "554 5.7.1 Relay access denied"
         if problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8):
-            log.warning("%s: bad recipient %r: %s", format_peer(session.peer), address, problem)
+            peer = format_peer(session.peer)
+            log.warning(
+                "%s: bad recipient %r: %s", peer, address, problem, extra=fields(peer=peer)
+            )
             return f"501 5.1.3 Bad recipient address syntax ({problem})"
         if address in envelope.rcpt_tos:
             return "250 2.1.5 Ok"  # one copy per recipient, as Postfix's duplicate filter
@@ -147,16 +155,19 @@ class RelayHandler:
             config_set = self._config_set(controls.config_set)
         except UnknownConfigSet:
             name = controls.config_set or ""
-            log.warning("%s: unknown configuration set %r", format_peer(session.peer), name)
+            peer = format_peer(session.peer)
+            log.warning("%s: unknown configuration set %r", peer, name, extra=fields(peer=peer))
             shown = "".join(c if c.isprintable() else "?" for c in name)[:64]
             return f'554 5.6.0 Configuration set "{shown}" does not exist'
         if controls.rejected_tags:
             header, entry = controls.rejected_tags[0]
+            peer = format_peer(session.peer)
             log.warning(
                 "%s: refused: malformed message tag %r in %s",
-                format_peer(session.peer),
+                peer,
                 entry,
                 header,
+                extra=fields(peer=peer),
             )
             shown = "".join(c if c.isprintable() else "?" for c in entry)[:64]
             return (
@@ -218,8 +229,9 @@ class RelayHandler:
                 ),
             ),
         )
+        about = fields(message_id=spooled.id, peer=format_peer(session.peer))
         if decision.failure is not None:
-            log.warning("%s: tracking left out: %s", spooled.id, decision.failure)
+            log.warning("%s: tracking left out: %s", spooled.id, decision.failure, extra=about)
         log.info(
             "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",
             spooled.id,
@@ -229,6 +241,7 @@ class RelayHandler:
             len(original),
             spooled.config_set or "-",
             client_ip,
+            extra=about,
         )
         return await self._delivery.submit(
             Submission(envelope=spooled, content=controls.content, plan=decision.plan)

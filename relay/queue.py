@@ -24,6 +24,7 @@ from pixelpost.aio import wait_event
 from pixelpost.bounces import enhanced_status
 from pixelpost.config import RelayConfig
 from pixelpost.ids import message_id_time, new_message_id
+from pixelpost.logs import fields
 from pixelpost.store import Recorder
 from relay.attempt import Attempt, Failed, Limits
 from relay.dsn import Failure, notification
@@ -205,7 +206,12 @@ class DeliveryQueue:
         elif (error := task.exception()) is not None:
             # The spool could not be read or updated (a full disk, say): try again
             # later rather than at once, which the spool's state file may still say.
-            log.error("%s: delivery attempt failed: %r; will try again", message_id, error)
+            log.error(
+                "%s: delivery attempt failed: %r; will try again",
+                message_id,
+                error,
+                extra=fields(message_id=message_id),
+            )
             again = self._clock() + self._relay.retry_delays[0]
         else:
             again = task.result()
@@ -239,7 +245,13 @@ class DeliveryQueue:
             claim = await spool.run(spool.claim, message_id, known)
         except CorruptSpoolFile as exc:
             where = await spool.run(spool.quarantine, message_id)
-            log.error("%s: damaged spool file moved to %s: %s", message_id, where, exc)
+            log.error(
+                "%s: damaged spool file moved to %s: %s",
+                message_id,
+                where,
+                exc,
+                extra=fields(message_id=message_id),
+            )
             return None
         if claim is None:
             return None  # delivered, or being delivered, by another process
@@ -251,7 +263,11 @@ class DeliveryQueue:
             done = again is None
             return again
         except Exception:  # a bug must not lose the message: it stays spooled
-            log.exception("%s: delivery failed unexpectedly; will try again", message_id)
+            log.exception(
+                "%s: delivery failed unexpectedly; will try again",
+                message_id,
+                extra=fields(message_id=message_id),
+            )
             done = False  # what the attempt did so far is saved, and it backs off
             return self._back_off(claim)
         finally:
@@ -306,6 +322,7 @@ class DeliveryQueue:
         relay = self._relay
         if envelope.notification or not envelope.mail_from or not relay.bounce_notifications:
             return
+        about = fields(message_id=envelope.id)
         try:
             report = notification(
                 original=content,
@@ -318,7 +335,7 @@ class DeliveryQueue:
                 arrival=datetime.fromtimestamp(envelope.received_at, UTC),
             )
         except Exception:  # the bounce stands (its event is recorded) without a report
-            log.exception("%s: cannot write the bounce notification", envelope.id)
+            log.exception("%s: cannot write the bounce notification", envelope.id, extra=about)
             return
         now = self._clock()
         dsn_id = new_message_id()
@@ -333,7 +350,15 @@ class DeliveryQueue:
         try:
             await self._spool.commit([(dsn, report)])
         except SpoolError as exc:
-            log.error("%s: cannot queue the bounce notification: %s", envelope.id, exc)
+            log.error(
+                "%s: cannot queue the bounce notification: %s", envelope.id, exc, extra=about
+            )
             return
-        log.info("%s: bounce notification %s for <%s>", envelope.id, dsn.id, envelope.mail_from)
+        log.info(
+            "%s: bounce notification %s for <%s>",
+            envelope.id,
+            dsn.id,
+            envelope.mail_from,
+            extra=about,
+        )
         self.add(dsn, report)

@@ -32,6 +32,7 @@ from aiosmtpd.smtp import (
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.errors import PixelpostError
 from pixelpost.limits import ConnectionLimits
+from pixelpost.logs import fields
 from relay.access import client_address, format_peer
 from relay.auth import Accounts, Throttled
 from relay.data import (
@@ -144,7 +145,8 @@ class _Connection(SMTP):
         refusal = _too_many(self._admission.admit(self._client))
         if refusal is not None:
             # Told before aiosmtpd greets; this connection never becomes a session.
-            log.warning("%s: %s", format_peer(peer), refusal)
+            shown = format_peer(peer)
+            log.warning("%s: %s", shown, refusal, extra=fields(peer=shown))
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(f"{refusal}\r\n".encode())
             transport.close()
@@ -217,9 +219,11 @@ class _Connection(SMTP):
         these (a failed TLS handshake, an address aiosmtpd's parser trips over)."""
         peer = format_peer(self.session.peer if self.session is not None else None)
         if isinstance(error, TLSSetupException):
-            log.info("%s: TLS handshake failed: %r", peer, error.__cause__)
+            log.info(
+                "%s: TLS handshake failed: %r", peer, error.__cause__, extra=fields(peer=peer)
+            )
             return "454 4.7.0 TLS handshake failed"
-        log.warning("%s: command failed: %r", peer, error)
+        log.warning("%s: command failed: %r", peer, error, extra=fields(peer=peer))
         return "501 5.5.4 Syntax error in command or parameters"
 
     async def proxied(self, proxy_data: ProxyData) -> bool:
@@ -228,8 +232,9 @@ class _Connection(SMTP):
         starts after it. False refuses the connection."""
         assert self.session is not None
         if not proxy_data.valid or proxy_data.src_addr is None:
+            peer = format_peer(self.session.peer)
             log.warning(
-                "%s: bad PROXY header: %s", format_peer(self.session.peer), proxy_data.error
+                "%s: bad PROXY header: %s", peer, proxy_data.error, extra=fields(peer=peer)
             )
             return False
         if isinstance(proxy_data.src_addr, IPv4Address | IPv6Address):
@@ -241,7 +246,8 @@ class _Connection(SMTP):
         refusal = _too_many(self._admission.identify(client))
         if refusal is not None:
             self._released = True  # by identify
-            log.warning("%s: %s", format_peer(self.session.peer), refusal)
+            peer = format_peer(self.session.peer)
+            log.warning("%s: %s", peer, refusal, extra=fields(peer=peer))
             transport = self.transport
             if isinstance(transport, asyncio.WriteTransport):
                 transport.write(f"{refusal}\r\n".encode())
@@ -276,7 +282,8 @@ class _Connection(SMTP):
         try:
             await waiter
         except (OSError, ssl.SSLError) as exc:
-            log.info("%s: TLS handshake failed: %s", format_peer(self.session.peer), exc)
+            peer = format_peer(self.session.peer)
+            log.info("%s: TLS handshake failed: %s", peer, exc, extra=fields(peer=peer))
             self.transport.close()
             return False
         return True

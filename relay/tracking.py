@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from pixelpost.config import ConfigSet
+from pixelpost.logs import fields
 from pixelpost.tokens import TokenCodec
 from relay.headers import received_field
 from relay.html import Link
@@ -163,7 +164,11 @@ class Rewriter:
                 lambda: plan_message(content, links=tracking.click, pixel=tracking.open),
             )
         except Exception as exc:  # planned once already: only a bug or a new version fails
-            log.exception("%s: cannot plan tracking again; delivering the original", envelope.id)
+            log.exception(
+                "%s: cannot plan tracking again; delivering the original",
+                envelope.id,
+                extra=fields(message_id=envelope.id),
+            )
             return Decision(plan=None, failure=f"internal error: {exc!r}")
         return Decision(plan=plan)
 
@@ -183,7 +188,11 @@ class Rewriter:
                 made = render_copy(envelope, content, copy, plan=plan, codec=self._codec)
                 failure = None
             except Exception as exc:  # a bug in the rewrite must not cost the mail
-                log.exception("%s: cannot render tracking; delivering the original", copy.id)
+                log.exception(
+                    "%s: cannot render tracking; delivering the original",
+                    copy.id,
+                    extra=fields(message_id=copy.id),
+                )
                 made = render_copy(envelope, content, copy, plan=None, codec=self._codec)
                 failure = f"internal error: {exc!r}"
             return finish(made), failure

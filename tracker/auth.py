@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pixelpost.config import IPNetwork
-from pixelpost.logs import LogEvery
+from pixelpost.logs import LogEvery, fields
 from pixelpost.throttle import Throttle
 from tracker.client import client_ip
 
@@ -166,6 +166,7 @@ class Access:
                     client,
                     wait,
                     more,
+                    extra=fields(peer=client),
                 )
             return Verdict(outcome=Outcome.THROTTLED, retry_after=wait)
         right = candidate is not None and self.token_matches(candidate)
@@ -177,6 +178,7 @@ class Access:
                         what,
                         client,
                         more,
+                        extra=fields(peer=client),
                     )
                 await asyncio.sleep(self._delay)
         finally:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from pixelpost.config import HostPort
 from pixelpost.limits import ConnectionLimits
-from pixelpost.logs import LogEvery
+from pixelpost.logs import LogEvery, fields
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class _Admitted(asyncio.Protocol):
                 self._peer,
                 refusal,
                 more,
+                extra=fields(peer=self._peer),
             )
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from pixelpost.config import IPNetwork
+from pixelpost.logs import fields
 from tracker.auth import COOKIE, SESSION_SECONDS, Access, Outcome, Verdict
 from tracker.client import is_trusted
 
@@ -146,7 +147,11 @@ async def _read_form(request: web.Request, limit: int) -> dict[str, list[str]] |
                 if len(body) > limit:
                     return too_large
     except TimeoutError:
-        log.warning("%s: the dashboard's sign-in form came too slowly", request.remote)
+        log.warning(
+            "%s: the dashboard's sign-in form came too slowly",
+            request.remote,
+            extra=fields(peer=request.remote),
+        )
         return _plain("The form came too slowly.\n", status=408)
     try:
         return parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)

@@ -23,6 +23,7 @@ import aiohttp
 from pixelpost.aio import wait_event
 from pixelpost.config import Config
 from pixelpost.event_types import EventType
+from pixelpost.logs import fields
 from pixelpost.store import Claimed, Route, Store, StoreError, open_store
 from tracker.destinations import Outcome, Sender, make_sender
 from tracker.retry import next_delay
@@ -241,6 +242,7 @@ class Dispatcher:
                 claimed.message_id,
                 failures,
                 outcome.error,
+                extra=fields(message_id=claimed.message_id),
             )
             await self._store.dead(name, claimed.seq, attempts=failures, error=outcome.error)
             return

@@ -28,6 +28,7 @@ from pixelpost.classify import Classifier, Facts, RecentClicks, builtin_rules
 from pixelpost.config import IPNetwork
 from pixelpost.event_types import EventType
 from pixelpost.events import dumps
+from pixelpost.logs import fields
 from pixelpost.store import Hit, HitRecorder, StoreError
 from pixelpost.tokens import InvalidToken, TokenCodec
 from tracker.client import anonymize, client_ip
@@ -122,7 +123,12 @@ class Views:
             async with asyncio.timeout(DELIVERY_LOOKUP_TIMEOUT):
                 found = await self._delivered_at(message_id)
         except Exception as exc:  # whatever it is, classification must not break a hit
-            log.warning("%s: delivery time unknown: %s", message_id, exc or type(exc).__name__)
+            log.warning(
+                "%s: delivery time unknown: %s",
+                message_id,
+                exc or type(exc).__name__,
+                extra=fields(message_id=message_id),
+            )
             found = None  # and not asked again at once: a store in trouble gets no queue
         at, delivered = found if found is not None else (None, False)
         # A delivery time is for good; an acceptance time (or no record) may still
@@ -140,7 +146,13 @@ class Views:
         # The recipient still gets the image or the page: a tracker that breaks links
         # when its store is down would be worse than a lost count.
         self._metrics.unrecorded.inc()
-        log.error("%s: %s not recorded: %s", hit.message_id, hit.kind.value, error)
+        log.error(
+            "%s: %s not recorded: %s",
+            hit.message_id,
+            hit.kind.value,
+            error,
+            extra=fields(message_id=hit.message_id),
+        )
 
     def _refused(self, route: str, started: float) -> web.Response:
         """The answer to a forged, damaged or unknown-key token: never a redirect."""
