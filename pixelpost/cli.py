@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pixelpost import __version__, logs
+from pixelpost import __version__, healthcheck, logs
 from pixelpost.config import Config, lint, load_config
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
@@ -327,6 +327,12 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    url = args.url or healthcheck.readyz_url(_load(args), relay=args.relay)
+    print(healthcheck.ask(url, within=args.timeout))
+    return 0
+
+
 def _log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
     """--log-level and --log-format, together wherever one of them goes; `default` is
     the level's, or SUPPRESS for both after the command (the top level's stand)."""
@@ -447,6 +453,28 @@ def build_parser() -> argparse.ArgumentParser:
         "read a password on standard input and print its scrypt hash for [[relay.users]]",
     )
 
+    check = command(
+        "healthcheck",
+        cmd_healthcheck,
+        "ask the running pixelpost's /readyz: exit 0 when ready, or 1 with one line "
+        "naming what is not (for container and systemd probes)",
+    )
+    check.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    check.add_argument(
+        "--relay",
+        action="store_true",
+        help="ask the relay's own listener (relay.http_listen) rather than tracker.listen",
+    )
+    check.add_argument(
+        "--url", metavar="URL", help="ask this URL instead (http://127.0.0.1:8080/readyz)"
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=healthcheck.TIMEOUT_DEFAULT,
+        metavar="SECONDS",
+        help=f"how long to wait for the answer ({healthcheck.TIMEOUT_DEFAULT:g})",
+    )
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -28,6 +29,7 @@ from pixelpost.classify import classifier_for
 from pixelpost.config import Config
 from pixelpost.errors import DeliveryError, PixelpostError
 from pixelpost.events import Event
+from pixelpost.health import Probe, probes_for
 from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
 from pixelpost.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.store import Hit, HitBuffer, MessageRecord, Recorder, Store, open_store
@@ -45,7 +47,8 @@ from relay.upstream import Transport, open_transport
 from tracker.app import create_app
 from tracker.auth import Access
 from tracker.dispatch import Dispatcher, run_dispatcher
-from tracker.metrics import Metrics
+from tracker.health import create_health_app
+from tracker.metrics import Metrics, RelayMetrics
 from tracker.server import TrackerServer
 from tracker.views import Views
 
@@ -308,8 +311,34 @@ async def _run_relay(
     ]
 
 
+async def start_relay_http(
+    config: Config, stack: contextlib.AsyncExitStack, probes: Sequence[Probe]
+) -> TrackerServer:
+    """The relay's own HTTP listener (`relay.http_listen`): /metrics with its queue and
+    the process, /healthz, and /readyz running `probes`; stopped by `stack`."""
+    assert config.relay.http_listen is not None
+    metrics = RelayMetrics()
+    refresher = asyncio.create_task(
+        metrics.keep_refreshed(functools.partial(spool_counts, config.relay.spool))
+    )
+    stack.push_async_callback(_cancel, refresher)
+    server = TrackerServer(
+        app=create_health_app(registry=metrics.registry, probes=probes),
+        config=dataclasses.replace(config.tracker, listen=config.relay.http_listen),
+        name="relay health",
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server
+
+
 async def _run_tracker(
-    config: Config, stack: contextlib.AsyncExitStack, store: Store, recorder: Recorder
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    recorder: Recorder,
+    *,
+    probes: Sequence[Probe],
 ) -> list[tuple[str, str]]:
     """Start the tracker (pixel, redirects, API and dashboard); its banner lines."""
     lines: list[tuple[str, str]] = []
@@ -338,7 +367,7 @@ async def _run_tracker(
         # The built-in defaults: the dashboard works from the first start.
         api_token = load_or_create_api_token(token_file)
     access = Access(api_token, trusted_proxies=config.tracker.trusted_proxies)
-    app = create_app(views=views, metrics=metrics, access=access, stats=store)
+    app = create_app(views=views, metrics=metrics, access=access, stats=store, probes=probes)
     tracker_server = TrackerServer(app=app, config=config.tracker)
     await tracker_server.start()
     stack.push_async_callback(tracker_server.stop)
@@ -388,10 +417,15 @@ async def run(
             )
             await child.start()
             stack.push_async_callback(child.stop)
+        # Every listener of this process answers /readyz alike: for what runs here.
+        probes = probes_for(config, store, relay=relay, tracker=tracker)
         if relay:
             lines += await _run_relay(config, stack, recorder, log_level, log_format)
+        if relay and config.relay.http_listen is not None:
+            relay_http = await start_relay_http(config, stack, probes)
+            lines.append(("relay http", f"http://{relay_http.address} (metrics, health)"))
         if tracker:
-            lines += await _run_tracker(config, stack, store, recorder)
+            lines += await _run_tracker(config, stack, store, recorder, probes=probes)
         if not relay:
             # A reload (systemd's ExecReload, a stray kill -HUP) must not end a process
             # that has nothing to reload: SIGHUP's default action would.

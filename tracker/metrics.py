@@ -3,17 +3,27 @@
 Opens, clicks and latency are counted where they happen. Events by type (the relay's
 delivery outcomes among them) and what became of events at their destinations are
 read from the store every few seconds, so that they add up whichever process, or how
-many, recorded or delivered them; the relay's queue is counted in its spool.
+many, recorded or delivered them; the relay's queue is counted in its spool. A
+relay-only process shows its queue alone (`RelayMetrics`); both show the process's own
+CPU, memory and file descriptors (`process_*`) and Python's (`python_*`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,6 +47,35 @@ class CountsReader(Protocol):
     async def event_counts(self) -> dict[EventType, int]: ...
 
 
+def _queue(spool: tuple[int, int]) -> Metric:
+    queue = GaugeMetricFamily(
+        "pixelpost_queue_messages", "Messages in the relay's spool", labels=["state"]
+    )
+    queued, deferred = spool
+    queue.add_metric(["waiting"], queued - deferred)
+    queue.add_metric(["deferred"], deferred)
+    return queue
+
+
+class _Queue(Collector):
+    def __init__(self) -> None:
+        self.spool: tuple[int, int] | None = None
+        """Messages in the relay's spool: all, and those deferred."""
+
+    def collect(self) -> Iterator[Metric]:
+        if self.spool is not None:
+            yield _queue(self.spool)
+
+
+def add_process_metrics(registry: CollectorRegistry) -> None:
+    """The process's CPU time, memory, open file descriptors and start time, and the
+    interpreter's version and garbage collections, in `registry` (prometheus_client
+    puts them in its global registry, which pixelpost does not use)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
 class _Destinations(Collector):
     def __init__(self) -> None:
         self.counts: Mapping[str, DestinationCounts] = {}
@@ -52,13 +91,7 @@ class _Destinations(Collector):
             recorded.add_metric([event_type.value], count)
         yield recorded
         if self.spool is not None:
-            queue = GaugeMetricFamily(
-                "pixelpost_queue_messages", "Messages in the relay's spool", labels=["state"]
-            )
-            queued, deferred = self.spool
-            queue.add_metric(["waiting"], queued - deferred)
-            queue.add_metric(["deferred"], deferred)
-            yield queue
+            yield _queue(self.spool)
         families = (
             (CounterMetricFamily, "pixelpost_events_delivered", "Events delivered", "delivered"),
             (CounterMetricFamily, "pixelpost_events_failed", "Failed delivery attempts", "failed"),
@@ -115,6 +148,7 @@ class Metrics:
         )
         self._destinations = _Destinations()
         registry.register(self._destinations)
+        add_process_metrics(registry)
 
     async def refresh(self, store: CountsReader, spool_depth: SpoolDepth | None = None) -> None:
         """Read the destinations' and the events' counts from the store, and the depth of
@@ -130,27 +164,52 @@ class Metrics:
         spool_depth: SpoolDepth | None = None,
         interval: float = REFRESH_INTERVAL,
     ) -> None:
-        """Refresh every `interval` seconds, until cancelled. Whatever a refresh fails
-        on is logged once for as long as it keeps failing that way (a store down for an
-        hour is one line, not 720), and the next refresh is tried all the same."""
-        failing: str | None = None
-        while True:
-            try:
-                await self.refresh(store, spool_depth)
-            except Exception as exc:  # /metrics must outlive anything the store returns
-                failure = f"{type(exc).__name__}: {exc}"
-                if failure != failing and isinstance(exc, StoreError):
-                    log.warning("metrics: cannot read counts from the store: %s", exc)
-                elif failure != failing:  # not the store's error: where it came from helps
-                    log.error(
-                        "metrics: refreshing the counts failed (%s); /metrics shows the last"
-                        " ones read until a refresh works",
-                        failure,
-                        exc_info=exc,
-                    )
-                failing = failure
-            else:
-                if failing is not None:
-                    log.info("metrics: the counts are read from the store again")
-                failing = None
-            await asyncio.sleep(interval)
+        """Refresh every `interval` seconds, until cancelled (see `_keep_refreshing`)."""
+        await _keep_refreshing(lambda: self.refresh(store, spool_depth), interval)
+
+
+class RelayMetrics:
+    """What a relay-only process shows (`relay.http_listen`): its queue and itself."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._queue = _Queue()
+        self.registry.register(self._queue)
+        add_process_metrics(self.registry)
+
+    async def refresh(self, spool_depth: SpoolDepth) -> None:
+        """Count the relay's spool."""
+        self._queue.spool = await asyncio.to_thread(spool_depth)
+
+    async def keep_refreshed(
+        self, spool_depth: SpoolDepth, interval: float = REFRESH_INTERVAL
+    ) -> None:
+        """Refresh every `interval` seconds, until cancelled (see `_keep_refreshing`)."""
+        await _keep_refreshing(lambda: self.refresh(spool_depth), interval)
+
+
+async def _keep_refreshing(refresh: Callable[[], Awaitable[None]], interval: float) -> None:
+    """`refresh()` every `interval` seconds, until cancelled. Whatever a refresh fails
+    on is logged once for as long as it keeps failing that way (a store down for an
+    hour is one line, not 720), and the next refresh is tried all the same."""
+    failing: str | None = None
+    while True:
+        try:
+            await refresh()
+        except Exception as exc:  # /metrics must outlive anything the store returns
+            failure = f"{type(exc).__name__}: {exc}"
+            if failure != failing and isinstance(exc, StoreError):
+                log.warning("metrics: cannot read counts from the store: %s", exc)
+            elif failure != failing:  # not the store's error: where it came from helps
+                log.error(
+                    "metrics: refreshing the counts failed (%s); /metrics shows the last"
+                    " ones read until a refresh works",
+                    failure,
+                    exc_info=exc,
+                )
+            failing = failure
+        else:
+            if failing is not None:
+                log.info("metrics: the counts are read from the store again")
+            failing = None
+        await asyncio.sleep(interval)

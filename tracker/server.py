@@ -106,8 +106,12 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
 class TrackerServer:
     """Runs an aiohttp application on the caller's event loop, as `config` says."""
 
-    def __init__(self, *, app: web.Application, config: TrackerConfig) -> None:
+    def __init__(
+        self, *, app: web.Application, config: TrackerConfig, name: str = "tracker"
+    ) -> None:
         self._listen = config.listen
+        self._name = name
+        """What listens, for the log (the relay's health listener is one too)."""
         # The reverse proxy in front keeps the access log; writing one here would cost
         # the tracker a good part of its throughput.
         self._runner = web.AppRunner(
@@ -140,7 +144,7 @@ class TrackerServer:
                 exc.errno, f"cannot listen for HTTP on {self._listen}: {exc.strerror}"
             ) from exc
         self._site = site
-        log.info("tracker listening on %s", self.address)
+        log.info("%s listening on %s", self._name, self.address)
 
     @property
     def address(self) -> HostPort:

@@ -71,6 +71,7 @@ takes its documented default."""
 RELAY_LISTEN_DEFAULT: Final = "127.0.0.1:2525"
 TRACKER_LISTEN_DEFAULT: Final = "127.0.0.1:8080"
 HEADER_TIMEOUT_DEFAULT: Final = "15s"
+READY_MAX_OUTBOX_LAG_DEFAULT: Final = "5m"
 MAX_MESSAGE_BYTES_DEFAULT: Final = 25 * 1024 * 1024
 ALLOW_NETWORKS_DEFAULT: Final = ("127.0.0.0/8", "::1/128")
 TRUSTED_PROXIES_DEFAULT: Final = ("127.0.0.1/32", "::1/128")
@@ -367,6 +368,7 @@ def _relay(root: _Table) -> RelayConfig:
             else "normalize"
         ),
         proxy_protocol=table.get("proxy_protocol", bool, False),
+        http_listen=table.parsed_optional("http_listen", parse_host_port),
     )
     table.finish()
     return config
@@ -503,6 +505,9 @@ def _tracker(root: _Table) -> TrackerConfig:
         max_connections=table.integer("max_connections", 500, minimum=1, maximum=100_000),
         max_connections_per_ip=table.integer(
             "max_connections_per_ip", 50, minimum=1, maximum=100_000
+        ),
+        ready_max_outbox_lag=table.duration(
+            "ready_max_outbox_lag", READY_MAX_OUTBOX_LAG_DEFAULT, minimum=0, maximum=30 * 86400
         ),
     )
     table.finish()

@@ -63,6 +63,9 @@ class RelayConfig:
     """What becomes of a bare LF or CR in a message: made CRLF, or the message refused."""
     proxy_protocol: bool = False
     """Every connection starts with a PROXY header (v1 or v2) from a load balancer."""
+    http_listen: HostPort | None = None
+    """Where the relay answers /metrics, /healthz and /readyz over HTTP; None: nowhere
+    (the tracker answers them for a process that runs it)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,6 +112,9 @@ class TrackerConfig:
     max_connections_per_ip: int = 50
     """Connections at once from one client address; the trusted proxies count only in
     `max_connections` (every recipient comes through them)."""
+    ready_max_outbox_lag: float = 300.0
+    """/readyz fails while an event has waited longer than this to be delivered (or
+    routed); 0 leaves the outbox out of readiness."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -169,6 +169,16 @@ class Store(Recorder, Protocol):
     async def outbox_depth(self) -> dict[str, int]:
         """Pending deliveries per destination."""
 
+    async def outbox_oldest(self, destinations: Sequence[str]) -> float | None:
+        """When the oldest event still waiting was recorded (a Unix time): not routed
+        yet, or pending delivery to one of `destinations` (dead letters wait no more,
+        and nothing delivers to a destination no longer configured); None when nothing
+        waits. For readiness: how far behind the dispatcher is."""
+
+    async def ping(self, *, within: float) -> None:
+        """Raise StoreError unless the store would take a write within `within` seconds
+        (nothing is written). For readiness: a store that is locked or gone says so."""
+
     async def counts(self) -> dict[str, DestinationCounts]:
         """Delivered, failed and dead-lettered events per destination, and the outbox."""
 

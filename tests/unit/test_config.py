@@ -418,3 +418,23 @@ listen_tls = "0.0.0.0:465"
     assert config.relay.tls is not None
     assert str(config.relay.tls.listen_tls) == "0.0.0.0:465"
     assert hashed not in repr(config)
+
+
+def test_health_keys_default_off_and_five_minutes_and_are_checked() -> None:
+    defaults = parse_config_text(BUILTIN_DEFAULTS, environ={})
+    assert defaults.relay.http_listen is None
+    assert defaults.tracker.ready_max_outbox_lag == 300
+
+    config = parse_config_text(
+        '[relay]\nhttp_listen = "127.0.0.1:9102"\n[tracker]\nready_max_outbox_lag = "0s"\n',
+        environ={},
+    )
+    assert str(config.relay.http_listen) == "127.0.0.1:9102"
+    assert config.tracker.ready_max_outbox_lag == 0
+    assert problems(
+        '[relay]\nhttp_listen = "9102"\n[tracker]\nready_max_outbox_lag = "31d"\n'
+    ) == [
+        'relay.http_listen: "9102" is not a host:port (write it like 127.0.0.1:2525 or '
+        "[::1]:2525)",
+        'tracker.ready_max_outbox_lag: "31d" is out of range (it must be from 0ms to 30d)',
+    ]

@@ -53,6 +53,20 @@ def _type(name: str) -> EventType:
     return EventType[name.upper()]
 
 
+def _take_write_lock(path: Path, timeout: float) -> None:
+    """Open the log afresh (never creating it: a store whose folder was removed is
+    gone, whatever its open connections still read) and take its write lock, waiting
+    at most `timeout` seconds for other writers; then let go, having written nothing."""
+    connection = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None
+    )
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
 class SQLiteStore:
     """The store in two SQLite files (see the package's docstring)."""
 
@@ -414,6 +428,31 @@ class SQLiteStore:
 
     async def outbox_depth(self) -> dict[str, int]:
         return {name: c.pending for name, c in (await self.counts()).items() if c.pending}
+
+    async def outbox_oldest(self, destinations: Sequence[str]) -> float | None:
+        # Events are numbered as they are recorded: the lowest number waiting is, near
+        # enough, the oldest event, and each destination's is one step of an index.
+        async def work(connection: aiosqlite.Connection) -> float | None:
+            async with connection.execute(
+                "SELECT min(e.created_at) FROM main.events e WHERE e.seq IN ("
+                " SELECT (SELECT min(event_seq) FROM outbox.deliveries"
+                "  WHERE state = 'pending' AND destination = d.value) FROM json_each(?) d"
+                " UNION ALL SELECT (SELECT seq FROM main.events WHERE seq > ("
+                "  SELECT seq FROM outbox.cursors WHERE name = 'routed') ORDER BY seq LIMIT 1))",
+                (dumps(list(destinations)),),
+            ) as cursor:
+                row = await cursor.fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._transaction(work)
+
+    async def ping(self, *, within: float) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        try:
+            await asyncio.to_thread(_take_write_lock, self.path, within)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
 
     async def counts(self) -> dict[str, DestinationCounts]:
         async def work(connection: aiosqlite.Connection) -> dict[str, DestinationCounts]:
