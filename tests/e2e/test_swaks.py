@@ -3,21 +3,26 @@ from config.example.toml plus a certificate; the user is the events' caller iden
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import shutil
+import shlex
 import signal
 import smtplib
 import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import pytest
 import trustme
 
+from pixelpost.config import BUILTIN_DEFAULTS
 from pixelpost.passwords import hash_password
 from tests.e2e.conftest import BIN, Running, delivered, start
+from tests.net import free_port
+from tests.tools import need_swaks_with_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,8 +54,8 @@ def example_with_tls_and_a_user(tmp_path: Path, password: str) -> Path:
     return path
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (.ci/run)")
 def test_swaks_over_starttls_with_auth(tmp_path: Path, processes: list[Running]) -> None:
+    swaks_path = need_swaks_with_tls()
     config = example_with_tls_and_a_user(tmp_path, "s3cret")
     running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
     processes.append(running)
@@ -60,7 +65,7 @@ def test_swaks_over_starttls_with_auth(tmp_path: Path, processes: list[Running])
     def swaks(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                "swaks",
+                swaks_path,
                 *server,
                 "--to",
                 "someone@example.org",
@@ -133,3 +138,82 @@ def test_sighup_loads_a_renewed_certificate_without_dropping_connections(
     kept.quit()
     delivered(tmp_path / "var" / "outbox")
     assert running.stop() == 0
+
+
+def readme_swaks() -> list[str]:
+    """The README's swaks command, as its words."""
+    text = (ROOT / "README.md").read_text()
+    [block] = [
+        b
+        for b in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+        if b.startswith("swaks --server 127.0.0.1:2525")
+    ]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def test_the_readme_swaks_example_is_tracked_and_a_late_browser_click_reads_as_a_person(
+    tmp_path: Path, processes: list[Running]
+) -> None:
+    config = tmp_path / "pixelpost.toml"
+    config.write_text(
+        BUILTIN_DEFAULTS
+        + f"""
+[relay]
+listen = "127.0.0.1:0"
+
+[tracker]
+listen = "127.0.0.1:{free_port()}"
+
+[classify]
+click_after_delivery = "3s"
+"""
+    )
+    running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
+    processes.append(running)
+    words = readme_swaks()
+    assert words[:3] == ["swaks", "--server", "127.0.0.1:2525"]
+    words[:3] = [need_swaks_with_tls(), "--server", f"127.0.0.1:{running.smtp_port}"]
+
+    sent = subprocess.run(words, capture_output=True, text=True, timeout=60, check=False)
+
+    assert sent.returncode == 0, sent.stdout
+    [copy] = delivered(tmp_path / "var" / "outbox")
+    html = copy.read_text()
+    [link] = re.findall(r'href="([^"]+)"', html)
+    assert link.startswith(f"{running.http_url}/c/")
+    assert re.search(rf'<img [^>]*src="{re.escape(running.http_url)}/o/[^"]+"', html)
+
+    def click(user_agent: str) -> dict[str, object]:
+        request = urllib.request.Request(link, headers={"User-Agent": user_agent})
+        opener = urllib.request.build_opener(NoRedirect)
+        with contextlib.suppress(urllib.error.HTTPError):
+            opener.open(request, timeout=10)
+        return wait_for_click(tmp_path / "var" / "events.jsonl", user_agent)
+
+    at_once = click(BROWSER)
+    assert (at_once["bot"], at_once["botReason"]) == (True, "click_after_delivery")
+    curl_like = click("curl/8.5.0")
+    assert (curl_like["bot"], curl_like["botReason"]) == (True, "automated_client")
+    time.sleep(3.1)  # past the (shortened) click-after-delivery window
+    later = click(BROWSER + " later")
+    assert later["bot"] is False
+    assert running.stop() == 0
+
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def wait_for_click(events: Path, user_agent: str) -> dict[str, object]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for line in events.read_text().splitlines() if events.exists() else []:
+            event = json.loads(line)
+            if event["eventType"] == "Click" and event["click"]["userAgent"] == user_agent:
+                return event["click"]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"no Click by {user_agent!r} in {events}")
