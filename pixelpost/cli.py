@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pixelpost import __version__, healthcheck, logs
 from pixelpost.config import Config, lint, load_config
+from pixelpost.config.values import format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.passwords import hash_password
@@ -29,6 +30,8 @@ from relay.spool import Spool
 
 log = logging.getLogger("pixelpost")
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds each of `check-config --connect`'s attempts may take."""
 _CONFIG_HELP = (
     "configuration file (default: $PIXELPOST_CONFIG, else ./pixelpost.toml, else built-in "
     "defaults); relative paths in it are read from its folder"
@@ -228,17 +231,6 @@ def _spool(args: argparse.Namespace) -> Spool:
     return spool
 
 
-def _span(seconds: float) -> str:
-    """`2h 5m`, `4m 10s`, `3s`: a rough length of time."""
-    seconds = max(0, round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
-    return " ".join(shown) or "0s"
-
-
 def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -278,10 +270,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
     )
     if summary.oldest is not None:
         message_id, spooled_at = summary.oldest
-        age = _span(now - spooled_at)
+        age = format_span(now - spooled_at)
         print(f"  oldest      {message_id}, spooled {_when(spooled_at)} ({age} ago)")
     if summary.next_retry is not None:
-        print(f"  next retry  {_when(summary.next_retry)} (in {_span(summary.next_retry - now)})")
+        wait = format_span(summary.next_retry - now)
+        print(f"  next retry  {_when(summary.next_retry)} (in {wait})")
     if summary.corrupt:
         print(
             f"  corrupt     {summary.corrupt} damaged files set aside in {spool.path / 'corrupt'}"
@@ -386,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--timeout",
                 type=float,
-                default=10.0,
+                default=CONNECT_TIMEOUT,
                 metavar="SECONDS",
-                help="for each of --connect's attempts (10)",
+                help=f"for each of --connect's attempts ({CONNECT_TIMEOUT:g})",
             )
 
     events = command("events", None, "inspect and replay undeliverable events")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pixelpost.config import Config
-from pixelpost.config.values import format_duration
+from pixelpost.config.values import format_duration, format_span
 from pixelpost.store import StoreError
 
 CHECK_TIMEOUT = 1.0
@@ -85,15 +85,6 @@ class StoreHealth(Protocol):
     async def outbox_oldest(self, destinations: Sequence[str]) -> float | None: ...
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    minutes, rest = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {rest}s" if minutes else f"{rest}s"
-
-
 async def check_store(store: StoreHealth, *, within: float = CHECK_TIMEOUT) -> Check:
     """The store takes writes. Its own wait for a lock is half the time allowed, so
     that a locked store is reported as locked rather than as silent."""
@@ -140,13 +131,13 @@ async def check_outbox(
         return Check(
             name="outbox",
             status=Status.FAILED,
-            detail=f"an event has waited {_age(waited)} to be delivered, longer than "
+            detail=f"an event has waited {format_span(waited)} to be delivered, longer than "
             f"tracker.ready_max_outbox_lag ({bound})",
         )
     return Check(
         name="outbox",
         status=Status.OK,
-        detail=f"the oldest event waiting came {_age(waited)} ago (at most {bound})",
+        detail=f"the oldest event waiting came {format_span(waited)} ago (at most {bound})",
     )
 
 

@@ -77,6 +77,8 @@ def setup(level: int, log_format: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler])
+    # Python's warnings go through the same handler, so that a JSON log stays JSON.
+    logging.captureWarnings(log_format == "json")
     if level > logging.DEBUG:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
 

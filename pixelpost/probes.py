@@ -4,7 +4,6 @@ webhook endpoint, the store) as pixelpost would, change nothing, and say how it 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,10 @@ import aiohttp
 
 from pixelpost.config import Config, WebhookDestination
 from pixelpost.errors import DeliveryError
+from pixelpost.files import blocking_folder
 from pixelpost.store.sqlite.schema import migrations
 from pixelpost.store.sqlite.store import outbox_path
 from relay.upstream import open_transport
-
-TIMEOUT_DEFAULT = 10.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,7 +74,7 @@ async def _webhook(
 
 
 def _sqlite_version(path: Path) -> int:
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         return int(connection.execute("PRAGMA user_version").fetchone()[0])
     finally:
@@ -92,14 +90,11 @@ def _store(config: Config) -> Probe:
         )
     path = config.store.sqlite_path
     if not path.exists():
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if (blocking := blocking_folder(path.parent)) is not None:
             return Probe(
                 key="store.url",
                 ok=False,
-                detail=f"no store at {path}, and {folder} is not writable",
+                detail=f"no store at {path}, and {blocking} is not a writable folder",
             )
         return Probe(
             key="store.url", ok=True, detail=f"no store at {path} yet: made on first start"
@@ -120,7 +115,7 @@ def _store(config: Config) -> Probe:
     return Probe(key="store.url", ok=True, detail=f"{path} opens")
 
 
-async def probe(config: Config, *, seconds: float = TIMEOUT_DEFAULT) -> list[Probe]:
+async def probe(config: Config, *, seconds: float) -> list[Probe]:
     """Try the upstream, every webhook and the store, side by side."""
     webhooks = [d for d in config.destinations.values() if isinstance(d, WebhookDestination)]
     async with aiohttp.ClientSession() as session:

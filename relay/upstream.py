@@ -25,6 +25,7 @@ import aiosmtplib
 from pixelpost.config import MaildirUpstream, SMTPUpstream, Upstream
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
 from pixelpost.events import clean_text
+from pixelpost.files import blocking_folder
 from relay.data import normalize_newlines, stuffed
 
 log = logging.getLogger(__name__)
@@ -426,14 +427,11 @@ class MaildirTransport:
         return names
 
     async def check(self) -> str:
-        existing = self._path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        if (blocking := blocking_folder(self._path)) is not None:
             raise TemporaryDeliveryError(
                 451,
                 f"4.3.0 cannot write to Maildir {self._path} "
-                f"({existing} is not a writable folder)",
+                f"({blocking} is not a writable folder)",
             )
         return "can be written"
 

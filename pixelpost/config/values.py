@@ -50,6 +50,17 @@ def format_duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
+def format_span(seconds: float) -> str:
+    """A rough length of time, for people: `2d 3h`, `4m 10s`, `3s`."""
+    seconds = max(0, round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
 def parse_host_port(text: str) -> HostPort:
     """`host:port` or `[ipv6]:port`; port 0 asks the system for a free port."""
     host, sep, port_text = text.rpartition(":")

@@ -18,6 +18,7 @@ from pixelpost.store.base import (
 )
 from pixelpost.store.buffer import HitBuffer
 from pixelpost.store.sqlite import SQLiteStore
+from pixelpost.store.sqlite.store import outbox_path
 
 __all__ = [
     "Claimed",
@@ -42,10 +43,10 @@ async def open_store(config: StoreConfig, *, create: bool = True) -> Store:
     rather than a new empty one."""
     if config.kind == "sqlite":
         assert config.sqlite_path is not None
-        if not create and not config.sqlite_path.exists():
+        files = (config.sqlite_path, outbox_path(config.sqlite_path))
+        if not create and (missing := [f for f in files if not f.exists()]):
             raise StoreError(
-                f"no store at {config.sqlite_path} (store.url): has pixelpost run with this "
-                "configuration?"
+                f"no store at {missing[0]} (store.url): has pixelpost run with this configuration?"
             )
         return await SQLiteStore.open(config.sqlite_path)
     raise StoreError(

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +185,15 @@ def processes() -> Iterator[list[Running]]:
             running.process.kill()
         running.process.wait()
         running.close()
+
+
+def until(condition: Callable[[], object], what: str = "condition", within: float = 20.0) -> None:
+    """Wait for `condition` to hold, looking every 20 ms for up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        time.sleep(0.02)
 
 
 def delivered(maildir: Path, count: int = 1, within: float = 15.0) -> list[Path]:

@@ -10,7 +10,6 @@ import signal
 import smtplib
 import sqlite3
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from pixelpost import __version__
 from pixelpost.store import SQLiteStore
 from pixelpost.store.sqlite.schema import migrations
-from tests.e2e.conftest import BIN, ROOT, Running, delivered, start
+from tests.e2e.conftest import BIN, ROOT, Running, delivered, start, until
 from tests.net import free_port
 from tests.sink import ThreadedSink
 
@@ -158,13 +157,13 @@ def test_a_missing_file_named_by_pixelpost_config_is_an_error_naming_the_variabl
 def test_a_second_installation_cannot_take_a_share_of_the_port(
     tmp_path: Path, processes: list[Running]
 ) -> None:
-    port = free_port()
     first = start(
         [str(BIN / "pixelpost"), "relay", "-c", "pixelpost.toml"],
-        cwd=relative_config(tmp_path / "first", smtp_port=port, extra="workers = 2").parent,
+        cwd=relative_config(tmp_path / "first", extra="workers = 2").parent,
     )
     processes.append(first)
-    assert first.smtp_port == port
+    port = first.smtp_port
+    until(lambda: first.stderr.count("relay listening on") == 2, "both relay processes")
 
     second = pixelpost(
         "relay",
@@ -275,6 +274,7 @@ def test_an_unreachable_upstream_is_said_at_start_in_one_line(
     processes.append(running)
     send(running.smtp_port)  # still accepted: spooled and retried
 
+    until(lambda: "cannot be reached now" in running.stderr, "the warning")
     assert running.stop(signal.SIGTERM) == 0
     said = [line for line in running.stderr_lines if "cannot be reached now" in line]
     assert len(said) == 1, running.stderr
@@ -317,10 +317,17 @@ def test_a_reload_signal_leaves_the_tracker_running(
 
     running.process.send_signal(signal.SIGHUP)  # what `systemctl reload` sends
 
-    deadline = time.monotonic() + 10
-    while "SIGHUP: nothing to reload here" not in running.stderr:
-        assert time.monotonic() < deadline, running.stderr
-        time.sleep(0.02)
+    until(lambda: "SIGHUP: nothing to reload here" in running.stderr, "the SIGHUP line")
     with urllib.request.urlopen(f"{running.http_url}/healthz", timeout=10) as response:
         assert response.status == 200
     assert running.stop(signal.SIGTERM) == 0
+
+
+def test_check_config_connect_on_the_builtin_defaults_after_serve_ran(tmp_path: Path) -> None:
+    asyncio.run(_make_store(tmp_path / "var" / "pixelpost.db"))
+
+    result = pixelpost("check-config", "--connect", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "store.url: ok: var/pixelpost.db opens" in result.stdout
+    assert "upstream.url: ok: maildir:var/outbox: can be written" in result.stdout

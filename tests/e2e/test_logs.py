@@ -9,12 +9,10 @@ import re
 import signal
 import smtplib
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, start, until
 from tests.sink import ThreadedSink
 
 MESSAGE = b"From: sender@example.com\r\nTo: rcpt@example.org\r\nSubject: logs\r\n\r\nHello.\r\n"
@@ -36,14 +34,6 @@ def entries(running: Running) -> list[dict[str, object]]:
 def stopped(running: Running) -> bool:
     """Whether the line that says pixelpost stops has been read (and all before it)."""
     return any(e["message"] == "stopping (signal received)" for e in entries(running))
-
-
-def until(condition: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_json_lines_carry_the_message_id_and_the_peer(

@@ -20,7 +20,7 @@ import trustme
 
 from pixelpost.config import BUILTIN_DEFAULTS
 from pixelpost.passwords import hash_password
-from tests.e2e.conftest import BIN, Running, delivered, start
+from tests.e2e.conftest import BIN, Running, delivered, start, until
 from tests.net import free_port
 from tests.tools import need_swaks_with_tls
 
@@ -165,7 +165,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:{free_port()}"
 
 [classify]
-click_after_delivery = "3s"
+click_after_delivery = "5s"
 """
     )
     running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
@@ -183,18 +183,22 @@ click_after_delivery = "3s"
     assert link.startswith(f"{running.http_url}/c/")
     assert re.search(rf'<img [^>]*src="{re.escape(running.http_url)}/o/[^"]+"', html)
 
+    events = tmp_path / "var" / "events.jsonl"
+
     def click(user_agent: str) -> dict[str, object]:
         request = urllib.request.Request(link, headers={"User-Agent": user_agent})
         opener = urllib.request.build_opener(NoRedirect)
         with contextlib.suppress(urllib.error.HTTPError):
             opener.open(request, timeout=10)
-        return wait_for_click(tmp_path / "var" / "events.jsonl", user_agent)
+        return wait_for_click(events, user_agent)
 
+    # The relay records the delivery just after the copy lands; the rule needs it.
+    until(lambda: "Delivery" in event_types(events), "the Delivery event")
     at_once = click(BROWSER)
     assert (at_once["bot"], at_once["botReason"]) == (True, "click_after_delivery")
     curl_like = click("curl/8.5.0")
     assert (curl_like["bot"], curl_like["botReason"]) == (True, "automated_client")
-    time.sleep(3.1)  # past the (shortened) click-after-delivery window
+    time.sleep(5.1)  # past the (shortened) click-after-delivery window
     later = click(BROWSER + " later")
     assert later["bot"] is False
     assert running.stop() == 0
@@ -206,6 +210,11 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def event_types(events: Path) -> list[str]:
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [json.loads(line)["eventType"] for line in lines]
 
 
 def wait_for_click(events: Path, user_agent: str) -> dict[str, object]:

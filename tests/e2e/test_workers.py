@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, start
+from tests.e2e.conftest import BIN, Running, start, until
 from tests.sink import ThreadedSink
 
 MESSAGES = 60
@@ -24,14 +24,6 @@ def pids_saying(running: Running, pattern: str) -> collections.Counter[str]:
         for line in running.stderr_lines
         if (match := re.search(rf"\[(\d+)\]: .*{pattern}", line))
     )
-
-
-def until(condition: object, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_two_relay_processes_share_the_port_and_deliver_each_message_once(

@@ -183,7 +183,7 @@ async def test_a_store_that_cannot_be_written_makes_readyz_503_within_a_second(
         expected = "locked" if trouble == "locked by another process" else "unable to open"
         assert expected in body["checks"]["store"]["detail"]
         assert body["checks"]["outbox"]["status"] == "ok"  # its reads still work
-        assert took < 1.5
+        assert took < 3  # bounded (1 s, with room for a loaded machine), not the 10 s busy wait
         if trouble == "locked by another process":
             other.execute("ROLLBACK")
             assert (await readyz(http, base))[0] == 200
