@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
@@ -292,6 +293,13 @@ async def serve_app() -> AsyncIterator[AppServer]:
     yield serve
     for server in servers:
         await server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the tests' requests to the servers they start."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

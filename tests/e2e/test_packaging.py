@@ -121,24 +121,21 @@ def test_the_installed_command_says_its_version_and_checks_a_configuration(
     assert Path(where.strip()).is_relative_to(installed.parent), "not the installed package"
 
     config = write_config(tmp_path)
-    checked = subprocess.run(
-        [installed / "pixelpost", "check-config", "-c", config],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+
+    def check_config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [installed / "pixelpost", "check-config", "-c", config],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    checked = check_config()
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config.write_text(config.read_text().replace('"127.0.0.1:0"', '"127.0.0.1:99999"', 1))
-    broken = subprocess.run(
-        [installed / "pixelpost", "check-config", "-c", config],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    broken = check_config()
     assert broken.returncode == 1
     assert "relay.listen" in broken.stdout + broken.stderr
 

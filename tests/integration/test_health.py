@@ -10,7 +10,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,6 @@ def start_tracker(serve_app: AppServer) -> TrackerStarter:
         return await serve_app(app)
 
     return start
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def readyz(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:

@@ -61,12 +61,6 @@ async def start_tracker(store: SQLiteStore, serve_app: AppServer) -> AsyncIterat
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def locked(store: SQLiteStore) -> Iterator[sqlite3.Connection]:
     """Another writer holding the store's write lock (as `sqlite3` in another process
     would) until the test rolls it back, or the test ends."""

@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -61,12 +61,6 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
         return await serve_app(app)
 
     return start
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_pixel_is_served_and_the_open_recorded(
