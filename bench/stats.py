@@ -306,7 +306,16 @@ def _rows(
             kind_type = EventType.OPEN if kind == OPEN else EventType.CLICK
             hits.append(
                 Hit(
-                    kind_type, copy.id, ip, user_agent, at, link, link_tags, machine, reason, proxy
+                    kind=kind_type,
+                    message_id=copy.id,
+                    ip=ip,
+                    user_agent=user_agent,
+                    at=at,
+                    link=link,
+                    link_tags=link_tags,
+                    machine=machine,
+                    reason=reason,
+                    proxy=proxy,
                 )
             )
             continue

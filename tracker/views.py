@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from pixelpost.classify import Classifier, Facts, RecentClicks, builtin_rules
+from pixelpost.classify import Classifier, Facts, Kind, RecentClicks, builtin_rules
 from pixelpost.config import IPNetwork
 from pixelpost.event_types import EventType
 from pixelpost.events import dumps
@@ -160,39 +160,64 @@ class Views:
         self._metrics.latency.labels(route).observe(time.perf_counter() - started)
         return web.Response(status=404, text=NOT_FOUND, headers=_NO_STORE)
 
+    async def _record(
+        self,
+        request: web.Request,
+        kind: Kind,
+        message_id: str,
+        *,
+        link: str | None = None,
+        link_tags: str | None = None,
+    ) -> None:
+        """Classify the open or click and record it; a store that fails it costs the
+        count, never the recipient's answer."""
+        ip, user_agent = self._who(request)
+        now = self._clock()
+        classifier = self._classifier
+        since_delivery = (
+            await self._since_delivery(message_id, now)
+            if classifier.needs_delivery(kind)
+            else None
+        )
+        since_other_link = (
+            self._recent_clicks.since_other_link(message_id, ip, link, now)
+            if link is not None and classifier.needs_burst
+            else None
+        )
+        verdict = classifier.classify(
+            Facts(
+                kind,
+                request.method,
+                user_agent,
+                ip,
+                since_delivery=since_delivery,
+                since_other_link=since_other_link,
+            )
+        )
+        hit = Hit(
+            kind=EventType.OPEN if kind == "open" else EventType.CLICK,
+            message_id=message_id,
+            ip=anonymize(ip) if self._anonymize else ip,
+            user_agent=user_agent,
+            at=now,
+            link=link,
+            link_tags=link_tags,
+            machine=verdict.machine,
+            reason=verdict.reason,
+            proxy=verdict.proxy if kind == "open" else None,
+        )
+        try:
+            await self._recorder.record_hits((hit,))
+        except StoreError as exc:
+            self._unrecorded(hit, exc)
+
     async def pixel(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
             token = self._codec.read_open(request.match_info["token"])
         except InvalidToken:
             return self._refused("pixel", started)
-        ip, user_agent = self._who(request)
-        now = self._clock()
-        message_id = token.message_id
-        since_delivery = (
-            await self._since_delivery(message_id, now)
-            if self._classifier.needs_delivery("open")
-            else None
-        )
-        verdict = self._classifier.classify(
-            Facts("open", request.method, user_agent, ip, since_delivery=since_delivery)
-        )
-        hit = Hit(
-            EventType.OPEN,
-            message_id,
-            anonymize(ip) if self._anonymize else ip,
-            user_agent,
-            now,
-            None,
-            None,
-            verdict.machine,
-            verdict.reason,
-            verdict.proxy,
-        )
-        try:
-            await self._recorder.record_hits((hit,))
-        except StoreError as exc:
-            self._unrecorded(hit, exc)
+        await self._record(request, "open", token.message_id)
         self._opens.inc()
         self._pixel_latency.observe(time.perf_counter() - started)
         return web.Response(body=PIXEL, content_type="image/gif", headers=_NO_STORE)
@@ -206,47 +231,12 @@ class Views:
             token = self._codec.read_click(path)
         except InvalidToken:
             return self._refused("click", started)
-        ip, user_agent = self._who(request)
-        now = self._clock()
-        message_id = token.message_id
-        since_delivery = (
-            await self._since_delivery(message_id, now)
-            if self._classifier.needs_delivery("click")
-            else None
-        )
-        facts = Facts(
-            "click",
-            request.method,
-            user_agent,
-            ip,
-            since_delivery=since_delivery,
-            since_other_link=(
-                self._recent_clicks.since_other_link(message_id, ip, token.url, now)
-                if self._classifier.needs_burst
-                else None
-            ),
-        )
-        verdict = self._classifier.classify(facts)
         tags = (
             dumps({name: list(values) for name, values in token.tags.items()})
             if token.tags
             else "{}"
         )
-        hit = Hit(
-            EventType.CLICK,
-            message_id,
-            anonymize(ip) if self._anonymize else ip,
-            user_agent,
-            now,
-            token.url,
-            tags,
-            verdict.machine,
-            verdict.reason,
-        )
-        try:
-            await self._recorder.record_hits((hit,))
-        except StoreError as exc:
-            self._unrecorded(hit, exc)
+        await self._record(request, "click", token.message_id, link=token.url, link_tags=tags)
         self._clicks.inc()
         self._click_latency.observe(time.perf_counter() - started)
         return web.Response(status=302, headers={"Location": location(token.url), **_NO_STORE})

@@ -44,22 +44,28 @@ def opened(
     message_id: str, at: float, *, reason: str | None = None, proxy: str | None = None
 ) -> Hit:
     return Hit(
-        EventType.OPEN,
-        message_id,
-        "192.0.2.1",
-        "UA",
-        at,
-        None,
-        None,
-        reason is not None,
-        reason,
-        proxy,
+        kind=EventType.OPEN,
+        message_id=message_id,
+        ip="192.0.2.1",
+        user_agent="UA",
+        at=at,
+        machine=reason is not None,
+        reason=reason,
+        proxy=proxy,
     )
 
 
 def clicked(message_id: str, link: str, at: float, *, reason: str | None = None) -> Hit:
     return Hit(
-        EventType.CLICK, message_id, "192.0.2.1", "UA", at, link, "{}", reason is not None, reason
+        kind=EventType.CLICK,
+        message_id=message_id,
+        ip="192.0.2.1",
+        user_agent="UA",
+        at=at,
+        link=link,
+        link_tags="{}",
+        machine=reason is not None,
+        reason=reason,
     )
 
 
