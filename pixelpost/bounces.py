@@ -27,7 +27,7 @@ def enhanced_status(code: int, text: str) -> str:
     return match.group(0) if match else f"{code // 100}.0.0"
 
 
-def classify(code: int, text: str) -> BounceKind:
+def bounce_kind(code: int, text: str) -> BounceKind:
     """The bounce type of a permanent refusal `code text`."""
     match = _ENHANCED.match(text.strip())
     status = match.group(0) if match else enhanced_status(code, text)

@@ -326,6 +326,12 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_option(parser: argparse.ArgumentParser, *, default: object = None) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP, default=default
+    )
+
+
 def _log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
     """--log-level and --log-format, together wherever one of them goes; `default` is
     the level's, or SUPPRESS for both after the command (the top level's stand)."""
@@ -368,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         sub = command(name, func, help_text)
-        sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        _config_option(sub)
         _log_level(sub, default=argparse.SUPPRESS)  # after the command too
         if name == "check-config":
             sub.add_argument(
@@ -396,14 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = events_commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(func=func)
-        sub.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+        _config_option(sub)
         sub.add_argument("--destination", metavar="NAME", help="only this destination")
         if name == "dead-letters":
             sub.add_argument("--json", action="store_true", help="print JSON")
             sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
 
     queue = command("queue", cmd_queue, "show the relay's spool: counts, oldest, next retry")
-    queue.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    _config_option(queue)
     queue.add_argument("--json", action="store_true", help="print JSON")
     queue_commands = queue.add_subparsers(dest="queue_command", metavar="ACTION")
     flush = queue_commands.add_parser(
@@ -412,16 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="retry every spooled message now",
     )
     flush.set_defaults(func=cmd_queue_flush)
-    flush.add_argument(
-        "-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP, default=argparse.SUPPRESS
-    )
+    _config_option(flush, default=argparse.SUPPRESS)  # `queue -c F flush` works too
 
     stats = command(
         "stats",
         cmd_stats,
         "the funnel: sent, delivered, bounced, opened and clicked (people and machines apart)",
     )
-    stats.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    _config_option(stats)
     stats.add_argument("--config-set", metavar="NAME", help="only this configuration set")
     stats.add_argument("--tag", metavar="NAME:VALUE", help="only mail with this message tag")
     stats.add_argument(
@@ -452,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ask the running pixelpost's /readyz: exit 0 when ready, or 1 with one line "
         "naming what is not (for container and systemd probes)",
     )
-    check.add_argument("-c", "--config", type=Path, metavar="FILE", help=_CONFIG_HELP)
+    _config_option(check)
     check.add_argument(
         "--relay",
         action="store_true",

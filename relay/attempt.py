@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pixelpost.bounces import classify, enhanced_status
+from pixelpost.bounces import bounce_kind, enhanced_status
 from pixelpost.config import RelayConfig
 from pixelpost.config.values import format_duration
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -324,7 +324,7 @@ class Attempt:
             )
         if outcome.bounced:
             code, text = next(iter(outcome.bounced.values()))
-            kind = classify(code, text)
+            kind = bounce_kind(code, text)
             events.append(self._bounce(copy, kind.type, kind.subtype, outcome.bounced, now))
         if outcome.expired:
             events.append(self._bounce(copy, "Transient", "General", outcome.expired, now))

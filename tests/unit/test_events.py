@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pixelpost.bounces import classify
+from pixelpost.bounces import bounce_kind
 from pixelpost.event_types import EventType
 from pixelpost.events import (
     bounce_event,
@@ -199,5 +199,5 @@ def test_render_without_a_mail_record() -> None:
     ],
 )
 def test_bounce_classification(code: int, text: str, kind: tuple[str, str, str]) -> None:
-    found = classify(code, text)
+    found = bounce_kind(code, text)
     assert (found.type, found.subtype, found.status) == kind
