@@ -63,8 +63,9 @@ from pixelpost.config import ClassifyConfig, IPNetwork
 
 Kind = Literal["open", "click"]
 BOTH: frozenset[Kind] = frozenset(("open", "click"))
-CLICK_AFTER_DELIVERY_DEFAULT = 10.0
-LINK_BURST_DEFAULT = 1.0
+_DEFAULTS = ClassifyConfig()
+CLICK_AFTER_DELIVERY_DEFAULT = _DEFAULTS.click_after_delivery
+LINK_BURST_DEFAULT = _DEFAULTS.link_burst
 _UA_CACHE = 4096
 
 

@@ -207,7 +207,6 @@ async def start_relay(
         recorder=recorder,
         rewriter=rewriter,
         relay=relay,
-        concurrency=relay.concurrency,
     )
     await queue.start()
     stack.push_async_callback(queue.stop)
@@ -218,7 +217,6 @@ async def start_relay(
         delivery=SpoolingDelivery(spool=spool, queue=queue),
         rewriter=rewriter,
         accounts=accounts,
-        recipients_limit=relay.max_recipients,
     )
     server = RelayServer(config=relay, handler=handler, accounts=accounts, listeners=listeners)
     await server.start()

@@ -43,9 +43,9 @@ from pixelpost.events import (
 )
 from pixelpost.logs import fields
 from pixelpost.mail import for_copy
+from pixelpost.retry import next_attempt_at
 from pixelpost.store import MessageRecord, Recorder, StoreError
 from relay.data import LARGE_MESSAGE
-from relay.retry import next_attempt_at
 from relay.rewrite import MessagePlan
 from relay.spool import State
 from relay.spoolfile import Copy, Envelope

@@ -31,9 +31,6 @@ from relay.tracking import Rewriter, copies_for
 
 log = logging.getLogger(__name__)
 
-RECIPIENTS_LIMIT_DEFAULT = 1000
-"""Recipients per message, as Postfix's `smtpd_recipient_limit`."""
-
 
 class UnknownConfigSet(LookupError):
     """A message named a configuration set that is not configured."""
@@ -51,7 +48,6 @@ class RelayHandler:
         rewriter: Rewriter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = new_message_id,
-        recipients_limit: int = RECIPIENTS_LIMIT_DEFAULT,
         accounts: Accounts | None = None,
     ) -> None:
         self._config = config
@@ -61,7 +57,7 @@ class RelayHandler:
         self._rewriter = rewriter
         self._clock = clock
         self._new_id = new_id
-        self._recipients_limit = recipients_limit
+        self._recipients_limit = config.relay.max_recipients
         self._in_flight: set[asyncio.Task[Any]] = set()
 
     async def handle_EHLO(

@@ -25,10 +25,10 @@ from pixelpost.bounces import enhanced_status
 from pixelpost.config import RelayConfig
 from pixelpost.ids import message_id_time, new_message_id
 from pixelpost.logs import fields
+from pixelpost.retry import next_attempt_at
 from pixelpost.store import Recorder
 from relay.attempt import Attempt, Failed, Limits
 from relay.dsn import Failure, notification
-from relay.retry import next_attempt_at
 from relay.rewrite import MessagePlan
 from relay.spool import Claim, CorruptSpoolFile, Spool, SpoolError, State
 from relay.spoolfile import Copy, Envelope
@@ -37,7 +37,6 @@ from relay.upstream import Transport
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY_DEFAULT = 20
 SCAN_INTERVAL = 2.0
 """How often to look for messages another relay process spooled, or left behind."""
 STOP_GRACE_DEFAULT = 30.0
@@ -74,7 +73,6 @@ class DeliveryQueue:
         recorder: Recorder,
         rewriter: Rewriter,
         relay: RelayConfig,
-        concurrency: int = CONCURRENCY_DEFAULT,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -83,7 +81,7 @@ class DeliveryQueue:
         self._recorder = recorder
         self._rewriter = rewriter
         self._relay = relay
-        self._concurrency = concurrency
+        self._concurrency = relay.concurrency
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
         self._schedule: list[tuple[float, str]] = []
@@ -91,8 +89,8 @@ class DeliveryQueue:
         self._in_flight: dict[str, asyncio.Task[float | None]] = {}
         self._fresh: dict[str, tuple[_Fresh, int]] = {}
         self._limits = Limits(
-            concurrency=concurrency,
-            sends=asyncio.Semaphore(concurrency),
+            concurrency=relay.concurrency,
+            sends=asyncio.Semaphore(relay.concurrency),
             large=asyncio.Semaphore(LARGE_DELIVERIES_AT_ONCE),
         )
         self._fresh_bytes = 0

@@ -98,15 +98,12 @@ class Transport(Protocol):
         ...
 
 
-POOL_SIZE_DEFAULT = 20
 POOL_IDLE_SECONDS = 30.0
 """An idle upstream connection older than this is closed rather than used again (most
 MTAs drop idle clients after a minute or more)."""
 
 
-def open_transport(
-    upstream: Upstream, *, local_hostname: str, pool_size: int = POOL_SIZE_DEFAULT
-) -> Transport:
+def open_transport(upstream: Upstream, *, local_hostname: str, pool_size: int) -> Transport:
     """The transport for the configured upstream."""
     if isinstance(upstream, MaildirUpstream):
         return MaildirTransport(upstream.path)
@@ -128,9 +125,7 @@ def _one_line(text: str) -> str:
 class SMTPTransport:
     """Delivers over SMTP with aiosmtplib, reusing connections across messages."""
 
-    def __init__(
-        self, upstream: SMTPUpstream, *, local_hostname: str, pool_size: int = POOL_SIZE_DEFAULT
-    ) -> None:
+    def __init__(self, upstream: SMTPUpstream, *, local_hostname: str, pool_size: int) -> None:
         self._upstream = upstream
         self._local_hostname = local_hostname
         self._pool_size = pool_size

@@ -29,8 +29,8 @@ import aiohttp
 from pixelpost import __version__
 from pixelpost.config import Destination, FileDestination, WebhookDestination
 from pixelpost.keys import decode_webhook_secret
+from pixelpost.retry import parse_retry_after
 from pixelpost.store import Claimed
-from tracker.retry import parse_retry_after
 
 WEBHOOK_CONCURRENCY = 8
 """Requests in flight to one webhook endpoint."""

@@ -24,9 +24,9 @@ from pixelpost.aio import wait_event
 from pixelpost.config import Config
 from pixelpost.event_types import EventType
 from pixelpost.logs import fields
+from pixelpost.retry import next_delay
 from pixelpost.store import Claimed, Route, Store, StoreError, open_store
 from tracker.destinations import Outcome, Sender, make_sender
-from tracker.retry import next_delay
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ them all, one line each, naming the key and the bad value. The environment is pa
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -33,8 +34,10 @@ from pixelpost.config.records import (
     TrackerConfig,
     Upstream,
     WebhookDestination,
+    field_defaults,
 )
 from pixelpost.config.values import (
+    DAY,
     format_duration,
     interpolate,
     parse_duration,
@@ -48,6 +51,7 @@ from pixelpost.keys import API_TOKEN_MIN_LENGTH, decode_signing_key, decode_webh
 from pixelpost.passwords import check_hash
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 CONFIG_ENV: Final = "PIXELPOST_CONFIG"
 """The environment variable naming the configuration file when no `-c` is given."""
@@ -68,24 +72,10 @@ path = "./var/events.jsonl"
 """What `pixelpost serve` runs on without a configuration file; every key left out here
 takes its documented default."""
 
-RELAY_LISTEN_DEFAULT: Final = "127.0.0.1:2525"
-TRACKER_LISTEN_DEFAULT: Final = "127.0.0.1:8080"
-HEADER_TIMEOUT_DEFAULT: Final = "15s"
-READY_MAX_OUTBOX_LAG_DEFAULT: Final = "5m"
-MAX_MESSAGE_BYTES_DEFAULT: Final = 25 * 1024 * 1024
-ALLOW_NETWORKS_DEFAULT: Final = ("127.0.0.0/8", "::1/128")
-TRUSTED_PROXIES_DEFAULT: Final = ("127.0.0.1/32", "::1/128")
-SPOOL_DEFAULT: Final = "./var/spool"
-RETRY_DELAYS_DEFAULT: Final = ("1m", "5m", "15m", "30m", "1h", "2h", "4h")
-MAX_QUEUE_LIFETIME_DEFAULT: Final = "2d"
-RELAY_TIMEOUT_DEFAULT: Final = "5m"
+# The defaults of keys that no record field holds as written (the URL decides the
+# record); every other key's default is its record field's (`field_defaults`).
 UPSTREAM_URL_DEFAULT: Final = "maildir:./var/outbox"
-UPSTREAM_TIMEOUT_DEFAULT: Final = "60s"
 STORE_URL_DEFAULT: Final = "sqlite:///./var/pixelpost.db"
-RETENTION_DAYS_DEFAULT: Final = 60
-KEY_FILE_DEFAULT: Final = "./var/signing.key"
-WEBHOOK_RETRY_DELAYS_DEFAULT: Final = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
-WEBHOOK_TIMEOUT_DEFAULT: Final = "15s"
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
@@ -191,14 +181,14 @@ class _Table:
             return default
         return value
 
-    def duration(self, key: str, default: str, *, minimum: float, maximum: float) -> float:
+    def duration(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
         """A duration from `minimum` to `maximum` seconds."""
         seconds = self.parsed(key, default, parse_duration)
         if not minimum <= seconds <= maximum:
             shown = _show(self.data.get(key, default))
             bound = f"from {format_duration(minimum)} to {format_duration(maximum)}"
             self.problem(key, f"{shown} is out of range (it must be {bound})")
-            return parse_duration(default)
+            return default
         return seconds
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -209,25 +199,20 @@ class _Table:
             return default
         return value
 
-    def parsed(self, key: str, default: str, parse: Callable[[str], T]) -> T:
+    def parsed(self, key: str, default: D, parse: Callable[[str], T]) -> T | D:
         """A string value run through `parse`; a bad one is reported and the default used."""
-        text = self.get(key, str, default)
+        text = self.optional(key, str)
+        if text is None:
+            return default
         try:
             return parse(text)
         except ValueError as exc:
             self.problem(key, f"{_show(text)} is {exc}")
-            return parse(default)
+            return default
 
     def parsed_optional(self, key: str, parse: Callable[[str], T]) -> T | None:
         """Like `parsed`, for a key without a default: None when absent or bad."""
-        text = self.optional(key, str)
-        if text is None:
-            return None
-        try:
-            return parse(text)
-        except ValueError as exc:
-            self.problem(key, f"{_show(text)} is {exc}")
-            return None
+        return self.parsed(key, None, parse)
 
     def strings(
         self, key: str, default: Sequence[str], *, secret: bool = False
@@ -246,10 +231,15 @@ class _Table:
         return tuple(result)
 
     def parsed_list(
-        self, key: str, default: Sequence[str], parse: Callable[[str], T]
+        self, key: str, default: tuple[T, ...], parse: Callable[[str], T]
     ) -> tuple[T, ...]:
+        """An array of strings, each run through `parse`; a bad one is reported and left
+        out. The default when the key is absent or not an array."""
+        texts = self.strings(key, ())
+        if not isinstance(self.data.get(key), list):
+            return default
         result: list[T] = []
-        for index, text in enumerate(self.strings(key, default)):
+        for index, text in enumerate(texts):
             try:
                 result.append(parse(text))
             except ValueError as exc:
@@ -272,9 +262,9 @@ class _Table:
     def _child(self, data: Mapping[str, Any], path: str) -> _Table:
         return _Table(data, path, self.problems, self.environ, self.base)
 
-    def file(self, key: str, default: str) -> Path:
+    def file(self, key: str, default: Path) -> Path:
         """A path, relative to the configuration file's folder unless absolute."""
-        return self.anchored(self.get(key, str, default))
+        return self.anchored(self.get(key, str, str(default)))
 
     def anchored(self, value: str) -> Path:
         """`value` as a path, relative to the configuration file's folder unless absolute."""
@@ -339,36 +329,40 @@ def _relay(root: _Table) -> RelayConfig:
             listen_tls=tls_table.parsed_optional("listen_tls", parse_host_port),
         )
         tls_table.finish()
+    d = field_defaults(RelayConfig)
     config = RelayConfig(
-        listen=table.parsed("listen", RELAY_LISTEN_DEFAULT, parse_host_port),
+        listen=table.parsed("listen", d["listen"], parse_host_port),
         hostname=hostname,
-        max_message_bytes=table.integer(
-            "max_message_bytes", MAX_MESSAGE_BYTES_DEFAULT, minimum=1024
-        ),
-        allow_networks=table.parsed_list("allow_networks", ALLOW_NETWORKS_DEFAULT, parse_network),
-        spool=table.file("spool", SPOOL_DEFAULT),
-        workers=table.integer("workers", 1, minimum=1, maximum=256),
-        concurrency=table.integer("concurrency", 20, minimum=1, maximum=1000),
-        retry_delays=_delays(table, "retry_delays", RETRY_DELAYS_DEFAULT),
+        max_message_bytes=table.integer("max_message_bytes", d["max_message_bytes"], minimum=1024),
+        allow_networks=table.parsed_list("allow_networks", d["allow_networks"], parse_network),
+        spool=table.file("spool", d["spool"]),
+        workers=table.integer("workers", d["workers"], minimum=1, maximum=256),
+        concurrency=table.integer("concurrency", d["concurrency"], minimum=1, maximum=1000),
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
         max_queue_lifetime=table.parsed(
-            "max_queue_lifetime", MAX_QUEUE_LIFETIME_DEFAULT, parse_duration
+            "max_queue_lifetime", d["max_queue_lifetime"], parse_duration
         ),
-        bounce_notifications=table.get("bounce_notifications", bool, True),
+        bounce_notifications=table.get("bounce_notifications", bool, d["bounce_notifications"]),
         users=users,
         tls=tls,
-        max_recipients=table.integer("max_recipients", 1000, minimum=1, maximum=100_000),
-        max_connections=table.integer("max_connections", 500, minimum=1, maximum=100_000),
-        max_connections_per_ip=table.integer(
-            "max_connections_per_ip", 50, minimum=1, maximum=100_000
+        max_recipients=table.integer(
+            "max_recipients", d["max_recipients"], minimum=1, maximum=100_000
         ),
-        timeout=table.parsed("timeout", RELAY_TIMEOUT_DEFAULT, parse_duration),
+        max_connections=table.integer(
+            "max_connections", d["max_connections"], minimum=1, maximum=100_000
+        ),
+        max_connections_per_ip=table.integer(
+            "max_connections_per_ip", d["max_connections_per_ip"], minimum=1, maximum=100_000
+        ),
+        timeout=table.parsed("timeout", d["timeout"], parse_duration),
         bare_newlines=(
             "reject"
-            if table.choice("bare_newlines", ("normalize", "reject"), "normalize") == "reject"
+            if table.choice("bare_newlines", ("normalize", "reject"), d["bare_newlines"])
+            == "reject"
             else "normalize"
         ),
-        proxy_protocol=table.get("proxy_protocol", bool, False),
-        http_listen=table.parsed_optional("http_listen", parse_host_port),
+        proxy_protocol=table.get("proxy_protocol", bool, d["proxy_protocol"]),
+        http_listen=table.parsed("http_listen", d["http_listen"], parse_host_port),
     )
     table.finish()
     return config
@@ -393,10 +387,10 @@ def _relay_user(table: _Table) -> RelayUser:
     return RelayUser(name=name, password_hash=password_hash, from_domains=from_domains)
 
 
-def _delays(table: _Table, key: str, default: Sequence[str]) -> tuple[float, ...]:
+def _delays(table: _Table, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
     if table.data.get(key) == []:
         table.problem(key, "needs at least one delay")
-    return table.parsed_list(key, default, parse_duration) or tuple(map(parse_duration, default))
+    return table.parsed_list(key, default, parse_duration) or default
 
 
 def _upstream(root: _Table) -> Upstream:
@@ -405,25 +399,26 @@ def _upstream(root: _Table) -> Upstream:
     username = table.optional("username", str, secret=True) or None
     password = table.optional("password", str, secret=True) or None
     ca_file = table.optional("ca_file", str)
-    timeout = table.parsed("timeout", UPSTREAM_TIMEOUT_DEFAULT, parse_duration)
+    timeout = table.parsed("timeout", field_defaults(SMTPUpstream)["timeout"], parse_duration)
     table.finish()
     if (username is None) != (password is None) and not any(
         p.startswith(("upstream.username:", "upstream.password:")) for p in table.problems
     ):
         missing = "password" if password is None else "username"
         table.problem(missing, "is required when the other of username and password is set")
+    parse = functools.partial(
+        _parse_upstream_url,
+        username=username,
+        password=password,
+        ca_file=table.anchored(ca_file) if ca_file else None,
+        timeout=timeout,
+        anchored=table.anchored,
+    )
     try:
-        return _parse_upstream_url(
-            url,
-            username=username,
-            password=password,
-            ca_file=table.anchored(ca_file) if ca_file else None,
-            timeout=timeout,
-            anchored=table.anchored,
-        )
+        return parse(url)
     except ValueError as exc:
         table.problem("url", f"{_show(url)} is {exc}")
-        return MaildirUpstream(url=UPSTREAM_URL_DEFAULT, path=Path("var/outbox"))
+        return parse(UPSTREAM_URL_DEFAULT)
 
 
 def _parse_upstream_url(
@@ -489,25 +484,26 @@ def _api_token(table: _Table) -> str | None:
 
 def _tracker(root: _Table) -> TrackerConfig:
     table = root.section("tracker")
-    listen = table.parsed("listen", TRACKER_LISTEN_DEFAULT, parse_host_port)
-    public_url = table.parsed("public_url", f"http://{listen}", parse_http_url)
+    d = field_defaults(TrackerConfig)
+    listen = table.parsed("listen", d["listen"], parse_host_port)
+    public_url = table.parsed("public_url", parse_http_url(f"http://{listen}"), parse_http_url)
     config = TrackerConfig(
         listen=listen,
         public_url=public_url,
-        trusted_proxies=table.parsed_list(
-            "trusted_proxies", TRUSTED_PROXIES_DEFAULT, parse_network
-        ),
+        trusted_proxies=table.parsed_list("trusted_proxies", d["trusted_proxies"], parse_network),
         api_token=_api_token(table),
-        anonymize_ip=table.get("anonymize_ip", bool, False),
+        anonymize_ip=table.get("anonymize_ip", bool, d["anonymize_ip"]),
         header_timeout=table.duration(
-            "header_timeout", HEADER_TIMEOUT_DEFAULT, minimum=0.1, maximum=3600
+            "header_timeout", d["header_timeout"], minimum=0.1, maximum=3600
         ),
-        max_connections=table.integer("max_connections", 500, minimum=1, maximum=100_000),
+        max_connections=table.integer(
+            "max_connections", d["max_connections"], minimum=1, maximum=100_000
+        ),
         max_connections_per_ip=table.integer(
-            "max_connections_per_ip", 50, minimum=1, maximum=100_000
+            "max_connections_per_ip", d["max_connections_per_ip"], minimum=1, maximum=100_000
         ),
         ready_max_outbox_lag=table.duration(
-            "ready_max_outbox_lag", READY_MAX_OUTBOX_LAG_DEFAULT, minimum=0, maximum=30 * 86400
+            "ready_max_outbox_lag", d["ready_max_outbox_lag"], minimum=0, maximum=30 * DAY
         ),
     )
     table.finish()
@@ -517,7 +513,9 @@ def _tracker(root: _Table) -> TrackerConfig:
 def _store(root: _Table) -> StoreConfig:
     table = root.section("store")
     url = table.get("url", str, STORE_URL_DEFAULT, secret=True)
-    retention_days = table.integer("retention_days", RETENTION_DAYS_DEFAULT, minimum=1)
+    retention_days = table.integer(
+        "retention_days", field_defaults(StoreConfig)["retention_days"], minimum=1
+    )
     table.finish()
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return StoreConfig(
@@ -549,8 +547,9 @@ def _classify_rule(table: _Table) -> ClassifyRule:
             f"{_show(reason)} is not a reason (1 to 64 of a-z, 0-9 and _, e.g. "
             '"corporate_scanner")',
         )
-    verdict = table.choice("verdict", ("machine", "human", "proxy"), "machine")
-    kinds = table.strings("events", ("open", "click"))
+    d = field_defaults(ClassifyRule)
+    verdict = table.choice("verdict", ("machine", "human", "proxy"), d["verdict"])
+    kinds = table.strings("events", sorted(d["kinds"]))
     for index, kind in enumerate(kinds):
         if kind not in ("open", "click"):
             table.problem(f"events[{index}]", f"{_show(kind)} is not one of open, click")
@@ -562,7 +561,7 @@ def _classify_rule(table: _Table) -> ClassifyRule:
             re.compile(user_agent)
         except re.error as exc:
             table.problem("user_agent", f"{_show(user_agent)} is not a regular expression: {exc}")
-    networks = table.parsed_list("networks", (), parse_network)
+    networks = table.parsed_list("networks", d["networks"], parse_network)
     method = table.optional("method", str)
     if method is not None and method not in ("GET", "HEAD"):
         table.problem("method", f"{_show(method)} is not one of GET, HEAD")
@@ -590,9 +589,12 @@ def _classify_rule(table: _Table) -> ClassifyRule:
 
 def _classify(root: _Table) -> ClassifyConfig:
     table = root.section("classify")
+    d = field_defaults(ClassifyConfig)
     config = ClassifyConfig(
-        click_after_delivery=table.parsed("click_after_delivery", "10s", parse_duration),
-        link_burst=table.parsed("link_burst", "1s", parse_duration),
+        click_after_delivery=table.parsed(
+            "click_after_delivery", d["click_after_delivery"], parse_duration
+        ),
+        link_burst=table.parsed("link_burst", d["link_burst"], parse_duration),
         rules=tuple(_classify_rule(t) for t in table.tables("rules")),
     )
     table.finish()
@@ -601,7 +603,8 @@ def _classify(root: _Table) -> ClassifyConfig:
 
 def _signing(root: _Table) -> SigningConfig:
     table = root.section("signing")
-    keys = table.strings("keys", (), secret=True)
+    d = field_defaults(SigningConfig)
+    keys = table.strings("keys", d["keys"], secret=True)
     for index, key in enumerate(keys):
         try:
             decode_signing_key(key)
@@ -609,7 +612,7 @@ def _signing(root: _Table) -> SigningConfig:
             table.problem(f"keys[{index}]", f"{_SECRET_SHOWN} is {exc}")
     if len(set(keys)) != len(keys):
         table.problem("keys", "lists the same key twice")
-    key_file = table.file("key_file", KEY_FILE_DEFAULT)
+    key_file = table.file("key_file", d["key_file"])
     table.finish()
     return SigningConfig(keys=keys, key_file=key_file)
 
@@ -619,12 +622,13 @@ def _config_set(name: str, table: _Table) -> ConfigSet:
         table.problems.append(
             f"config_sets.{name}: the name may only use letters, digits, _ and - (64 at most)"
         )
+    d = field_defaults(ConfigSet)
     config_set = ConfigSet(
         name=name,
-        open_tracking=table.get("open_tracking", bool, True),
-        click_tracking=table.get("click_tracking", bool, True),
-        tracking_url=table.parsed_optional("tracking_url", parse_http_url),
-        destinations=table.strings("destinations", ()),
+        open_tracking=table.get("open_tracking", bool, d["open_tracking"]),
+        click_tracking=table.get("click_tracking", bool, d["click_tracking"]),
+        tracking_url=table.parsed("tracking_url", d["tracking_url"], parse_http_url),
+        destinations=table.strings("destinations", d["destinations"]),
     )
     table.finish()
     return config_set
@@ -679,13 +683,14 @@ def _webhook(name: str, table: _Table) -> WebhookDestination:
         decode_webhook_secret(secret)
     except ValueError as exc:
         table.problem("secret", f"{_SECRET_SHOWN} is {exc}")
+    d = field_defaults(WebhookDestination)
     return WebhookDestination(
         name=name,
         events=_events(table),
         url=url,
         secret=secret,
-        retry_delays=_delays(table, "retry_delays", WEBHOOK_RETRY_DELAYS_DEFAULT),
-        timeout=table.parsed("timeout", WEBHOOK_TIMEOUT_DEFAULT, parse_duration),
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
+        timeout=table.parsed("timeout", d["timeout"], parse_duration),
     )
 
 
@@ -716,7 +721,7 @@ def parse_config(
     }
     root.finish()
 
-    if (store.retention_days - 1) * 86400 < relay.max_queue_lifetime:
+    if (store.retention_days - 1) * DAY < relay.max_queue_lifetime:
         days = f"{store.retention_days} day{'s' if store.retention_days != 1 else ''}"
         root.problem(
             "store.retention_days",

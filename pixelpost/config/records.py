@@ -1,18 +1,31 @@
 """The configuration as frozen, typed records: what the rest of pixelpost reads.
 
 The loader (`loader.py`) builds these once from TOML; nothing else parses configuration.
-Secrets are kept out of `repr` so that a logged record never shows them.
+The fields' defaults are the defaults: the loader takes them from here (`field_defaults`),
+and tests check `config.example.toml` and the README against them. Secrets are kept out
+of `repr` so that a logged record never shows them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pixelpost.config.values import HostPort, IPNetwork
+from pixelpost.config.values import DAY, HOUR, MINUTE, HostPort, IPNetwork
 from pixelpost.event_types import EventType
+
+
+def field_defaults(record: type[Any]) -> dict[str, Any]:
+    """The default of each of `record`'s fields that has one, by field name."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(record)
+        if f.default is not dataclasses.MISSING
+    }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,26 +51,37 @@ class RelayTLS:
 class RelayConfig:
     """The SMTP side (`[relay]`)."""
 
-    listen: HostPort
+    listen: HostPort = HostPort(host="127.0.0.1", port=2525)  # noqa: RUF009 (frozen)
     hostname: str
-    max_message_bytes: int
-    allow_networks: tuple[IPNetwork, ...]
-    spool: Path
-    workers: int
+    """The name in the greeting and in Received: headers (the loader's default: the
+    machine's host name)."""
+    max_message_bytes: int = 25 * 1024 * 1024
+    allow_networks: tuple[IPNetwork, ...] = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
+    spool: Path = Path("var/spool")
+    workers: int = 1
     concurrency: int = 20
     """Deliveries in flight per relay process (and pooled upstream connections)."""
-    retry_delays: tuple[float, ...]
-    max_queue_lifetime: float
-    bounce_notifications: bool
+    retry_delays: tuple[float, ...] = (
+        MINUTE,
+        5 * MINUTE,
+        15 * MINUTE,
+        30 * MINUTE,
+        HOUR,
+        2 * HOUR,
+        4 * HOUR,
+    )
+    """Waits between delivery attempts after each deferral; the last one repeats."""
+    max_queue_lifetime: float = 2 * DAY
+    bounce_notifications: bool = True
     users: tuple[RelayUser, ...] = ()
     tls: RelayTLS | None = None
     max_recipients: int = 1000
-    """Recipients per message; more get 452."""
+    """Recipients per message, as Postfix's `smtpd_recipient_limit`; more get 452."""
     max_connections: int = 500
     """Connections at once per relay process; more get 421."""
     max_connections_per_ip: int = 50
     """Connections at once from one client address per relay process; more get 421."""
-    timeout: float = 300.0
+    timeout: float = 5 * MINUTE
     """Seconds a client may take for a command, or for a whole message after DATA."""
     bare_newlines: Literal["normalize", "reject"] = "normalize"
     """What becomes of a bare LF or CR in a message: made CRLF, or the message refused."""
@@ -99,9 +123,11 @@ Upstream = SMTPUpstream | MaildirUpstream
 class TrackerConfig:
     """The HTTP side (`[tracker]`)."""
 
-    listen: HostPort
+    listen: HostPort = HostPort(host="127.0.0.1", port=8080)  # noqa: RUF009 (frozen)
     public_url: str
-    trusted_proxies: tuple[IPNetwork, ...]
+    """The base of the pixel and of rewritten links (the loader's default: http://
+    and `listen`)."""
+    trusted_proxies: tuple[IPNetwork, ...] = (IPv4Network("127.0.0.1/32"), IPv6Network("::1/128"))
     api_token: str | None = field(default=None, repr=False)
     anonymize_ip: bool = False
     header_timeout: float = 15.0
@@ -112,7 +138,7 @@ class TrackerConfig:
     max_connections_per_ip: int = 50
     """Connections at once from one client address; the trusted proxies count only in
     `max_connections` (every recipient comes through them)."""
-    ready_max_outbox_lag: float = 300.0
+    ready_max_outbox_lag: float = 5 * MINUTE
     """/readyz fails while an event has waited longer than this to be delivered (or
     routed); 0 leaves the outbox out of readiness."""
 
@@ -150,7 +176,7 @@ class StoreConfig:
 
     url: str
     kind: Literal["sqlite", "postgresql"]
-    retention_days: int
+    retention_days: int = 60
     sqlite_path: Path | None = None
 
 
@@ -192,8 +218,18 @@ class WebhookDestination:
     events: frozenset[EventType]
     url: str
     secret: str = field(repr=False)
-    retry_delays: tuple[float, ...]
-    timeout: float
+    retry_delays: tuple[float, ...] = (
+        5.0,
+        5 * MINUTE,
+        30 * MINUTE,
+        2 * HOUR,
+        5 * HOUR,
+        10 * HOUR,
+        10 * HOUR,
+    )
+    """Waits between attempts after a failure; after the last, the event is a dead
+    letter."""
+    timeout: float = 15.0
 
 
 Destination = FileDestination | WebhookDestination

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.retry import next_attempt_at
+from pixelpost.retry import next_attempt_at
 from relay.spool import Spool, State, depth
 from relay.spoolfile import Copy, CorruptSpoolFile, Envelope, decode, encode
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
+from pixelpost.retry import next_delay, parse_retry_after
 from pixelpost.throttle import Throttle
 from tracker.auth import SESSION_SECONDS, SESSIONS_KEPT, Access
 from tracker.client import anonymize, client_ip, is_trusted
-from tracker.retry import next_delay, parse_retry_after
 from tracker.server import BAD_REQUEST_SHOWN, describe_bad_request
 from tracker.views import PIXEL, location
 
