@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import sqlite3
@@ -13,7 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import pytest
@@ -216,6 +217,15 @@ class RunningRelay:
     def address(self) -> HostPort:
         return self.server.address
 
+    def idle(self) -> bool:
+        """Whether the relay is done with every message it accepted: its spool is empty
+        and its queue has nothing scheduled or in flight. A delivery holds its spool
+        file until it is over, and a bounce notification is spooled before its
+        message's file goes, so from then on nothing more leaves the relay until it
+        accepts a new message: a test that shows nothing more arrives (no retry, no
+        second copy) waits for this rather than for some time."""
+        return not self.spool.ids() and self.queue.depth == 0
+
     async def stop(self) -> None:
         """Stop as on SIGTERM: the listener, then the deliveries."""
         await self._stack.aclose()
@@ -236,10 +246,21 @@ async def events_of(store: SQLiteStore, **expected: int) -> list[tuple[str, str,
         await asyncio.sleep(0.02)
 
 
-async def until(condition: Callable[[], bool], what: str, *, within: float = 10.0) -> None:
-    """Wait for `condition` to hold, looking every 10 ms for up to `within` seconds."""
+T = TypeVar("T")
+
+
+async def until(
+    condition: Callable[[], T | Awaitable[T]], what: str, *, within: float = 10.0
+) -> T:
+    """Wait for `condition` (a function, or an async one) to return something true,
+    looking every 10 ms for up to `within` seconds; return what it returned."""
     deadline = asyncio.get_running_loop().time() + within
-    while not condition():
+    while True:
+        found = condition()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return cast(T, found)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what}: not within {within} s")
         await asyncio.sleep(0.01)

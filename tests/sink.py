@@ -3,6 +3,8 @@
 It records what it receives, and can be told to refuse recipients, answer DATA with a
 given reply, or hold DATA until released. Waiting uses a condition variable so that
 tests in the event loop's thread and in another thread can both wait on it.
+`ThreadedSMTP` serves any handler from a thread of its own, for code that is not async
+(the end-to-end tests, and the crash scenario that bench/crash.py runs too).
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-
-from bench.threaded_smtp import ThreadedSMTP
 
 
 @dataclass
@@ -86,6 +87,45 @@ class SinkHandler:
 
     async def wait(self, count: int, *, within: float = 10.0, attempts: bool = False) -> None:
         await asyncio.to_thread(self.wait_for, count, within, attempts=attempts)
+
+
+class ThreadedSMTP:
+    """Serves `handler` on 127.0.0.1, a free port, on an event loop of its own in a
+    thread; `options` go to aiosmtpd's SMTP."""
+
+    def __init__(self, handler: object, **options: Any) -> None:
+        self._handler = handler
+        self._options = options
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        self._thread.start()
+
+        async def listen() -> asyncio.Server:
+            return await self._loop.create_server(
+                lambda: SMTP(self._handler, loop=self._loop, **self._options), "127.0.0.1", 0
+            )
+
+        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    def stop(self) -> None:
+        server = self._server
+        if server is not None:
+            # Closed in the loop's own thread: asyncio's Server is not thread-safe, and
+            # closing it from here races connections that end meanwhile.
+            async def close() -> None:
+                server.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
 class ThreadedSink(ThreadedSMTP):

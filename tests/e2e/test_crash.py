@@ -1,13 +1,14 @@
 """Issue 5's acceptance: SIGKILL in the middle of a 2,000-message load loses nothing.
 
-The scenario is `bench/crash.py`'s, which also gives the figure in docs/benchmarks.md.
+The scenario is `tests/crash.py`'s; `bench/crash.py` runs it for the figure in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.crash import run
+from tests.crash import run
 
 CONCURRENCY = 20
 """relay.concurrency's default: at most this many deliveries were cut off by the kill."""

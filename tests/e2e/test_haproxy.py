@@ -17,7 +17,7 @@ import trustme
 
 from pixelpost.passwords import hash_password
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, delivered, readme_block, start
+from tests.e2e.conftest import BIN, Running, delivered, readme_block, start, until
 from tests.net import BALANCER, UNVERIFIED_TLS, free_port
 from tests.tools import need
 
@@ -123,16 +123,13 @@ password_hash = "{hash_password(PASSWORD, log2_n=4)}"
 
     # The events say who sent them: the client, not HAProxy.
     events = tmp_path / "events.jsonl"
-    deadline = time.monotonic() + 15
-    sends: list[dict[str, object]] = []
-    while len(sends) < 2 and time.monotonic() < deadline:
-        if events.exists():
-            sends = [
-                event
-                for line in events.read_text().splitlines()
-                if (event := json.loads(line))["eventType"] == "Send"
-            ]
-        time.sleep(0.1)
+
+    def sent() -> list[dict[str, object]]:
+        lines = events.read_text().splitlines() if events.exists() else []
+        return [event for line in lines if (event := json.loads(line))["eventType"] == "Send"]
+
+    until(lambda: len(sent()) >= 2, "the two Send events", within=15)
+    sends = sent()
     assert len(sends) == 2
     for send in sends:
         mail = send["mail"]

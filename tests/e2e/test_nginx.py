@@ -8,12 +8,11 @@ import re
 import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
-from tests.e2e.conftest import BIN, Running, readme_block, start
+from tests.e2e.conftest import BIN, Running, readme_block, start, until
 from tests.net import free_port
 from tests.tools import need
 
@@ -70,15 +69,16 @@ http {{
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", nginx_port), 0.2).close()
-                break
             except OSError:
                 assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                assert time.monotonic() < deadline, "nginx does not listen"
-                time.sleep(0.05)
+                return False
+            return True
+
+        until(listening, "nginx listening", within=10)
 
         codec = TokenCodec([decode_signing_key((tmp_path / "signing.key").read_text().strip())])
         destination = "https://shop.example.com/a//b/%2F?q=%20x&y=1"

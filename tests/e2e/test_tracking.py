@@ -11,7 +11,6 @@ import smtplib
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -23,7 +22,7 @@ from standardwebhooks import Webhook
 
 from pixelpost.keys import decode_signing_key
 from pixelpost.tokens import TokenCodec
-from tests.e2e.conftest import BIN, Running, delivered, start
+from tests.e2e.conftest import BIN, Running, delivered, start, until
 from tests.net import free_port
 from tests.receiver import ThreadedReceiver
 from tests.tools import need
@@ -159,11 +158,11 @@ def test_send_open_click_reach_the_webhook_and_the_file(
     assert click["linkTags"] == {"slot": ["hero"]}
     assert click["userAgent"].startswith("curl/")
     events_file = tmp_path / "events.jsonl"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (
-        not events_file.exists() or len(events_file.read_text().splitlines()) < 4
-    ):
-        time.sleep(0.05)  # the file destination delivers on its own schedule
+    until(  # the file destination delivers on its own schedule
+        lambda: events_file.exists() and len(events_file.read_text().splitlines()) >= 4,
+        "four events in the file",
+        within=15,
+    )
     assert running.stop(signal.SIGTERM) == 0
     lines = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert sorted(json.dumps(e, sort_keys=True) for e in lines) == sorted(

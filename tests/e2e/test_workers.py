@@ -10,6 +10,7 @@ import smtplib
 import time
 from pathlib import Path
 
+from pixelpost.runtime import spool_counts
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, start, until
 from tests.sink import ThreadedSink
@@ -46,7 +47,9 @@ def test_two_relay_processes_share_the_port_and_deliver_each_message_once(
             )
 
     sink.handler.wait_for(MESSAGES)
-    time.sleep(0.5)  # a second delivery of any of them would arrive by now
+    # A delivery holds its spool file until it is over: once the shared spool is empty,
+    # no second delivery of any message can still come.
+    until(lambda: spool_counts(tmp_path / "spool") == (0, 0), "the spool emptied")
     seqs = [
         re.search(rb"X-Seq: (\d+)", arrival.content)[1]  # type: ignore[index]
         for arrival in sink.handler.arrivals

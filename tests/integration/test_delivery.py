@@ -33,6 +33,7 @@ from tests.conftest import (
     make_config,
     published,
     recorded,
+    until,
 )
 from tests.integration.test_relay_passthrough import MESSAGE, send
 from tests.net import free_port
@@ -55,14 +56,6 @@ def notifications(handler: SinkHandler) -> list[tuple[Arrival, EmailMessage]]:
             assert isinstance(parsed, EmailMessage)
             found.append((arrival, parsed))
     return found
-
-
-async def until(condition: Any, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_upstream_down_mail_is_accepted_then_delivered_when_it_is_back(
@@ -92,7 +85,7 @@ async def test_upstream_down_mail_is_accepted_then_delivered_when_it_is_back(
     assert delivery["reportingMTA"] == "relay.test"
     assert delivery["processingTimeMillis"] >= 100
     assert len(handler.arrivals) == 1
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
     assert [e["eventType"] for e in await published(store)] == [
         "Send",
         "DeliveryDelay",
@@ -129,7 +122,7 @@ async def test_one_of_three_refused_bounces_with_a_notification_the_others_are_d
     assert "Final-Recipient: rfc822; gone@example.org" in status
     assert "Status: 5.1.1" in status
     assert "a@example.org" not in status
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_a_refusal_in_latin_1_bounces_once_and_the_others_get_one_copy(
@@ -149,8 +142,7 @@ async def test_a_refusal_in_latin_1_bounces_once_and_the_others_get_one_copy(
     assert bounce["bouncedRecipients"][0]["diagnosticCode"] == (
         "smtp; 550 5.1.1 Empf\ufffdnger unbekannt"
     )
-    await until(lambda: relay.spool.ids() == [])
-    await asyncio.sleep(0.5)  # retries come after 200 ms: none may come
+    await until(relay.idle, "the relay done with the message")  # so no retry will come
     assert [a.rcpt_tos for a in handler.arrivals] == [["a@example.org"], ["sender@example.com"]]
 
 
@@ -172,7 +164,7 @@ async def test_every_recipient_refused_each_by_its_own_reply(
     events = await events_of(store, delivery=1)
     [delivery] = details(events, "delivery")
     assert delivery["recipients"] == ["busy@example.org"]
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_a_refused_message_bounces_every_recipient(
@@ -190,7 +182,7 @@ async def test_a_refused_message_bounces_every_recipient(
     await handler.wait(1)
     [(arrival, _)] = notifications(handler)
     assert arrival.rcpt_tos == ["sender@example.com"]
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
     assert "delivery" not in [kind for kind, _, _ in recorded(store)]
 
 
@@ -205,9 +197,7 @@ async def test_a_notification_that_bounces_is_dropped_not_bounced(
     await send(relay.address.port, MESSAGE)
 
     await events_of(store, bounce=1)
-    await until(lambda: relay.spool.ids() == [])  # the notification was tried, and given up
-    await asyncio.sleep(0.3)
-    assert relay.spool.ids() == []
+    await until(relay.idle, "the notification tried, and given up")
     assert handler.arrivals == []
     assert [kind for kind, _, _ in recorded(store)] == ["send", "bounce"]
 
@@ -233,8 +223,7 @@ async def test_no_notification_when_off_or_for_a_null_sender(
         await client.sendmail(sender, ["rcpt@example.org"], MESSAGE)
 
     await events_of(store, bounce=1)
-    await until(lambda: relay.spool.ids() == [])
-    await asyncio.sleep(0.3)
+    await until(relay.idle, "the relay done with the message")  # no notification will come
     assert handler.rcpt_attempts == ["rcpt@example.org"]
     assert handler.data_attempts == 0
 
@@ -258,7 +247,7 @@ async def test_a_deferred_recipient_is_retried_alone_until_delivered(
     assert [a.rcpt_tos for a in handler.arrivals] == [["a@example.org"], ["busy@example.org"]]
     events = await events_of(store, delivery=2)
     assert [kind for kind, _, _ in events] == ["send", "delivery", "delivery_delay", "delivery"]
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_a_timeout_after_the_final_dot_is_a_deferral_and_the_message_is_sent_again(
@@ -284,7 +273,7 @@ async def test_a_timeout_after_the_final_dot_is_a_deferral_and_the_message_is_se
     await events_of(store, delivery=1)
     assert 1 <= len(handler.arrivals) <= 2
     assert all(a.rcpt_tos == ["rcpt@example.org"] for a in handler.arrivals)
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_mail_past_its_lifetime_bounces_as_transient(
@@ -308,7 +297,7 @@ async def test_mail_past_its_lifetime_bounces_as_transient(
     assert bounced["status"] == "4.4.7"
     assert "Delivery time expired after 1s" in bounced["diagnosticCode"]
     assert [kind for kind, _, _ in events][:2] == ["send", "delivery_delay"]
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_a_restart_resumes_the_spool_and_sends_no_second_send_event(
@@ -332,7 +321,7 @@ async def test_a_restart_resumes_the_spool_and_sends_no_second_send_event(
         sorted(kind for kind, _, _ in events)
         == ["delivery"] * 3 + ["delivery_delay"] * 3 + ["send"] * 3
     )
-    await until(lambda: second.spool.ids() == [])
+    await until(lambda: second.spool.ids() == [], "the spool emptied")
     assert len(handler.arrivals) == 3
 
 
@@ -368,7 +357,7 @@ async def test_a_damaged_spool_file_is_set_aside_and_never_delivered(
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
 
     await handler.wait(1)
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
     assert [a.content for a in handler.arrivals] == [b"Subject: whole\r\n\r\nall of it\r\n"]
     assert (tmp_path / "spool" / "corrupt" / f"{2:032x}").read_bytes() == torn[: len(torn) // 2]
     assert (tmp_path / "spool" / "corrupt" / f"{3:032x}").read_bytes() == broken
@@ -416,8 +405,7 @@ async def test_relays_sharing_a_spool_deliver_each_message_once(
     handler, _ = await start_sink(port=port)
 
     await handler.wait(count)
-    await until(lambda: relays[0].spool.ids() == [])
-    await asyncio.sleep(0.5)
+    await until(lambda: relays[0].idle() and relays[1].idle(), "both relays done")
     numbers = sorted(
         int(a.content.split(b"X-Seq: ", 1)[1].split(b"\r\n", 1)[0]) for a in handler.arrivals
     )
@@ -459,7 +447,7 @@ async def test_queue_shows_the_spool_and_flush_retries_now(
     assert "2 of them waiting for a retry" in capsys.readouterr().out
 
     await handler.wait(2)
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
     assert main(["queue", "--json", "-c", str(config_file)]) == 0
     assert '"messages": 0' in capsys.readouterr().out
 
@@ -495,7 +483,7 @@ async def test_metrics_show_the_queue_and_the_delivery_outcomes(
     handler, _ = await start_sink(port=port)
     await handler.wait(1)
     await events_of(store, delivery=1)
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
     text = await scrape()
     assert 'pixelpost_queue_messages{state="deferred"} 0.0' in text
     assert 'pixelpost_events_recorded_total{type="Delivery"} 1.0' in text
@@ -524,4 +512,4 @@ async def test_a_scan_leaves_a_message_just_accepted_to_the_process_that_accepte
 
     await handler.wait(1, within=15)
     assert time.time() - message_id_time(message_id) >= 3.0
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")

@@ -18,6 +18,8 @@ from standardwebhooks import Webhook
 from pixelpost.config import Config, parse_config_text
 from pixelpost.events import open_event, send_event
 from pixelpost.store import MessageRecord, SQLiteStore
+from tests.clock import Clock
+from tests.conftest import until
 from tests.receiver import Receiver, start_receiver
 from tracker.destinations import make_sender
 from tracker.dispatch import Dispatcher
@@ -108,14 +110,6 @@ def file_lines(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def test_events_reach_the_webhook_signed_and_the_file(
     tmp_path: Path,
     store: SQLiteStore,
@@ -127,7 +121,7 @@ async def test_events_reach_the_webhook_signed_and_the_file(
     await start_dispatcher(config(tmp_path, port), store)
 
     await hook.wait(3)
-    await until(lambda: len(file_lines(tmp_path)) == 3)
+    await until(lambda: len(file_lines(tmp_path)) == 3, "three lines in the file")
     verifier = Webhook(SECRET)
     for request in hook.requests:
         payload = verifier.verify(request.body, request.headers)
@@ -136,12 +130,15 @@ async def test_events_reach_the_webhook_signed_and_the_file(
         assert request.headers["webhook-signature"].startswith("v1,")
     assert sorted(hook.delivered_ids) == sorted(ids)
     metrics = Metrics()
-    for _ in range(100):
+
+    async def scraped() -> str | None:
         await metrics.refresh(store)
         text = generate_latest(metrics.registry).decode()
-        if 'pixelpost_events_delivered_total{destination="archive"} 3.0' in text:
-            break
-        await asyncio.sleep(0.05)
+        return (
+            text if 'pixelpost_events_delivered_total{destination="archive"} 3.0' in text else None
+        )
+
+    text = await until(scraped, "the file's deliveries counted")
     assert 'pixelpost_events_delivered_total{destination="app"} 3.0' in text
     assert 'pixelpost_events_delivered_total{destination="archive"} 3.0' in text
     assert 'pixelpost_outbox_depth{destination="app"} 0.0' in text
@@ -166,15 +163,19 @@ async def test_a_receiver_down_for_a_while_gets_everything_once_back(
     await hook.wait(4 * 3)  # every event failed three times
     failed = len(hook.requests)
     hook.status = 200
-    await until(lambda: len({r.headers["webhook-id"] for r in hook.requests[failed:]}) == 4)
+    await until(
+        lambda: len({r.headers["webhook-id"] for r in hook.requests[failed:]}) == 4,
+        "each event sent again",
+        within=15,
+    )
     after_recovery = [r.headers["webhook-id"] for r in hook.requests[failed:]]
     assert sorted(set(after_recovery)) == sorted(ids)
     assert all(r.headers["webhook-id"] in ids for r in hook.requests)
-    for _ in range(50):
-        if await store.outbox_depth() == {}:
-            break
-        await asyncio.sleep(0.05)
-    assert await store.outbox_depth() == {}
+
+    async def outbox_empty() -> bool:
+        return await store.outbox_depth() == {}
+
+    await until(outbox_empty, "the outbox emptied")
     assert await store.dead_letters() == []
 
 
@@ -198,12 +199,11 @@ async def test_retry_after_is_honoured(
 
 
 async def dead_letters_soon(store: SQLiteStore, count: int) -> list[object]:
-    for _ in range(200):
-        letters = await store.dead_letters()
-        if len(letters) >= count:
-            return list(letters)
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {count} dead letters")
+    async def letters() -> list[object] | None:
+        found = await store.dead_letters()
+        return list(found) if len(found) >= count else None
+
+    return await until(letters, f"{count} dead letters")
 
 
 async def test_exhausted_retries_become_dead_letters_and_replay_delivers_them(
@@ -249,7 +249,7 @@ async def test_410_disables_the_destination_and_replay_enables_it(
     assert "destination disabled" in caplog.text
     await record_more(store)
     dispatcher.wake()
-    await until(lambda: len(file_lines(tmp_path)) == 2)
+    await until(lambda: len(file_lines(tmp_path)) == 2, "two lines in the file")
     await dead_letters_soon(store, 2)
     assert len(hook.requests) == 1  # nothing more was sent to the disabled endpoint
     assert [letter.attempts for letter in await store.dead_letters("app")] == [1, 0]
@@ -295,18 +295,10 @@ async def test_a_slow_endpoint_holds_up_no_other_destination(
     started = time.monotonic()
     await start_dispatcher(config(tmp_path, port, timeout="10s"), store)
 
-    await until(lambda: len(file_lines(tmp_path)) == 20, within=5)
+    await until(lambda: len(file_lines(tmp_path)) == 20, "the file's 20 lines", within=5)
     assert time.monotonic() - started < 5
     await hook.wait(8)  # its requests in flight, no more
     assert len(hook.requests) == 8
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_crash_before_marking_done_delivers_again_with_the_same_id(

@@ -4,7 +4,6 @@ out, each with its own id, tokens and Received line; outcomes per copy, in round
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from email import message_from_bytes, policy
@@ -12,8 +11,8 @@ from pathlib import Path
 
 from pixelpost.store import SQLiteStore
 from relay.attempt import ROUND_COPIES
-from tests.conftest import RelayStarter, codec_for, events_of, make_config, published
-from tests.integration.test_delivery import notifications, until
+from tests.conftest import RelayStarter, codec_for, events_of, make_config, published, until
+from tests.integration.test_delivery import notifications
 from tests.integration.test_tracking_relay import send
 from tests.sink import SinkHandler
 
@@ -77,7 +76,7 @@ async def test_a_message_to_many_recipients_is_spooled_once_and_tracked_per_copy
         assert event["mail"]["destination"] == event["delivery"]["recipients"]
         assert event["mail"]["commonHeaders"]["messageId"] == event["mail"]["messageId"]
         assert event["mail"]["commonHeaders"]["subject"] == "Sale"
-    await until(lambda: relay.spool.ids() == [])
+    await until(lambda: relay.spool.ids() == [], "the spool emptied")
 
 
 async def test_outcomes_are_per_copy_and_each_round_notifies_its_bounces(
@@ -118,10 +117,9 @@ async def test_outcomes_are_per_copy_and_each_round_notifies_its_bounces(
     for rcpt in later:
         del handler.rcpt_replies[rcpt]
     await handler.wait(delivered + 2 + len(later), within=30)
-    await until(lambda: relay.spool.ids() == [])
+    await until(relay.idle, "the relay done with the message")  # so nothing more comes
     counted = [r for a in handler.arrivals for r in a.rcpt_tos if a.mail_from != "<>"]
     assert sorted(counted) == sorted(set(recipients) - set(gone))
-    await asyncio.sleep(0.3)
     events = await events_of(store, delivery=delivered + len(later))
     assert sum(1 for kind, _, _ in events if kind == "send") == count
     assert sum(1 for kind, _, _ in events if kind == "delivery_delay") == len(later)

@@ -17,7 +17,7 @@ import trustme
 
 from pixelpost.passwords import hash_password
 from pixelpost.store import SQLiteStore
-from tests.conftest import RelayStarter, RunningRelay, events_of, make_config, published
+from tests.conftest import RelayStarter, RunningRelay, events_of, make_config, published, until
 from tests.integration.test_relay_passthrough import MESSAGE, smtp_dialogue
 from tests.sink import SinkHandler
 
@@ -320,7 +320,7 @@ async def test_connections_past_the_limits_are_told_421(
     assert fourth.startswith(b"421 4.7.0 Too many connections;")
     b.close()
     await b.wait_closed()
-    await asyncio.sleep(0.1)
+    await until(lambda: relay.server.connections == 2, "the closed connection counted out")
     again, f = await greeting(relay.address.port)
     assert again.startswith(b"220")  # a place was freed
     for writer in (a, c, d, e, f):
@@ -425,7 +425,7 @@ async def test_smuggled_ends_of_data_yield_one_normalized_message_each(
         assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"354", b"250", b"221"], end
         messages = await arrived(number)
         assert len(messages) == number, end
-    await asyncio.sleep(0.3)
+    await until(relay.idle, "the relay done with what it accepted")  # so nothing more comes
     messages = await arrived(len(SMUGGLED_ENDS))
     assert len(messages) == len(SMUGGLED_ENDS)
     for content in messages:
@@ -447,7 +447,7 @@ async def test_bare_newlines_refused_when_configured(
     assert replies[4].startswith(b"550 5.5.2 Bare <LF> or <CR>")
     replies = await smtp_dialogue(relay.address.port, smuggling_attempt(b"\r\n\x00.\r\n"), 6)
     assert replies[4].startswith(b"550 5.6.0 NUL character")
-    await asyncio.sleep(0.3)
+    await until(relay.idle, "the relay done with what it accepted")  # so nothing more comes
     assert handler.arrivals == []
 
 
@@ -524,8 +524,7 @@ async def test_malformed_envelope_addresses_are_refused_at_mail_and_rcpt(
         b"250 2.0.0",
         b"221 Bye",
     ]
-    await handler.wait(1)
-    await asyncio.sleep(0.2)
+    await until(relay.idle, "the relay done with what it accepted")  # so nothing more comes
     [arrival] = handler.arrivals
     assert arrival.rcpt_tos == ["quoted@example.org"]
     await events_of(store, delivery=1)
@@ -561,11 +560,7 @@ async def test_client_input_puts_one_line_in_the_log_never_a_traceback(
         writer.write(hello)
         await writer.drain()
         writer.transport.abort()
-    for _ in range(200):
-        if relay.server.connections == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert relay.server.connections == 0
+    await until(lambda: relay.server.connections == 0, "every connection counted out")
     problems = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert problems == []
     assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)

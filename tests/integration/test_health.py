@@ -4,7 +4,6 @@ a spool that cannot be written), and the process metrics beside the relay's queu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -202,17 +201,21 @@ async def test_an_event_a_webhook_never_takes_makes_readyz_503_until_it_is_a_dea
         try:
             await record_send(store, at=datetime.now(UTC))
             dispatcher.wake()
-            deadline = time.monotonic() + WITHIN
-            while not (await store.counts()).get("hook", DestinationCounts()).failed:
-                assert time.monotonic() < deadline, "the webhook was never tried"
-                await asyncio.sleep(0.02)
-            assert (await store.outbox_depth()) == {"hook": 1}  # pending, to be retried
-            while (answer := await readyz(http, base))[0] == 200:
-                assert answer[1]["checks"]["outbox"]["status"] == "ok"
-                assert time.monotonic() < deadline, "readyz never said the outbox lags"
-                await asyncio.sleep(0.05)
 
-            status, body = answer
+            async def tried() -> int:
+                return (await store.counts()).get("hook", DestinationCounts()).failed
+
+            await until(tried, "the webhook tried", within=WITHIN)
+            assert (await store.outbox_depth()) == {"hook": 1}  # pending, to be retried
+
+            async def lagging() -> tuple[int, dict[str, Any]] | None:
+                answer = await readyz(http, base)
+                if answer[0] == 200:
+                    assert answer[1]["checks"]["outbox"]["status"] == "ok"
+                    return None
+                return answer
+
+            status, body = await until(lagging, "readyz saying the outbox lags", within=WITHIN)
             assert (status, body["failed"]) == (503, ["outbox"])
             assert body["checks"]["outbox"]["detail"].endswith(
                 "to be delivered, longer than tracker.ready_max_outbox_lag (1s)"
@@ -286,15 +289,14 @@ async def test_a_relay_alone_serves_metrics_health_and_readiness_on_its_own_list
         )
         base = f"http://{server.address}"
 
-        deadline = time.monotonic() + WITHIN
-        while True:  # the spool is counted on a thread, as soon as the listener starts
+        async def counted() -> str | None:
             async with http.get(f"{base}/metrics") as response:
                 assert response.status == 200
                 text = await response.text()
-            if "pixelpost_queue_messages" in text:
-                break
-            assert time.monotonic() < deadline, "the queue was never counted"
-            await asyncio.sleep(0.02)
+            return text if "pixelpost_queue_messages" in text else None
+
+        # The spool is counted on a thread, as soon as the listener starts.
+        text = await until(counted, "the queue counted", within=WITHIN)
         assert '\npixelpost_queue_messages{state="deferred"} 1.0' in text
         assert '\npixelpost_queue_messages{state="waiting"} 0.0' in text
         assert "\nprocess_resident_memory_bytes " in text

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import RelayStarter, RunningRelay, make_config
+from tests.conftest import RelayStarter, RunningRelay, make_config, until
 from tests.integration.test_front_door import (
     PASSWORD,
     SMUGGLED_ENDS,
@@ -46,11 +46,7 @@ async def behind_balancer(
 
 async def no_connections_left(relay: RunningRelay) -> None:
     """The relay's count of connections returns to zero once the clients are gone."""
-    for _ in range(200):
-        if relay.server.connections == 0:
-            return
-        await asyncio.sleep(0.01)
-    assert relay.server.connections == 0
+    await until(lambda: relay.server.connections == 0, "every connection counted out")
 
 
 class Session:
@@ -283,12 +279,7 @@ async def test_smuggled_ends_through_a_balancer_after_starttls_to_many_recipient
         assert (await session.command(b"QUIT")).startswith(b"221")
         await session.close()
     expected = len(SMUGGLED_ENDS) * len(recipients)
-    for _ in range(500):
-        found = list((maildir / "new").glob("*")) if (maildir / "new").is_dir() else []
-        if len(found) >= expected:
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.3)
+    await until(relay.idle, "the relay done with what it accepted")  # so nothing more comes
     found = sorted((maildir / "new").glob("*"))
     assert len(found) == expected
     for path in found:

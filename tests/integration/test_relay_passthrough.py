@@ -13,7 +13,15 @@ import pytest
 
 from pixelpost.store import SQLiteStore
 from relay.headers import parse_header_section
-from tests.conftest import RelayStarter, SinkStarter, events_of, make_config, published, recorded
+from tests.conftest import (
+    RelayStarter,
+    SinkStarter,
+    events_of,
+    make_config,
+    published,
+    recorded,
+    until,
+)
 from tests.sink import SinkHandler
 
 MESSAGE = (
@@ -328,6 +336,18 @@ async def test_maildir_upstream_writes_one_file_per_recipient(
         assert b"\r\nX-Config-Set: marketing" not in content
 
 
+async def refused(port: int) -> bool:
+    """Whether a connection to `port` on 127.0.0.1 is refused, or reset by a listener
+    closing with it in its backlog (one that is not is closed at once)."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
 async def test_stop_refuses_new_connections_and_lets_a_delivery_in_flight_finish(
     sink: tuple[SinkHandler, int], start_relay: RelayStarter, tmp_path: Path, store: SQLiteStore
 ) -> None:
@@ -339,7 +359,7 @@ async def test_stop_refuses_new_connections_and_lets_a_delivery_in_flight_finish
     assert "queued as" in await send(relay_port, MESSAGE)
     await handler.wait(1, attempts=True)
     stopping = asyncio.create_task(relay.stop())
-    await asyncio.sleep(0.05)
+    await until(lambda: refused(relay_port), "new connections refused")
     with pytest.raises(aiosmtplib.SMTPConnectError):
         await send(relay_port, MESSAGE)
     assert not stopping.done()
@@ -409,8 +429,7 @@ async def test_data_on_the_wire_pipelined_smuggling_and_size(
         b"552",
         b"221",
     ]
-    await handler.wait(1)
-    await asyncio.sleep(0.3)
+    await until(relay.idle, "the relay done with what it accepted")  # so nothing more comes
     [arrival] = handler.arrivals
     assert arrival.rcpt_tos == ["rcpt@example.org"]
     assert arrival.content.endswith(b"\r\n\r\nsmuggled\r\n.dot\r\n")
@@ -456,7 +475,10 @@ async def test_large_messages_wait_for_a_place_small_ones_do_not(
 
     small = await smtp_dialogue(relay.address.port, envelope + b"Subject: s\r\n\r\nhi\r\n.\r\n", 5)
     assert small[-1].startswith(b"250")
-    await asyncio.sleep(0.3)
+    # Nothing shows that the relay has read the second message and holds it back but
+    # the reply not coming: without the limit, it comes some 10 ms after the small
+    # one's (20 KB to spool), so 100 ms is a fair chance to come, yet a short wait.
+    await asyncio.sleep(0.1)
     assert not second_reply.done()  # still waiting for the place
 
     first.write(b".\r\n")

@@ -20,6 +20,7 @@ from pixelpost.stats import StatsQuery, report
 from pixelpost.store import Hit, MessageRecord, Route, SQLiteStore
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations
+from tests.conftest import until
 
 H0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
 H1 = H0 + 3600
@@ -293,7 +294,7 @@ async def test_purge_runs_while_hits_are_written(tmp_path: Path) -> None:
         await store.route([], limit=50_000)
         await store.rollup(limit=50_000)
         busy = asyncio.create_task(tracker())
-        await asyncio.sleep(0.2)
+        await until(lambda: written >= 20, "the tracker writing")  # the purge meets its writes
         try:
             events, _ = await store.purge(H0)
         finally:

@@ -15,16 +15,10 @@ from pixelpost.events import Event, click_event, open_event, send_event
 from pixelpost.store import MessageRecord, Route, SQLiteStore, StoreError
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations
+from tests.clock import Clock
+from tests.conftest import until
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def message(message_id: str, config_set: str | None = "marketing") -> MessageRecord:
@@ -82,7 +76,7 @@ async def test_concurrent_records_share_commits_and_all_land(tmp_path: Path) -> 
 
 
 async def test_route_claim_deliver(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
     await store.record(
         messages=[message("m1"), message("m2", config_set=None)],
@@ -117,7 +111,7 @@ async def test_route_claim_deliver(tmp_path: Path) -> None:
 
 
 async def test_retry_dead_letter_and_replay(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
     await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
     await store.route(to_destinations)
@@ -193,6 +187,20 @@ async def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> Non
     await store.close()
 
 
+def write_locked(path: Path) -> bool:
+    """Whether another connection holds the write lock of the database at `path`."""
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return True
+    else:
+        probe.execute("ROLLBACK")
+        return False
+    finally:
+        probe.close()
+
+
 async def test_a_purge_cancelled_while_it_waits_for_a_lock_stops_and_leaves_no_transaction(
     tmp_path: Path,
 ) -> None:
@@ -204,9 +212,11 @@ async def test_a_purge_cancelled_while_it_waits_for_a_lock_stops_and_leaves_no_t
     other = sqlite3.connect(outbox_path(tmp_path / "s.db"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     purge = asyncio.create_task(store.purge(NOW.timestamp() - 86400))
-    await asyncio.sleep(0.3)  # waiting for the outbox's write lock
+    # It takes the log's write lock, then waits for the outbox's.
+    await until(lambda: write_locked(tmp_path / "s.db"), "the purge waiting for the outbox")
     purge.cancel()
-    await asyncio.sleep(0.1)
+    await asyncio.wait({purge}, timeout=5)
+    assert purge.cancelled()  # at once: the caller's cancellation waits for no lock
     other.execute("COMMIT")
     other.close()
     with pytest.raises(asyncio.CancelledError):

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ from pixelpost.event_types import EventType
 from pixelpost.ids import new_message_id
 from pixelpost.store import DestinationCounts, MessageRecord, SQLiteStore
 from pixelpost.tokens import TokenCodec
+from tests.clock import Clock
 from tests.conftest import AppServer, recorded, until
 from tracker.app import create_app
 from tracker.auth import WRONG_TOKEN_DELAY, Access
@@ -46,6 +48,7 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
         api_token: str | None = None,
         delivered_at: DeliveryLookup | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> str:
         metrics = metrics or Metrics()
         views = Views(
@@ -56,6 +59,7 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
             metrics=metrics,
             classifier=classifier_for(classify),
             delivered_at=delivered_at or store.delivered_at,
+            clock=clock,
         )
         app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
         return await serve_app(app)
@@ -297,9 +301,10 @@ async def test_hits_are_classified_before_they_are_stored(
 async def test_clicks_after_the_window_are_people_unless_they_come_too_fast(
     start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
 ) -> None:
-    base = await start_tracker(classify=ClassifyConfig(click_after_delivery=0.2))
+    clock = Clock()
+    base = await start_tracker(clock=clock)
     message_id = await sent(store)
-    await asyncio.sleep(0.3)  # past the window
+    clock.now += DEFAULT_CLASSIFY.click_after_delivery + 1  # past the window
     links = [
         f"{base}/c/{codec.click_token(message_id, n, f'https://example.com/{n}', {})}"
         for n in range(3)

@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
 from pixelpost.retry import next_delay, parse_retry_after
 from pixelpost.throttle import Throttle
+from tests.clock import Clock
 from tracker.auth import SESSION_SECONDS, SESSIONS_KEPT, Access
 from tracker.client import anonymize, client_ip, is_trusted
 from tracker.server import BAD_REQUEST_SHOWN, describe_bad_request
@@ -96,14 +97,6 @@ def test_location_header(url: str, header: str) -> None:
     assert location(url).isascii()
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_is_trusted() -> None:
     assert is_trusted("127.0.0.1", TRUSTED)
     assert is_trusted("::ffff:10.1.2.3", TRUSTED)
@@ -113,7 +106,7 @@ def test_is_trusted() -> None:
 
 
 def test_the_throttle_counts_attempts_in_flight_and_failures_per_client() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     throttle = Throttle(per_client=3, in_all=100, window=300, clock=clock)
     assert [throttle.start("a") for _ in range(3)] == [None] * 3
     assert throttle.start("a") == 1  # three in flight: wait for their answers
@@ -130,7 +123,7 @@ def test_the_throttle_counts_attempts_in_flight_and_failures_per_client() -> Non
 
 
 def test_the_throttle_bounds_every_client_together() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     throttle = Throttle(per_client=5, in_all=4, window=60, clock=clock)
     for client in ("a", "b", "c", "d"):
         assert throttle.start(client) is None
