@@ -25,10 +25,10 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from bench.messages import html_message, newsletter_html
-from pixelpost.ids import new_message_id
-from pixelpost.tokens import TokenCodec
-from relay import html
-from relay.rewrite import plan_message
+from pixelpost.core import html
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.rewrite import plan_message
+from pixelpost.core.tokens import TokenCodec
 
 BASE = "https://t.example.com"
 

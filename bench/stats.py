@@ -38,11 +38,11 @@ import aiohttp
 import aiosqlite
 from aiohttp import web
 
-from pixelpost.event_types import EventType
-from pixelpost.events import Event, bounce_event, delivery_event, dumps, send_event
-from pixelpost.ids import new_message_id
-from pixelpost.mail import common_headers, mail_object
-from pixelpost.stats import StatsQuery, parse_query, report
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import Event, bounce_event, delivery_event, dumps, send_event
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.mail import common_headers, mail_object
+from pixelpost.core.stats import StatsQuery, parse_query, report
 from pixelpost.store import Hit, MessageRecord, SQLiteStore
 from pixelpost.store.sqlite import outbox_path
 from tracker.api import add_api

@@ -35,9 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.relay import CONNECTIONS_LIMIT, free_port, running
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key, load_or_create_key_file
 from pixelpost.store import MessageRecord, SQLiteStore
-from pixelpost.tokens import TokenCodec
 
 BIN = Path(sys.executable).parent
 MESSAGE_ID = "01a228d20a21020c7c34c59663927ded"

@@ -1,5 +1,5 @@
 import sys
 
-from pixelpost.cli import main
+from pixelpost.app.cli import main
 
 sys.exit(main())

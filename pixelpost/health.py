@@ -179,7 +179,7 @@ async def check_spool(path: Path, *, required: bool, within: float = CHECK_TIMEO
         return Check(
             name="spool",
             status=Status.SKIPPED,
-            detail=f"no spool at {path} on this machine (relay.spool)",
+            detail=f"no spool at {path} on this machine (relay.outbound.spool)",
         )
     return Check(name="spool", status=Status.OK, detail=f"{path} is writable")
 

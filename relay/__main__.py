@@ -2,6 +2,6 @@
 
 import sys
 
-from pixelpost.cli import main
+from pixelpost.app.cli import main
 
 sys.exit(main(["relay", *sys.argv[1:]]))

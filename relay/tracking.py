@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from pixelpost.config import ConfigSet
+from pixelpost.core.headers import received_field
+from pixelpost.core.html import Link
+from pixelpost.core.rewrite import MessagePlan, RewriteFailure, plan_message
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.logs import fields
-from pixelpost.tokens import TokenCodec
-from relay.headers import received_field
-from relay.html import Link
-from relay.rewrite import MessagePlan, RewriteFailure, plan_message
-from relay.spoolfile import Copy, Envelope, Tracking
+from relay.outbound.spoolfile import Copy, Envelope, Tracking
 
 log = logging.getLogger(__name__)
 

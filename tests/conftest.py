@@ -23,15 +23,15 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP
 from hypothesis import settings
 
+from pixelpost.app.runtime import start_relay as start_relay_services
 from pixelpost.config import Config, HostPort, TrackerConfig, parse_config_text
-from pixelpost.event_types import EventType
+from pixelpost.core.event_types import EventType
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key, signing_keys
-from pixelpost.runtime import start_relay as start_relay_services
 from pixelpost.store import Route, SQLiteStore, Store
-from pixelpost.tokens import TokenCodec
-from relay.queue import DeliveryQueue
-from relay.server import RelayServer
-from relay.spool import Spool
+from relay.frontdoor.server import RelayServer
+from relay.outbound.queue import DeliveryQueue
+from relay.outbound.spool import Spool
 from tests.sink import SinkHandler
 from tracker.server import TrackerServer
 

@@ -42,7 +42,7 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from pixelpost.runtime import spool_counts
+from pixelpost.app.runtime import spool_counts
 from tests.net import free_port
 from tests.sink import ThreadedSMTP
 

@@ -1,9 +1,13 @@
-"""The HTTP side of pixelpost: the pixel, the click redirects and the event pipeline.
+"""The HTTP side of pixelpost: the pixel, the click redirects, the statistics API and
+dashboard, health and metrics. Events it records go to the store; the event pipeline
+(`pipeline`) delivers them.
 
-app.py          the aiohttp application factory and its views
+app.py          the aiohttp application factory
+views.py        the pixel and the click redirect (the hot paths)
 server.py       the listening socket and its lifecycle
 connections.py  the listener that refuses connections past the limits
-                (pixelpost.limits)
+                (pixelpost.core.limits)
 auth.py         the API token and the dashboard's sessions, wrong tokens throttled
-                (pixelpost.throttle)
+                (pixelpost.core.throttle)
+api.py, dashboard.py, health.py, metrics.py, client.py
 """

@@ -8,7 +8,7 @@
     by          hour, day, link, tag or config_set: also answer per group
     limit       most groups (default 100)
 
-The answer is `pixelpost.stats.report`'s JSON. A bad parameter gets 400 naming it; a
+The answer is `pixelpost.core.stats.report`'s JSON. A bad parameter gets 400 naming it; a
 wrong token 401 (after a delay), and a client with too many wrong tokens lately 429.
 """
 
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from pixelpost.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
+from pixelpost.core.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
 from pixelpost.store import StoreError
 from tracker.auth import Access, Outcome, Verdict
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pixelpost.config import IPNetwork
+from pixelpost.core.throttle import Throttle
 from pixelpost.logs import LogEvery, fields
-from pixelpost.throttle import Throttle
 from tracker.client import client_ip
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from pixelpost.config import HostPort
-from pixelpost.limits import ConnectionLimits
+from pixelpost.core.limits import ConnectionLimits
 from pixelpost.logs import LogEvery, fields
 
 log = logging.getLogger(__name__)

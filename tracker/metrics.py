@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pixelpost.event_types import EventType
+from pixelpost.core.event_types import EventType
 from pixelpost.store import DestinationCounts, StoreError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pixelpost.config import HostPort, TrackerConfig
-from pixelpost.limits import ConnectionLimits
+from pixelpost.core.limits import ConnectionLimits
 from pixelpost.logs import LogEvery
 from tracker.client import is_trusted
 from tracker.connections import LimitedSite

@@ -7,7 +7,7 @@ does not hold the answer up: the hit is then kept in memory until the store take
 (`pixelpost.store.buffer`). A token that does not verify gets 404 and a short plain
 page, never a redirect.
 
-Each hit is classified (`pixelpost.classify`) before it is stored: a machine's open or
+Each hit is classified (`pixelpost.core.classify`) before it is stored: a machine's open or
 a bot's click is marked so, with its reason. The client's full address is only used
 for that; with `anonymize_ip` the stored one is cut to its /24 or /48.
 """
@@ -24,13 +24,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from pixelpost.classify import Classifier, Facts, Kind, RecentClicks, builtin_rules
 from pixelpost.config import IPNetwork
-from pixelpost.event_types import EventType
-from pixelpost.events import dumps
+from pixelpost.core.classify import Classifier, Facts, Kind, RecentClicks, builtin_rules
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import dumps
+from pixelpost.core.tokens import InvalidToken, TokenCodec
 from pixelpost.logs import fields
 from pixelpost.store import Hit, HitRecorder, StoreError
-from pixelpost.tokens import InvalidToken, TokenCodec
 from tracker.client import anonymize, client_ip
 from tracker.metrics import Metrics
 

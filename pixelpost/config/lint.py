@@ -1,7 +1,7 @@
 """Advice on a configuration that is valid but probably not what its author meant: a
 placeholder host copied from the example, links that recipients cannot reach. Pure:
 `check-config` prints these as warnings, and `--connect` adds what it finds on the
-network (`pixelpost.probes`)."""
+network (`pixelpost.app.probes`)."""
 
 from __future__ import annotations
 

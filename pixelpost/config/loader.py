@@ -45,10 +45,10 @@ from pixelpost.config.values import (
     parse_http_url,
     parse_network,
 )
+from pixelpost.core.event_types import ALL, EventType
+from pixelpost.core.passwords import check_hash
 from pixelpost.errors import ConfigError
-from pixelpost.event_types import ALL, EventType
 from pixelpost.keys import API_TOKEN_MIN_LENGTH, decode_signing_key, decode_webhook_secret
-from pixelpost.passwords import check_hash
 
 T = TypeVar("T")
 D = TypeVar("D")

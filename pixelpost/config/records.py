@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pixelpost.config.values import DAY, HOUR, MINUTE, HostPort, IPNetwork
-from pixelpost.event_types import EventType
+from pixelpost.core.event_types import EventType
 
 
 def field_defaults(record: type[Any]) -> dict[str, Any]:
@@ -145,7 +145,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClassifyRule:
-    """A rule of `[[classify.rules]]` (see `pixelpost.classify`), checked before the
+    """A rule of `[[classify.rules]]` (see `pixelpost.core.classify`), checked before the
     built-in ones."""
 
     reason: str

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import Event
+from pixelpost.core.stats import StatsQuery, StatsTable
 from pixelpost.errors import PixelpostError
-from pixelpost.event_types import EventType
-from pixelpost.events import Event
-from pixelpost.stats import StatsQuery, StatsTable
 
 
 class StoreError(PixelpostError):
@@ -55,7 +55,7 @@ class Hit(NamedTuple):
     link_tags: str | None = None
     """The click's linkTags, as JSON."""
     machine: bool = False
-    """A machine's open or a bot's click (`pixelpost.classify`)."""
+    """A machine's open or a bot's click (`pixelpost.core.classify`)."""
     reason: str | None = None
     """Why it is a machine's."""
     proxy: str | None = None

@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pixelpost.cli import build_parser
-from pixelpost.processes import STOP_GRACE
+from pixelpost.app.cli import build_parser
+from pixelpost.app.processes import STOP_GRACE
 from tests.e2e.conftest import BIN, ROOT
 from tests.tools import need
 

@@ -134,7 +134,7 @@ def test_commands_that_read_refuse_a_configuration_that_never_ran(
     assert result.stdout == ""
     store, spool = tmp_path / "never-ran/var/pixelpost.db", tmp_path / "never-ran/var/spool"
     expected = (
-        f"pixelpost: no spool at {spool} (relay.spool)"
+        f"pixelpost: no spool at {spool} (relay.outbound.spool)"
         if command == ["queue"]
         else f"pixelpost: no store at {store} (store.url): has pixelpost run with this "
         "configuration?"

@@ -13,7 +13,7 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixelpost.runtime import spool_counts
+from pixelpost.app.runtime import spool_counts
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, smtp_command, smtp_reply, start, until
 from tests.net import BALANCER, UNVERIFIED_TLS

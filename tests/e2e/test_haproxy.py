@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from pixelpost.passwords import hash_password
+from pixelpost.core.passwords import hash_password
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, delivered, readme_block, start, until
 from tests.net import BALANCER, UNVERIFIED_TLS, free_port

@@ -76,7 +76,7 @@ def test_json_lines_carry_the_message_id_and_the_peer(
 
     [accepted] = [e for e in about_it() if "from=<sender@example.com>" in str(e["message"])]
     assert accepted["peer"] == peer
-    assert accepted["logger"] == "relay.handler"
+    assert accepted["logger"] == "relay.frontdoor.handler"
     assert accepted["level"] == "INFO"
     assert str(accepted["message"]).startswith(f"{message_id}: from=<sender@example.com> to=1")
     assert all(isinstance(e["process"], int) and e["time"] for e in entries(running))

@@ -10,8 +10,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
-from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, readme_block, start, until
 from tests.net import free_port
 from tests.tools import need

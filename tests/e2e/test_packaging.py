@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 INSTALL_TIMEOUT = 300
 API_TOKEN = "packaging-test-token-0123456789"
-PACKAGES = ("pixelpost", "relay", "tracker")
+PACKAGES = ("pixelpost", "relay", "tracker", "pipeline")
 LEFT_BEHIND = {".git", ".venv", "build", "dist", "var", "artifacts"}
 """What .gitignore keeps out of the project's top folder..."""
 CACHES = ("__pycache__", "_cache", ".hypothesis", ".egg-info")
@@ -106,7 +106,7 @@ def test_the_wheel_holds_the_program_and_what_it_reads(wheel: Path) -> None:
     assert f"{info}/licenses/LICENSE" in names
     assert f"\nVersion: {__version__}\n" in metadata
     assert "\nLicense-Expression: MIT\n" in metadata
-    assert "pixelpost = pixelpost.cli:main" in entry_points
+    assert "pixelpost = pixelpost.app.cli:main" in entry_points
 
 
 def test_the_installed_command_says_its_version_and_checks_a_configuration(

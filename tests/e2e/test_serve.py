@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
-from pixelpost.tokens import TokenCodec
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, delivered, start
 from tests.sink import ThreadedSink

@@ -20,7 +20,7 @@ from pathlib import Path
 import trustme
 
 from pixelpost.config import BUILTIN_DEFAULTS
-from pixelpost.passwords import hash_password
+from pixelpost.core.passwords import hash_password
 from tests.e2e.conftest import BIN, Running, delivered, start, until
 from tests.net import free_port
 from tests.tools import need_swaks_with_tls

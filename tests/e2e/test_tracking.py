@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook
 
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
-from pixelpost.tokens import TokenCodec
 from tests.e2e.conftest import BIN, Running, delivered, start, until
 from tests.net import free_port
 from tests.receiver import ThreadedReceiver

@@ -10,7 +10,7 @@ import smtplib
 import time
 from pathlib import Path
 
-from pixelpost.runtime import spool_counts
+from pixelpost.app.runtime import spool_counts
 from tests.conftest import config_text
 from tests.e2e.conftest import BIN, Running, start, until
 from tests.sink import ThreadedSink

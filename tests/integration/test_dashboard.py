@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from pixelpost.events import (
+from pixelpost.core.events import (
     Event,
     bounce_event,
     click_event,
@@ -30,8 +30,8 @@ from pixelpost.events import (
     open_event,
     send_event,
 )
+from pixelpost.core.throttle import FAILURE_WINDOW, Throttle
 from pixelpost.store import MessageRecord, SQLiteStore
-from pixelpost.throttle import FAILURE_WINDOW, Throttle
 from tests.browser import Chromium
 from tests.conftest import AppServer
 from tracker.api import add_api

@@ -19,12 +19,12 @@ import aiosmtplib
 import pytest
 from prometheus_client import generate_latest
 
-from pixelpost.cli import main
+from pixelpost.app.cli import main
+from pixelpost.app.runtime import spool_counts
 from pixelpost.config import parse_config_text
-from pixelpost.ids import message_id_time, new_message_id
-from pixelpost.runtime import spool_counts
+from pixelpost.core.ids import message_id_time, new_message_id
 from pixelpost.store import SQLiteStore
-from relay.spoolfile import Copy, Envelope, encode
+from relay.outbound.spoolfile import Copy, Envelope, encode
 from tests.conftest import (
     RelayStarter,
     SinkStarter,
@@ -497,7 +497,7 @@ async def test_a_scan_leaves_a_message_just_accepted_to_the_process_that_accepte
 ) -> None:
     """A file another relay process just spooled is its to deliver, from memory and with
     its tracking planned; a scan takes it only once that process had its time."""
-    monkeypatch.setattr("relay.queue.NEW_MESSAGE_GRACE", 3.0)
+    monkeypatch.setattr("relay.outbound.queue.NEW_MESSAGE_GRACE", 3.0)
     handler, port = sink
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
     message_id = new_message_id()

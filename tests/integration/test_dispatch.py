@@ -15,14 +15,14 @@ import pytest
 from prometheus_client import generate_latest
 from standardwebhooks import Webhook
 
+from pipeline.destinations import make_sender
+from pipeline.dispatch import Dispatcher
 from pixelpost.config import Config, parse_config_text
-from pixelpost.events import open_event, send_event
+from pixelpost.core.events import open_event, send_event
 from pixelpost.store import MessageRecord, SQLiteStore
 from tests.clock import Clock
 from tests.conftest import until
 from tests.receiver import Receiver, start_receiver
-from tracker.destinations import make_sender
-from tracker.dispatch import Dispatcher
 from tracker.metrics import Metrics
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

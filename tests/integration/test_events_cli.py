@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.cli import main
-from pixelpost.event_types import EventType
-from pixelpost.events import send_event
+from pixelpost.app.cli import main
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import send_event
 from pixelpost.store import MessageRecord, Route, SQLiteStore
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """One message to many recipients: spooled once, its copies made one by one as they go
 out, each with its own id, tokens and Received line; outcomes per copy, in rounds
-(relay.attempt.ROUND_COPIES), with one notification per round for what bounced."""
+(relay.outbound.attempt.ROUND_COPIES), with one notification per round for what bounced."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from pixelpost.store import SQLiteStore
-from relay.attempt import ROUND_COPIES
+from relay.outbound.attempt import ROUND_COPIES
 from tests.conftest import RelayStarter, codec_for, events_of, make_config, published, until
 from tests.integration.test_delivery import notifications
 from tests.integration.test_tracking_relay import send

@@ -15,7 +15,7 @@ import aiosmtplib
 import pytest
 import trustme
 
-from pixelpost.passwords import hash_password
+from pixelpost.core.passwords import hash_password
 from pixelpost.store import SQLiteStore
 from tests.conftest import RelayStarter, RunningRelay, events_of, make_config, published, until
 from tests.integration.test_relay_passthrough import MESSAGE, smtp_dialogue
@@ -72,7 +72,7 @@ def smtps(relay: RunningRelay, ca: trustme.CA) -> aiosmtplib.SMTP:
 
 @pytest.fixture
 def no_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("relay.auth.FAILURE_DELAY", 0.0)
+    monkeypatch.setattr("relay.frontdoor.auth.FAILURE_DELAY", 0.0)
 
 
 async def tls_relay(
@@ -249,7 +249,7 @@ async def test_never_an_open_relay(
     """Every combination of network x TLS x AUTH x sender: mail goes through only from
     allow_networks or after AUTH (which needs TLS), and an authenticated user only from
     their domains."""
-    monkeypatch.setattr("relay.auth.FAILURES_ALLOWED", 1000)
+    monkeypatch.setattr("relay.frontdoor.auth.FAILURES_ALLOWED", 1000)
     handler, port = sink
     networks = "127.0.0.0/8" if allowed_network else "10.0.0.0/8"
     relay = await tls_relay(start_relay, ca, tmp_path, port, networks=networks)

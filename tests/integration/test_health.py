@@ -17,19 +17,19 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pipeline.destinations import make_sender
+from pipeline.dispatch import Dispatcher
+from pixelpost.app.runtime import spool_counts, start_relay_http
 from pixelpost.config import Config, parse_config_text
-from pixelpost.event_types import EventType
-from pixelpost.events import send_event
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import send_event
 from pixelpost.health import probes_for
-from pixelpost.runtime import spool_counts, start_relay_http
 from pixelpost.store import DestinationCounts, MessageRecord, Route, SQLiteStore
 from tests.conftest import AppServer, RelayStarter, codec_for, config_text, until
 from tests.integration.test_relay_passthrough import MESSAGE, send
 from tests.net import free_port
 from tracker.app import create_app
 from tracker.auth import Access
-from tracker.destinations import make_sender
-from tracker.dispatch import Dispatcher
 from tracker.metrics import Metrics
 from tracker.views import Views
 
@@ -122,7 +122,7 @@ async def test_readyz_lists_every_check_and_healthz_stays_liveness(
         # A tracker on its own checks the relay's spool only where there is one.
         "spool": {
             "status": "skipped",
-            "detail": f"no spool at {tmp_path / 'spool'} on this machine (relay.spool)",
+            "detail": f"no spool at {tmp_path / 'spool'} on this machine (relay.outbound.spool)",
         },
     }
     (tmp_path / "spool" / "tmp").mkdir(parents=True)

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pixelpost.ids import new_message_id
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.store import Hit, HitBuffer, HitRecorder, SQLiteStore, StoreError
-from pixelpost.tokens import TokenCodec
 from tests.conftest import AppServer, events_of, recorded, until
 from tracker.app import create_app
 from tracker.auth import Access

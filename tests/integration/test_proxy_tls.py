@@ -114,7 +114,7 @@ async def test_after_starttls_auth_failures_count_against_the_proxied_client(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("relay.auth.FAILURE_DELAY", 0.0)
+    monkeypatch.setattr("relay.frontdoor.auth.FAILURE_DELAY", 0.0)
     _, port = sink
     relay = await behind_balancer(start_relay, ca, tmp_path, port)
     wrong = b"AUTH PLAIN " + base64.b64encode(b"\0app\0wrong")

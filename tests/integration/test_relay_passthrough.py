@@ -11,8 +11,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from pixelpost.core.headers import parse_header_section
 from pixelpost.store import SQLiteStore
-from relay.headers import parse_header_section
 from tests.conftest import (
     RelayStarter,
     SinkStarter,
@@ -445,10 +445,10 @@ async def test_large_messages_wait_for_a_place_small_ones_do_not(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Memory stays bounded: past relay.data.LARGE_MESSAGE bytes a message waits for one
+    """Memory stays bounded: past relay.frontdoor.data.LARGE_MESSAGE bytes a message waits for one
     of LARGE_MESSAGES_AT_ONCE places (here 10 KB and one place)."""
-    monkeypatch.setattr("relay.data.LARGE_MESSAGE", 10_000)
-    monkeypatch.setattr("relay.server.LARGE_MESSAGES_AT_ONCE", 1)
+    monkeypatch.setattr("relay.frontdoor.data.LARGE_MESSAGE", 10_000)
+    monkeypatch.setattr("relay.frontdoor.server.LARGE_MESSAGES_AT_ONCE", 1)
     handler, port = sink
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
     envelope = (

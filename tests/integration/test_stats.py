@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from pixelpost.cli import main
-from pixelpost.event_types import EventType
-from pixelpost.events import bounce_event, delivery_event, send_event
-from pixelpost.stats import StatsQuery, report
+from pixelpost.app.cli import main
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import bounce_event, delivery_event, send_event
+from pixelpost.core.stats import StatsQuery, report
 from pixelpost.store import Hit, MessageRecord, Route, SQLiteStore
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.event_types import EventType
-from pixelpost.events import Event, click_event, open_event, send_event
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import Event, click_event, open_event, send_event
 from pixelpost.store import MessageRecord, Route, SQLiteStore, StoreError
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations

@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 from prometheus_client import generate_latest
 
-from pixelpost.classify import classifier_for
 from pixelpost.config import ClassifyConfig, ClassifyRule
-from pixelpost.event_types import EventType
-from pixelpost.ids import new_message_id
+from pixelpost.core.classify import classifier_for
+from pixelpost.core.event_types import EventType
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.store import DestinationCounts, MessageRecord, SQLiteStore
-from pixelpost.tokens import TokenCodec
 from tests.clock import Clock
 from tests.conftest import AppServer, recorded, until
 from tracker.app import create_app

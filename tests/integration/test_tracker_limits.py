@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.store import SQLiteStore
-from pixelpost.tokens import TokenCodec
 from tests.conftest import AppServer
 from tracker.app import create_app
 from tracker.auth import Access

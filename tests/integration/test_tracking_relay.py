@@ -12,9 +12,9 @@ from pathlib import Path
 import aiosmtplib
 
 from pixelpost.config import parse_config_text
+from pixelpost.core import mime
+from pixelpost.core.html import pixel_html
 from pixelpost.store import SQLiteStore
-from relay import mime
-from relay.html import pixel_html
 from tests.conftest import (
     FIXTURES,
     RelayStarter,

@@ -1,4 +1,4 @@
-"""What relay/server.py takes from aiosmtpd beyond its documented API: the members its
+"""What relay/frontdoor/server.py takes from aiosmtpd beyond its documented API: the members its
 `_Connection` overrides or calls, the attributes it reads, and their signatures as
 aiosmtpd 1.4 has them. pyproject.toml keeps aiosmtpd below 1.5 because of these; a
 newer aiosmtpd that renames or reshapes one fails here, naming it, rather than in a
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-import relay.server
-from relay.server import _Connection
+import relay.frontdoor.server
+from relay.frontdoor.server import _Connection
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Coupled:
-    """A method of aiosmtpd's `SMTP` that relay/server.py overrides or calls, and its
+    """A method of aiosmtpd's `SMTP` that relay/frontdoor/server.py overrides or calls, and its
     shape there: parameter names and kinds, `=` for a default, `async` in front when it
     is a coroutine function."""
 
@@ -31,8 +31,10 @@ class Coupled:
     overridden: bool
 
 
-OVERRIDES = "relay/server.py overrides it: re-check the override before raising aiosmtpd's bound"
-CALLS = "relay/server.py calls it: re-check the call before raising aiosmtpd's bound"
+OVERRIDES = (
+    "relay/frontdoor/server.py overrides it: re-check the override before raising aiosmtpd's bound"
+)
+CALLS = "relay/frontdoor/server.py calls it: re-check the call before raising aiosmtpd's bound"
 
 METHODS = {
     # Private: no promise from aiosmtpd that these stay.
@@ -74,7 +76,7 @@ ATTRIBUTES = {
     "data_size_limit",
     "tls_context",  # @syntax("STARTTLS", when="tls_context")
 }
-"""Attributes of a connected aiosmtpd `SMTP` that relay/server.py reads or sets."""
+"""Attributes of a connected aiosmtpd `SMTP` that relay/frontdoor/server.py reads or sets."""
 
 INIT_KEYWORDS = {
     "auth_require_tls",
@@ -251,7 +253,7 @@ def _used_by_connection() -> tuple[set[str], set[str]]:
     """Every name `_Connection` defines or reaches on `self` or `super()`, with the
     `when=` of its @syntax; and the keywords that reach aiosmtpd's `SMTP.__init__`, from
     `_Connection(…)` (past its own parameters) and from its `super().__init__(…)`."""
-    module = ast.parse(inspect.getsource(relay.server))
+    module = ast.parse(inspect.getsource(relay.frontdoor.server))
     cls = next(
         node
         for node in module.body

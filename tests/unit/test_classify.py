@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pixelpost.classify import Classification, Facts, RecentClicks, classifier_for
 from pixelpost.config import ClassifyConfig, parse_config_text
+from pixelpost.core.classify import Classification, Facts, RecentClicks, classifier_for
 from pixelpost.errors import ConfigError
 
 CHROME = (

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.cli import build_parser, main
+from pixelpost.app.cli import build_parser, main
+from pixelpost.core.passwords import verify_password
 from pixelpost.keys import decode_signing_key, decode_webhook_secret
-from pixelpost.passwords import verify_password
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,10 +24,10 @@ from pixelpost.config.values import (
     parse_duration,
     parse_host_port,
 )
+from pixelpost.core.event_types import EventType
+from pixelpost.core.passwords import hash_password
 from pixelpost.errors import ConfigError
-from pixelpost.event_types import EventType
 from pixelpost.keys import generate_signing_key
-from pixelpost.passwords import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

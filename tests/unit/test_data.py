@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.data import TooMuchData, read_data, stuffed
+from relay.frontdoor.data import TooMuchData, read_data, stuffed
 from tests.conftest import until
 
 LIMIT = 16

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from relay.dsn import Failure, notification
+from pixelpost.core.dsn import Failure, notification
 
 ORIGINAL = (
     b"Received: from app by relay.test\r\n"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pixelpost.bounces import bounce_kind
-from pixelpost.event_types import EventType
-from pixelpost.events import (
+from pixelpost.core.bounces import bounce_kind
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import (
     bounce_event,
     click_event,
     delivery_event,
@@ -20,7 +20,7 @@ from pixelpost.events import (
     rendering_failure_event,
     send_event,
 )
-from pixelpost.mail import common_headers, mail_object, timestamp
+from pixelpost.core.mail import common_headers, mail_object, timestamp
 
 NOW = datetime(2017, 8, 9, 21, 59, 49, 927000, tzinfo=UTC)
 # The keys of SES's documented Open example (reference/ses-and-esps.md).
@@ -164,7 +164,7 @@ def test_headers_past_10_kb_are_truncated() -> None:
     ],
 )
 def test_rendered_events_have_ses_shape(event: object, key: str, fields: set[str]) -> None:
-    from pixelpost.events import Event  # noqa: PLC0415
+    from pixelpost.core.events import Event  # noqa: PLC0415
 
     assert isinstance(event, Event)
     body = json.loads(render(event.type, dumps(mail()), event.detail, event.message_id))

@@ -9,7 +9,7 @@ from email import message_from_bytes, policy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.headers import (
+from pixelpost.core.headers import (
     extract_controls,
     parse_header_section,
     parse_tags,

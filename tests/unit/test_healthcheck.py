@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pixelpost.app.healthcheck import readyz_url
 from pixelpost.config import parse_config_text
 from pixelpost.errors import PixelpostError
-from pixelpost.healthcheck import readyz_url
 
 
 @pytest.mark.parametrize(

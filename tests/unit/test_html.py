@@ -11,7 +11,7 @@ from bs4 import BeautifulSoup, Comment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.html import (
+from pixelpost.core.html import (
     Link,
     edits,
     parse_link_tags,

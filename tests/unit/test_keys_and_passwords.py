@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pixelpost.core.passwords import check_hash, hash_password, verify_password
 from pixelpost.errors import KeyFileError
 from pixelpost.keys import (
     decode_signing_key,
@@ -17,7 +18,6 @@ from pixelpost.keys import (
     load_or_create_key_file,
     signing_keys,
 )
-from pixelpost.passwords import check_hash, hash_password, verify_password
 
 
 def test_password_hash_round_trip() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pixelpost.limits import TOO_MANY, TOO_MANY_FROM_CLIENT, ConnectionLimits
+from pixelpost.core.limits import TOO_MANY, TOO_MANY_FROM_CLIENT, ConnectionLimits
 
 
 def test_per_client_and_in_all_with_exempt_clients() -> None:

@@ -8,8 +8,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import mime
-from relay.mime import has_long_line
+from pixelpost.core import mime
+from pixelpost.core.mime import has_long_line
 
 ALTERNATIVE = (
     b"From: a@example.com\r\n"

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import html as markup
-from relay import mime
-from relay.html import Link, pixel_html
-from relay.rewrite import MessagePlan, RewriteFailure, plan_message
+from pixelpost.core import html as markup
+from pixelpost.core import mime
+from pixelpost.core.html import Link, pixel_html
+from pixelpost.core.rewrite import MessagePlan, RewriteFailure, plan_message
 from tests.conftest import FIXTURES
 
 OPEN_URL = "https://t.example/o/OPEN"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.retry import next_attempt_at
-from relay.spool import Spool, State, depth
-from relay.spoolfile import Copy, CorruptSpoolFile, Envelope, decode, encode
+from pixelpost.core.retry import next_attempt_at
+from relay.outbound.spool import Spool, State, depth
+from relay.outbound.spoolfile import Copy, CorruptSpoolFile, Envelope, decode, encode
 
 ENVELOPE = Envelope(
     id="0193a1b2c3d4e5f60718293a4b5c6d7e",

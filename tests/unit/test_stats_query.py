@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pixelpost.stats import (
+from pixelpost.core.stats import (
     StatsQuery,
     StatsQueryError,
     StatsTable,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixelpost.ids import new_message_id
-from pixelpost.tokens import InvalidToken, TokenCodec
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.tokens import InvalidToken, TokenCodec
 
 KEY = os.urandom(32)
 OLD_KEY = os.urandom(32)
@@ -140,7 +140,7 @@ def test_destination_escaping_is_exact() -> None:
     rest=st.binary(max_size=200),
 )
 def test_the_mac_is_hmac_sha256(key: bytes, header: bytes, rest: bytes) -> None:
-    from pixelpost.tokens import _DOMAIN, _Hmac  # noqa: PLC0415
+    from pixelpost.core.tokens import _DOMAIN, _Hmac  # noqa: PLC0415
 
     expected = hmac.digest(key, _DOMAIN + header + b"\x00" + rest, "sha256")[:16]
     assert _Hmac(key).mac(header, rest) == expected

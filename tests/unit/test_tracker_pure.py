@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 
-from pixelpost.retry import next_delay, parse_retry_after
-from pixelpost.throttle import Throttle
+from pixelpost.core.retry import next_delay, parse_retry_after
+from pixelpost.core.throttle import Throttle
 from tests.clock import Clock
 from tracker.auth import SESSION_SECONDS, SESSIONS_KEPT, Access
 from tracker.client import anonymize, client_ip, is_trusted

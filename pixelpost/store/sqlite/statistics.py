@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-from pixelpost.stats import Grouping, StatsQuery, StatsTable
+from pixelpost.core.stats import Grouping, StatsQuery, StatsTable
 
 # One row per event of the batch, with what the counters need (temp tables are the
 # connection's own).

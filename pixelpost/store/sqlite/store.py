@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from pixelpost.event_types import EventType
-from pixelpost.events import Event, dumps, render
-from pixelpost.stats import StatsQuery, StatsTable
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import Event, dumps, render
+from pixelpost.core.stats import StatsQuery, StatsTable
 from pixelpost.store.base import (
     Claimed,
     DeadLetter,

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pixelpost.event_types import EventType
-from pixelpost.events import Event, dumps
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import Event, dumps
 from pixelpost.store.base import Hit, MessageRecord, StoreError
 from pixelpost.store.sqlite.schema import PRAGMAS
 
@@ -44,7 +44,7 @@ _INSERT_EVENTS = (
     "INSERT INTO events (id, message_id, type, created_at, detail)"
     " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)"
 )
-# The detail objects in SES's key order, then pixelpost's additions (`pixelpost.classify`).
+# The detail objects in SES's key order, then pixelpost's additions (`pixelpost.core.classify`).
 _INSERT_HITS = (
     "INSERT INTO events (id, message_id, type, created_at, detail)"
     " SELECT lower(hex(randomblob(16))), value ->> 1, value ->> 0, value ->> 4,"

@@ -1,7 +1,7 @@
 """Delivery from the spool: which message is tried when.
 
 `DeliveryQueue` keeps a schedule of the spool's messages and starts an attempt
-(`relay.attempt`) at each one that is due, a bounded number at a time, over the
+(`relay.outbound.attempt`) at each one that is due, a bounded number at a time, over the
 transport's pooled connections. It picks up what other relay processes on the same
 spool left or deferred, retries every deferred message on `pixelpost queue flush`, and
 spools the delivery status notifications that attempts ask for. Events are recorded
@@ -21,19 +21,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pixelpost.aio import wait_event
-from pixelpost.bounces import enhanced_status
 from pixelpost.config import RelayConfig
-from pixelpost.ids import message_id_time, new_message_id
+from pixelpost.core.bounces import enhanced_status
+from pixelpost.core.dsn import Failure, notification
+from pixelpost.core.ids import message_id_time, new_message_id
+from pixelpost.core.retry import next_attempt_at
+from pixelpost.core.rewrite import MessagePlan
 from pixelpost.logs import fields
-from pixelpost.retry import next_attempt_at
 from pixelpost.store import Recorder
-from relay.attempt import Attempt, Failed, Limits
-from relay.dsn import Failure, notification
-from relay.rewrite import MessagePlan
-from relay.spool import Claim, CorruptSpoolFile, Spool, SpoolError, State
-from relay.spoolfile import Copy, Envelope
+from relay.outbound.attempt import Attempt, Failed, Limits
+from relay.outbound.spool import Claim, CorruptSpoolFile, Spool, SpoolError, State
+from relay.outbound.spoolfile import Copy, Envelope
+from relay.outbound.upstream import Transport
 from relay.tracking import Rewriter
-from relay.upstream import Transport
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from pixelpost.core.ids import message_id_to_bytes
 from pixelpost.errors import PixelpostError
-from pixelpost.ids import message_id_to_bytes
 
 _MAGIC = b"pixelpost-spool 2\n"
 _MAGIC_V1 = b"pixelpost-spool 1\n"
@@ -84,7 +84,7 @@ class Envelope:
     mail: str | None = None
     """The SES mail object (JSON) the copies' events carry: the copy's own when there is
     one copy; with several, each copy's `messageId` and `destination` are filled in
-    (`pixelpost.mail.for_copy`)."""
+    (`pixelpost.core.mail.for_copy`)."""
     notification: bool = False
     """A delivery status notification pixelpost wrote: never bounced, never tracked."""
     rendering_failure: str | None = None

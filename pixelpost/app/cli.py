@@ -18,15 +18,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pixelpost import __version__, healthcheck, logs
+from pixelpost import __version__, logs
+from pixelpost.app import healthcheck
 from pixelpost.config import Config, lint, load_config
 from pixelpost.config.values import format_span
+from pixelpost.core.passwords import hash_password
+from pixelpost.core.stats import StatsQueryError, format_table, parse_query, report
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
-from pixelpost.passwords import hash_password
-from pixelpost.stats import StatsQueryError, format_table, parse_query, report
 from pixelpost.store import DeadLetter, open_store
-from relay.spool import Spool
+from relay.outbound.spool import Spool
 
 log = logging.getLogger("pixelpost")
 
@@ -43,7 +44,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace, *, relay: bool, tracker: bool, dispatch: str) -> int:
-    from pixelpost import runtime  # noqa: PLC0415 (the servers load only when they run)
+    from pixelpost.app import runtime  # noqa: PLC0415 (the servers load only when they run)
 
     config = _load(args)
     asyncio.run(
@@ -76,7 +77,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if not args.connect:
         return 0
-    from pixelpost import probes  # noqa: PLC0415 (the network clients load only here)
+    from pixelpost.app import probes  # noqa: PLC0415 (the network clients load only here)
 
     found = asyncio.run(probes.probe(config, seconds=args.timeout))
     for result in found:
@@ -225,7 +226,7 @@ def _spool(args: argparse.Namespace) -> Spool:
     spool = Spool(config.relay.spool)
     if not spool.exists():
         raise PixelpostError(
-            f"no spool at {config.relay.spool} (relay.spool): the relay has not run with "
+            f"no spool at {config.relay.spool} (relay.outbound.spool): the relay has not run with "
             "this configuration"
         )
     return spool

@@ -2,7 +2,7 @@
 
 The handler builds a `Submission` for every accepted message and asks a `Delivery` for
 the reply to give the client; `SpoolingDelivery` spools it and lets the delivery queue
-(`relay.queue`) do the rest.
+(`relay.outbound.queue`) do the rest.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from pixelpost.core.rewrite import MessagePlan
 from pixelpost.logs import fields
-from relay.queue import DeliveryQueue
-from relay.rewrite import MessagePlan
-from relay.spool import Spool
-from relay.spoolfile import Envelope, SpoolError
+from relay.outbound.queue import DeliveryQueue
+from relay.outbound.spool import Spool
+from relay.outbound.spoolfile import Envelope, SpoolError
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Protocol
 import aiosmtplib
 
 from pixelpost.config import MaildirUpstream, SMTPUpstream, Upstream
+from pixelpost.core.events import clean_text
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
-from pixelpost.events import clean_text
 from pixelpost.files import blocking_folder
-from relay.data import normalize_newlines, stuffed
+from relay.frontdoor.data import normalize_newlines, stuffed
 
 log = logging.getLogger(__name__)
 

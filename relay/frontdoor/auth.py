@@ -3,7 +3,7 @@
 Checking a password costs an scrypt (tens of milliseconds, on purpose): it runs on a
 thread, never on the event loop, and a client address that failed `FAILURES_ALLOWED`
 times within `FAILURE_WINDOW` seconds, counting the attempts still being checked, is
-refused without a check until its failures age out (`pixelpost.throttle`, which the
+refused without a check until its failures age out (`pixelpost.core.throttle`, which the
 tracker's API token shares).
 """
 
@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from pixelpost import throttle
 from pixelpost.config import RelayUser
+from pixelpost.core import throttle
+from pixelpost.core.passwords import verify_password
 from pixelpost.logs import fields
-from pixelpost.passwords import verify_password
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from aiosmtpd.smtp import (
 )
 
 from pixelpost.config import HostPort, RelayConfig, RelayTLS
+from pixelpost.core.limits import ConnectionLimits
 from pixelpost.errors import PixelpostError
-from pixelpost.limits import ConnectionLimits
 from pixelpost.logs import fields
-from relay.access import client_address, format_peer
-from relay.auth import Accounts, Throttled
-from relay.data import (
+from relay.frontdoor.access import client_address, format_peer
+from relay.frontdoor.auth import Accounts, Throttled
+from relay.frontdoor.data import (
     TooMuchData,
     has_bare_newlines,
     has_nul,
@@ -43,7 +43,7 @@ from relay.data import (
     read_data,
     remove_nul,
 )
-from relay.handler import RelayHandler
+from relay.frontdoor.handler import RelayHandler
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ _CHECK = "pixelpost: check the credentials"
 PROXY_TIMEOUT = 5.0
 """Seconds a load balancer has to send the PROXY header (relay.proxy_protocol)."""
 LARGE_MESSAGES_AT_ONCE = 8
-"""Messages over 1 MB (`relay.data.LARGE_MESSAGE`) read and processed at once; more
+"""Messages over 1 MB (`relay.frontdoor.data.LARGE_MESSAGE`) read and processed at once; more
 wait, held back by TCP, so that memory stays bounded however many clients send big
 messages together. Small messages never wait for these."""
 
@@ -171,7 +171,7 @@ class _Connection(SMTP):
 
     # AUTH PLAIN and LOGIN: aiosmtpd reads the credentials and hands them to
     # _authenticate, synchronously; the check is an scrypt, so it is done here instead,
-    # on a thread (relay.auth), and the builtin mechanisms are wrapped to await it.
+    # on a thread (relay.frontdoor.auth), and the builtin mechanisms are wrapped to await it.
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
         return AuthResult(success=False, handled=False, auth_data=auth_data, message=_CHECK)
@@ -319,7 +319,7 @@ class _Connection(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA, with the message read a buffer at a time (`relay.data`)."""
+        """aiosmtpd's DATA, with the message read a buffer at a time (`relay.frontdoor.data`)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None

@@ -16,17 +16,17 @@ from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
-from pixelpost.events import dumps
-from pixelpost.ids import new_message_id
+from pixelpost.core.addresses import mailbox_problem
+from pixelpost.core.events import dumps
+from pixelpost.core.headers import extract_controls, parse_header_section, protocol_name
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.mail import common_headers, mail_object
 from pixelpost.logs import fields
-from pixelpost.mail import common_headers, mail_object
-from relay.access import AccessPolicy, client_address, format_peer
-from relay.addresses import mailbox_problem
-from relay.auth import Accounts
-from relay.delivery import Delivery, Submission
-from relay.headers import extract_controls, parse_header_section, protocol_name
-from relay.spoolfile import Envelope as SpooledEnvelope
-from relay.spoolfile import Trace, Tracking
+from relay.frontdoor.access import AccessPolicy, client_address, format_peer
+from relay.frontdoor.auth import Accounts
+from relay.outbound.handoff import Delivery, Submission
+from relay.outbound.spoolfile import Envelope as SpooledEnvelope
+from relay.outbound.spoolfile import Trace, Tracking
 from relay.tracking import Rewriter, copies_for
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class RelayHandler:
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
     ) -> bool:
         """Called only with relay.proxy_protocol on: the real client is the PROXY
-        header's (see `relay.server`)."""
+        header's (see `relay.frontdoor.server`)."""
         proxied: Callable[[ProxyData], Awaitable[bool]] | None = getattr(server, "proxied", None)
         return await proxied(proxy_data) if proxied is not None else False
 
@@ -179,7 +179,7 @@ class RelayHandler:
         copies = copies_for(envelope.rcpt_tos, tracked=tracked, new_id=self._new_id)
         section = parse_header_section(original)
         # One copy: its mail object whole. Several: theirs without id and recipients,
-        # filled in for each copy as it goes out (`pixelpost.mail.for_copy`).
+        # filled in for each copy as it goes out (`pixelpost.core.mail.for_copy`).
         single = copies[0] if len(copies) == 1 else None
         mail = mail_object(
             message_id=single.id if single else "",

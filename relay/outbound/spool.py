@@ -8,7 +8,7 @@
                        means trying sooner or sending again, never losing mail
     spool/flush        touched by `pixelpost queue flush`: every relay retries now
 
-One file per accepted message, however many recipients (`relay.spoolfile` is its
+One file per accepted message, however many recipients (`relay.outbound.spoolfile` is its
 format). Relay processes sharing a spool take a flock on a file while they deliver it,
 so that no message goes out twice at once.
 """
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from relay.spoolfile import CorruptSpoolFile, Envelope, SpoolError, decode, encode_parts
+from relay.outbound.spoolfile import CorruptSpoolFile, Envelope, SpoolError, decode, encode_parts
 
 T = TypeVar("T")
 

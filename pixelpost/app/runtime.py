@@ -24,29 +24,29 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from pipeline.dispatch import Dispatcher, run_dispatcher
 from pixelpost import __version__, logs
-from pixelpost.classify import classifier_for
+from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.config import Config
+from pixelpost.core.classify import classifier_for
+from pixelpost.core.events import Event
+from pixelpost.core.tokens import TokenCodec
 from pixelpost.errors import DeliveryError, PixelpostError
-from pixelpost.events import Event
 from pixelpost.health import Probe, probes_for
 from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
-from pixelpost.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.store import Hit, HitBuffer, MessageRecord, Recorder, Store, open_store
-from pixelpost.tokens import TokenCodec
-from relay.access import AccessPolicy
-from relay.auth import Accounts
-from relay.delivery import SpoolingDelivery
-from relay.handler import RelayHandler
-from relay.queue import DeliveryQueue
-from relay.server import Listener, RelayServer
-from relay.spool import Spool
-from relay.spool import depth as spool_depth
+from relay.frontdoor.access import AccessPolicy
+from relay.frontdoor.auth import Accounts
+from relay.frontdoor.handler import RelayHandler
+from relay.frontdoor.server import Listener, RelayServer
+from relay.outbound.handoff import SpoolingDelivery
+from relay.outbound.queue import DeliveryQueue
+from relay.outbound.spool import Spool
+from relay.outbound.spool import depth as spool_depth
+from relay.outbound.upstream import Transport, open_transport
 from relay.tracking import Rewriter
-from relay.upstream import Transport, open_transport
 from tracker.app import create_app
 from tracker.auth import Access
-from tracker.dispatch import Dispatcher, run_dispatcher
 from tracker.health import create_health_app
 from tracker.metrics import Metrics, RelayMetrics
 from tracker.server import TrackerServer
@@ -396,7 +396,7 @@ async def run(
         if dispatch is Dispatch.INLINE:
             import aiohttp  # noqa: PLC0415 (the HTTP client is only needed where it delivers)
 
-            from tracker.destinations import make_sender  # noqa: PLC0415
+            from pipeline.destinations import make_sender  # noqa: PLC0415
 
             session = await stack.enter_async_context(aiohttp.ClientSession())
             dispatcher = Dispatcher(

@@ -2,7 +2,7 @@
 
 An `Event` holds its stable id (the `webhook-id` of every delivery attempt), the message
 copy it is about, and its type's own object (`open`, `delivery`, …). The `mail` object
-is kept once per copy in the store (see `pixelpost.mail`) and joined in by `render`, so
+is kept once per copy in the store (see `pixelpost.core.mail`) and joined in by `render`, so
 a consumer gets exactly SES's record: `{"eventType", "mail", "<type>"}`. Fields
 pixelpost adds are extra keys, never new meanings for SES's.
 """
@@ -18,9 +18,9 @@ from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from pixelpost.event_types import EventType
-from pixelpost.ids import new_event_id
-from pixelpost.mail import JSON, timestamp
+from pixelpost.core.event_types import EventType
+from pixelpost.core.ids import new_event_id
+from pixelpost.core.mail import JSON, timestamp
 
 DETAIL_KEYS = {
     EventType.SEND: "send",

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from pixelpost.core.ids import MESSAGE_ID_BYTES, message_id_from_bytes, message_id_to_bytes
 from pixelpost.errors import PixelpostError
-from pixelpost.ids import MESSAGE_ID_BYTES, message_id_from_bytes, message_id_to_bytes
 
 _VERSION = 1
 _KIND_OPEN = 0

@@ -24,9 +24,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pixelpost.core import html, mime
+from pixelpost.core.headers import HeaderSection
 from pixelpost.errors import PixelpostError
-from relay import html, mime
-from relay.headers import HeaderSection
 
 _ASCII_COMPATIBLE = frozenset(
     {

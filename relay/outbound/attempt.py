@@ -28,11 +28,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pixelpost.bounces import bounce_kind, enhanced_status
 from pixelpost.config import RelayConfig
 from pixelpost.config.values import format_duration
-from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
-from pixelpost.events import (
+from pixelpost.core.bounces import bounce_kind, enhanced_status
+from pixelpost.core.events import (
     Event,
     bounce_event,
     delivery_delay_event,
@@ -41,16 +40,17 @@ from pixelpost.events import (
     rendering_failure_event,
     send_event,
 )
+from pixelpost.core.mail import for_copy
+from pixelpost.core.retry import next_attempt_at
+from pixelpost.core.rewrite import MessagePlan
+from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
 from pixelpost.logs import fields
-from pixelpost.mail import for_copy
-from pixelpost.retry import next_attempt_at
 from pixelpost.store import MessageRecord, Recorder, StoreError
-from relay.data import LARGE_MESSAGE
-from relay.rewrite import MessagePlan
-from relay.spool import State
-from relay.spoolfile import Copy, Envelope
+from relay.frontdoor.data import LARGE_MESSAGE
+from relay.outbound.spool import State
+from relay.outbound.spoolfile import Copy, Envelope
+from relay.outbound.upstream import Payload, RecipientsRefused, Transport
 from relay.tracking import Rewriter
-from relay.upstream import Payload, RecipientsRefused, Transport
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pixelpost.errors import DeliveryError
 from pixelpost.files import blocking_folder
 from pixelpost.store.sqlite.schema import migrations
 from pixelpost.store.sqlite.store import outbox_path
-from relay.upstream import open_transport
+from relay.outbound.upstream import open_transport
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from email.message import Message
 
-from relay.headers import HeaderSection, parse_header_section
+from pixelpost.core.headers import HeaderSection, parse_header_section
 
 MAX_DEPTH = 32
 """Deeper nesting than this is treated as an opaque leaf."""

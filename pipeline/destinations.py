@@ -28,8 +28,8 @@ import aiohttp
 
 from pixelpost import __version__
 from pixelpost.config import Destination, FileDestination, WebhookDestination
+from pixelpost.core.retry import parse_retry_after
 from pixelpost.keys import decode_webhook_secret
-from pixelpost.retry import parse_retry_after
 from pixelpost.store import Claimed
 
 WEBHOOK_CONCURRENCY = 8

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
-from relay.headers import parse_header_section
+from pixelpost.core.headers import parse_header_section
 
 HEADERS_LIMIT = 64 * 1024
 """The original's header section is returned whole up to this size."""

@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
+from pipeline.destinations import Outcome, Sender, make_sender
 from pixelpost.aio import wait_event
 from pixelpost.config import Config
-from pixelpost.event_types import EventType
+from pixelpost.core.event_types import EventType
+from pixelpost.core.retry import next_delay
 from pixelpost.logs import fields
-from pixelpost.retry import next_delay
 from pixelpost.store import Claimed, Route, Store, StoreError, open_store
-from tracker.destinations import Outcome, Sender, make_sender
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""The relay's front door: the SMTP listener (`server`), who may send (`access`,
+`auth`), reading a message safely (`data`), and accepting it (`handler`)."""
