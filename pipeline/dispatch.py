@@ -21,12 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 
 from pipeline.destinations import Outcome, Sender, make_sender
+from pipeline.jobs import Jobs
 from pixelpost.aio import wait_event
 from pixelpost.config import Config
 from pixelpost.core.event_types import EventType
 from pixelpost.core.retry import next_delay
 from pixelpost.logs import fields
-from pixelpost.store import Claimed, Route, Store, StoreError, open_store
+from pixelpost.store import Claimed, Outbox, Route, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ ROUTE_POLL_INTERVAL = 0.25
 a process of its own, or events come from a relay elsewhere)."""
 STORE_ERROR_PAUSE = 5.0
 STOP_GRACE = 10.0
-ROLLUP_INTERVAL = 1.0
-"""How often new events are added to the statistics."""
-ROLLUP_PROGRESS_EVERY = 100_000
-PURGE_INTERVAL = 3600.0
-"""How often `store.retention_days` is applied."""
 
 
 def routes_for(config: Config) -> list[Route]:
@@ -66,13 +62,12 @@ class Dispatcher:
         self,
         *,
         config: Config,
-        store: Store,
+        store: Outbox,
         senders: Mapping[str, Sender],
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self._routes = routes_for(config)
-        self._retention = config.store.retention_days * 86400.0
         self._store = store
         self._senders = senders
         self._clock = clock
@@ -86,8 +81,6 @@ class Dispatcher:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._route_loop(), name="dispatch: route"),
-            asyncio.create_task(self._rollup_loop(), name="dispatch: statistics"),
-            asyncio.create_task(self._retention_loop(), name="dispatch: retention"),
         ]
         self._tasks += [
             asyncio.create_task(self._destination_loop(sender), name=f"dispatch: {name}")
@@ -125,43 +118,6 @@ class Dispatcher:
             await asyncio.sleep(ROUTE_INTERVAL)
             if not routed:
                 await wait_event(self._route_wakeup, ROUTE_POLL_INTERVAL)
-
-    async def _rollup_loop(self) -> None:
-        counted = 0
-        while True:
-            try:
-                added = await self._store.rollup()
-            except StoreError as exc:
-                log.error("statistics: cannot count new events: %s", exc)
-                await asyncio.sleep(STORE_ERROR_PAUSE)
-                continue
-            if added:
-                # A long backlog (an upgrade, a store copied in) shows its progress.
-                if counted // ROLLUP_PROGRESS_EVERY != (counted + added) // ROLLUP_PROGRESS_EVERY:
-                    log.info("statistics: %d events counted so far, more to go", counted + added)
-                counted += added
-                await asyncio.sleep(0)
-            else:
-                counted = 0
-                await asyncio.sleep(ROLLUP_INTERVAL)
-
-    async def _retention_loop(self) -> None:
-        while True:
-            before = self._clock() - self._retention
-            try:
-                events, messages = await self._store.purge(before)
-            except StoreError as exc:
-                log.error("retention: cannot delete old records: %s", exc)
-            else:
-                if events or messages:
-                    log.info(
-                        "retention: deleted %d events and cut %d message records to stubs, "
-                        "older than %d days (statistics kept; links keep working)",
-                        events,
-                        messages,
-                        self._retention // 86400,
-                    )
-            await asyncio.sleep(PURGE_INTERVAL)
 
     async def _destination_loop(self, sender: Sender) -> None:
         wakeup = self._wakeups[sender.name]
@@ -260,7 +216,8 @@ class Dispatcher:
 
 
 async def run_dispatcher(config: Config, stop: asyncio.Event) -> None:
-    """Dispatch the configured store's events until `stop` is set."""
+    """Dispatch the configured store's events, and run the background jobs beside the
+    dispatcher, until `stop` is set."""
     store = await open_store(config.store)
     try:
         async with aiohttp.ClientSession() as session:
@@ -272,10 +229,13 @@ async def run_dispatcher(config: Config, stop: asyncio.Event) -> None:
                     for name, destination in config.destinations.items()
                 },
             )
+            jobs = Jobs(store=store, retention_days=config.store.retention_days)
             dispatcher.start()
+            jobs.start()
             try:
                 await stop.wait()
             finally:
+                await jobs.stop()
                 await dispatcher.stop()
     finally:
         await store.close()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
 from pixelpost.app import healthcheck
 from pixelpost.config import Config, lint, load_config
@@ -184,7 +185,6 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
 
 
 _STATS_OPTIONS = ("config_set", "tag", "since", "until", "by", "limit")
-_CATCH_UP_PROGRESS = 100_000
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -204,11 +204,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         try:
             # Events not counted yet (a tracker that is not running, or just behind)
             # are counted first, so that the answer is complete.
-            counted = 0
-            while added := await store.rollup():
-                counted += added
-                if counted % _CATCH_UP_PROGRESS < added:
-                    log.info("counting events not counted yet: %d so far", counted)
+            await catch_up(store)
             return report(query, await store.stats(query), now=now)
         finally:
             await store.close()

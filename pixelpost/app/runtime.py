@@ -25,6 +25,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from pipeline.dispatch import Dispatcher, run_dispatcher
+from pipeline.jobs import Jobs
 from pixelpost import __version__, logs
 from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.config import Config
@@ -406,6 +407,9 @@ async def run(
             )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
+            jobs = Jobs(store=store, retention_days=config.store.retention_days)
+            jobs.start()
+            stack.push_async_callback(jobs.stop)
             recorder = NotifyingRecorder(store, dispatcher.wake)
         elif dispatch is Dispatch.PROCESS:
             child = ChildProcess(

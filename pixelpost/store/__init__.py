@@ -1,5 +1,6 @@
-"""Where pixelpost keeps messages, events and the outbox (see `base` for the seam; `buffer`
-holds opens and clicks while a store is slow)."""
+"""Where pixelpost keeps messages, events, the outbox and the statistics (see `base` for
+the seam, one Protocol per role; `buffer` holds opens and clicks while a store is
+slow)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pixelpost.store.base import (
     DestinationCounts,
     Hit,
     HitRecorder,
+    MessageLog,
     MessageRecord,
+    Outbox,
     Recorder,
+    Retention,
     Route,
+    Statistics,
     Store,
     StoreError,
 )
@@ -27,10 +32,14 @@ __all__ = [
     "Hit",
     "HitBuffer",
     "HitRecorder",
+    "MessageLog",
     "MessageRecord",
+    "Outbox",
     "Recorder",
+    "Retention",
     "Route",
     "SQLiteStore",
+    "Statistics",
     "Store",
     "StoreError",
     "open_store",

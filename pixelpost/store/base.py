@@ -1,14 +1,20 @@
-"""The store's seam: what the relay, the tracker and the dispatcher ask of it.
+"""The store's seam: what the relay, the tracker and the event pipeline ask of it, one
+Protocol per role, so that each caller names the role it uses and an implementation
+can be held to each role's contract tests (tests/contract/).
 
-    messages     one row per copy of a message: its configuration set and SES mail object
-    events       the event log; each event is routed once into the outbox
-    outbox       one delivery per event and subscribed destination: pending, or dead
+    MessageLog   messages (one row per copy: its configuration set and SES mail object)
+                 and the event log; each event is routed once into the outbox
+    Outbox       one delivery per event and subscribed destination: pending, or dead
                  (a dead letter) once its retries are spent
-    statistics   counters per configuration set, tag, link and hour, rolled up from the
+    Statistics   counters per configuration set, tag, link and hour, rolled up from the
                  events; they outlive the events' retention
+    Retention    ages events and message records out
 
-`SQLiteStore` implements it for one machine; a PostgreSQL store will implement the same
-Protocol for many relay and tracker instances.
+The suppression list and the subscriptions are the next roles: each will be a Protocol
+here, a module per implementation, and a contract test file.
+
+`SQLiteStore` implements every role for one machine (pixelpost.store.sqlite); a
+PostgreSQL store will implement the same Protocols for many relay and tracker instances.
 """
 
 from __future__ import annotations
@@ -126,8 +132,20 @@ class Recorder(HitRecorder, Protocol):
         """Durably record copies and events (committed when this returns)."""
 
 
-class Store(Recorder, Protocol):
-    """What pixelpost keeps, and the outbox."""
+class MessageLog(Recorder, Protocol):
+    """Copies of messages and the events about them."""
+
+    async def event_counts(self) -> dict[EventType, int]:
+        """Events recorded so far, by type."""
+
+    async def delivered_at(self, message_id: str) -> tuple[float, bool] | None:
+        """(when, delivered): when the copy was delivered, or, while no delivery is
+        known, when it was accepted (a Unix time); None for a copy the store does not
+        know."""
+
+
+class Outbox(Protocol):
+    """Deliveries of events to destinations, at least once."""
 
     async def route(self, routes: Sequence[Route], *, limit: int = 5000) -> int:
         """Put events not routed yet into the outbox, by the routing table `routes`;
@@ -175,20 +193,12 @@ class Store(Recorder, Protocol):
         and nothing delivers to a destination no longer configured); None when nothing
         waits. For readiness: how far behind the dispatcher is."""
 
-    async def ping(self, *, within: float) -> None:
-        """Raise StoreError unless the store would take a write within `within` seconds
-        (nothing is written). For readiness: a store that is locked or gone says so."""
-
     async def counts(self) -> dict[str, DestinationCounts]:
         """Delivered, failed and dead-lettered events per destination, and the outbox."""
 
-    async def event_counts(self) -> dict[EventType, int]:
-        """Events recorded so far, by type."""
 
-    async def delivered_at(self, message_id: str) -> tuple[float, bool] | None:
-        """(when, delivered): when the copy was delivered, or, while no delivery is
-        known, when it was accepted (a Unix time); None for a copy the store does not
-        know."""
+class Statistics(Protocol):
+    """The counters behind the funnel, the API and the dashboard."""
 
     async def rollup(self, *, limit: int = 5000) -> int:
         """Add up to `limit` events not counted yet to the statistics; returns how many."""
@@ -196,10 +206,22 @@ class Store(Recorder, Protocol):
     async def stats(self, query: StatsQuery) -> StatsTable:
         """The statistics counters that `query` asks for."""
 
+
+class Retention(Protocol):
+    """`store.retention_days`, applied."""
+
     async def purge(self, before: float) -> tuple[int, int]:
         """Apply retention to what is from before `before` (a Unix time): delete events
         once routed, counted and delivered, and cut message records to stubs that keep
         what routing and counting need; returns how many of each. Statistics stay."""
+
+
+class Store(MessageLog, Outbox, Statistics, Retention, Protocol):
+    """Every role, in one store that the process opens and closes."""
+
+    async def ping(self, *, within: float) -> None:
+        """Raise StoreError unless the store would take a write within `within` seconds
+        (nothing is written). For readiness: a store that is locked or gone says so."""
 
     async def close(self) -> None:
         """Finish pending writes and release the store."""
