@@ -56,6 +56,14 @@
     return node;
   }
 
+  function chartSvg(width, height, label) {
+    return svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  }
+
+  // Machines' (or bots') share of a bar: hatched, after or above the people's.
+  function machineRect(x, y, width, height) {
+    return svg("rect", { x, y, width, height, fill: "url(#hatch)", class: "bar-machine" });
+  }
   // ---- Fetching ----------------------------------------------------------------------
 
   async function stats(params) {
@@ -149,98 +157,112 @@
 
   // ---- Funnel ------------------------------------------------------------------------
 
+  const FUNNEL = { labelWidth: 150, valueWidth: 230, rowHeight: 58, barHeight: 32 };
+  const FUNNEL_ROWS = [
+    { label: "Sent", sub: "messages accepted", path: "sent", cls: "bar-sent" },
+    { label: "Delivered", sub: "by the upstream", path: "delivered", cls: "bar-sent", rate: ["delivery", "of sent"] },
+    {
+      label: "Opened",
+      sub: "unique, by people",
+      path: "opened.human.unique",
+      cls: "bar-human",
+      machine: ["opened.machine.unique", "machine"],
+      rate: ["open", "of delivered"],
+    },
+    {
+      label: "Clicked",
+      sub: "unique, by people",
+      path: "clicked.human.unique",
+      cls: "bar-click",
+      machine: ["clicked.bot.unique", "bot"],
+      rate: ["click", "of delivered"],
+    },
+  ];
+
   function metricText(path, value, cls) {
     return svg("tspan", { class: cls, "data-metric": path, "data-value": value }, count(value));
   }
 
   function drawFunnel(container, totals) {
     const width = Math.max(container.clientWidth, 480);
-    const labelWidth = 150;
-    const valueWidth = 230;
-    const rowHeight = 58;
-    const barHeight = 32;
-    const track = width - labelWidth - valueWidth;
-    const rows = [
-      { label: "Sent", sub: "messages accepted", path: "sent", cls: "bar-sent" },
-      { label: "Delivered", sub: "by the upstream", path: "delivered", cls: "bar-sent", rate: ["delivery", "of sent"] },
-      {
-        label: "Opened",
-        sub: "unique, by people",
-        path: "opened.human.unique",
-        cls: "bar-human",
-        machine: ["opened.machine.unique", "machine"],
-        rate: ["open", "of delivered"],
-      },
-      {
-        label: "Clicked",
-        sub: "unique, by people",
-        path: "clicked.human.unique",
-        cls: "bar-click",
-        machine: ["clicked.bot.unique", "bot"],
-        rate: ["click", "of delivered"],
-      },
-    ];
+    const track = width - FUNNEL.labelWidth - FUNNEL.valueWidth;
     const widest = Math.max(
       1,
-      ...rows.map((row) => lookup(totals, row.path) + (row.machine ? lookup(totals, row.machine[0]) : 0)),
+      ...FUNNEL_ROWS.map((row) => lookup(totals, row.path) + (row.machine ? lookup(totals, row.machine[0]) : 0)),
     );
     const scale = (value) => (value / widest) * track;
-    const height = rows.length * rowHeight + 34;
-    const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Funnel" });
-
-    rows.forEach((row, index) => {
-      const top = index * rowHeight + 6;
-      const middle = top + barHeight / 2;
-      const human = lookup(totals, row.path);
-      const machine = row.machine ? lookup(totals, row.machine[0]) : 0;
-      chart.append(
-        svg("text", { x: 0, y: middle - 2, class: "label" }, row.label),
-        svg("text", { x: 0, y: middle + 13, class: "dim" }, row.sub),
-      );
-      const humanWidth = scale(human);
-      if (human > 0) {
-        chart.append(
-          tooltip(
-            svg("rect", { x: labelWidth, y: top, width: Math.max(humanWidth, 2), height: barHeight, rx: 4, class: row.cls }),
-            `${row.label}: ${count(human)}`,
-          ),
-        );
-      }
-      let end = labelWidth + humanWidth;
-      if (row.machine && machine > 0) {
-        const machineWidth = Math.max(scale(machine), 2);
-        chart.append(
-          tooltip(
-            svg("rect", {
-              x: end,
-              y: top,
-              width: machineWidth,
-              height: barHeight,
-              fill: "url(#hatch)",
-              class: "bar-machine",
-            }),
-            `${count(machine)} by ${row.machine[1] === "bot" ? "bots" : "machines"}`,
-          ),
-        );
-        end += machineWidth;
-      }
-      const value = svg("text", { x: end + 10, y: middle + 5 });
-      value.append(metricText(row.path, human, "value"));
-      if (row.machine) {
-        value.append(svg("tspan", { class: "dim", dx: 6 }, "+ "));
-        value.append(metricText(row.machine[0], machine, "dim"));
-        value.append(svg("tspan", { class: "dim" }, ` ${row.machine[1]}`));
-      }
-      chart.append(value);
-      const rate = row.rate ? lookup(totals, `rates.${row.rate[0]}`) : null;
-      if (rate !== null) {
-        chart.append(
-          svg("text", { x: width, y: middle + 5, "text-anchor": "end", class: "dim" }, `${percent(rate)} ${row.rate[1]}`),
-        );
-      }
+    const height = FUNNEL_ROWS.length * FUNNEL.rowHeight + 34;
+    const chart = chartSvg(width, height, "Funnel");
+    FUNNEL_ROWS.forEach((row, index) => {
+      chart.append(...funnelRow(row, index * FUNNEL.rowHeight + 6, totals, width, scale));
     });
+    chart.append(funnelAllHits(totals, height - 6));
+    container.replaceChildren(chart);
+  }
 
-    const raw = svg("text", { x: 0, y: height - 6, class: "dim" });
+  // One stage of the funnel: its name, its bars, its numbers and, on the right, its rate.
+  function funnelRow(row, top, totals, width, scale) {
+    const middle = top + FUNNEL.barHeight / 2;
+    const human = lookup(totals, row.path);
+    const machine = row.machine ? lookup(totals, row.machine[0]) : 0;
+    const { bars, end } = funnelBars(row, top, human, machine, scale);
+    const nodes = [...funnelLabels(row, middle), ...bars, funnelValue(row, human, machine, end + 10, middle + 5)];
+    const rate = row.rate ? lookup(totals, `rates.${row.rate[0]}`) : null;
+    if (rate !== null) {
+      nodes.push(svg("text", { x: width, y: middle + 5, "text-anchor": "end", class: "dim" }, `${percent(rate)} ${row.rate[1]}`));
+    }
+    return nodes;
+  }
+
+  function funnelLabels(row, middle) {
+    return [
+      svg("text", { x: 0, y: middle - 2, class: "label" }, row.label),
+      svg("text", { x: 0, y: middle + 13, class: "dim" }, row.sub),
+    ];
+  }
+
+  // The people's bar, then the machines' (or bots') after it; `end` is where they stop.
+  function funnelBars(row, top, human, machine, scale) {
+    const { labelWidth, barHeight } = FUNNEL;
+    const bars = [];
+    const humanWidth = scale(human);
+    if (human > 0) {
+      bars.push(
+        tooltip(
+          svg("rect", { x: labelWidth, y: top, width: Math.max(humanWidth, 2), height: barHeight, rx: 4, class: row.cls }),
+          `${row.label}: ${count(human)}`,
+        ),
+      );
+    }
+    let end = labelWidth + humanWidth;
+    if (row.machine && machine > 0) {
+      const machineWidth = Math.max(scale(machine), 2);
+      bars.push(
+        tooltip(
+          machineRect(end, top, machineWidth, barHeight),
+          `${count(machine)} by ${row.machine[1] === "bot" ? "bots" : "machines"}`,
+        ),
+      );
+      end += machineWidth;
+    }
+    return { bars, end };
+  }
+
+  // "3 + 2 machine": the people's count, and the machines' (or bots') when the stage has them.
+  function funnelValue(row, human, machine, x, y) {
+    const value = svg("text", { x, y });
+    value.append(metricText(row.path, human, "value"));
+    if (row.machine) {
+      value.append(svg("tspan", { class: "dim", dx: 6 }, "+ "));
+      value.append(metricText(row.machine[0], machine, "dim"));
+      value.append(svg("tspan", { class: "dim" }, ` ${row.machine[1]}`));
+    }
+    return value;
+  }
+
+  // The line under the funnel: every hit counted, machines' and proxies' included.
+  function funnelAllHits(totals, y) {
+    const raw = svg("text", { x: 0, y, class: "dim" });
     raw.append(
       svg("tspan", {}, "All hits: "),
       metricText("opened.total", totals.opened.total, "value"),
@@ -254,10 +276,8 @@
       metricText("clicked.bot.total", totals.clicked.bot.total, ""),
       svg("tspan", {}, " by bots)"),
     );
-    chart.append(raw);
-    container.replaceChildren(chart);
+    return raw;
   }
-
   // ---- Over time ---------------------------------------------------------------------
 
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -324,7 +344,15 @@
       container.replaceChildren(el("p", { cls: "empty", text: `No ${kind === "opened" ? "opens" : "clicks"} in this period.` }));
       return;
     }
-    const width = Math.max(container.clientWidth, 320);
+    const frame = seriesFrame(Math.max(container.clientWidth, 320), points, bucket);
+    const chart = chartSvg(frame.width, frame.height, kind === "opened" ? "Opens over time" : "Clicks over time");
+    chart.append(seriesAxes(points, bucket, frame), seriesBars(points, bucket, parts, frame));
+    container.replaceChildren(chart);
+  }
+
+  // Sizes and scales of a chart `width` wide: the value axis goes in round steps to the
+  // first above the peak, and each bucket gets a band of the width.
+  function seriesFrame(width, points, bucket) {
     const height = 220;
     const margin = { top: 10, right: 8, bottom: bucket === "hour" ? 40 : 26, left: 44 };
     const plotWidth = width - margin.left - margin.right;
@@ -335,61 +363,74 @@
     const y = (value) => margin.top + plotHeight - (value / top) * plotHeight;
     const band = plotWidth / points.length;
     const barWidth = Math.max(1, Math.min(band * 0.72, 36));
-    const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
-    chart.setAttribute("aria-label", kind === "opened" ? "Opens over time" : "Clicks over time");
+    return { width, height, margin, plotWidth, plotHeight, step, top, y, band, barWidth };
+  }
 
+  function seriesAxes(points, bucket, frame) {
     const axis = svg("g", { class: "axis" });
+    axis.append(...valueTicks(frame), ...timeLabels(points, bucket, frame));
+    return axis;
+  }
+
+  // A grid line and its count at each step of the value axis, the baseline at zero.
+  function valueTicks({ width, margin, step, top, y }) {
+    const ticks = [];
     for (let value = 0; value <= top; value += step) {
-      axis.append(
+      ticks.push(
         svg("line", { x1: margin.left, x2: width - margin.right, y1: y(value), y2: y(value), class: value ? "grid-line" : "baseline" }),
         svg("text", { x: margin.left - 6, y: y(value) + 4, "text-anchor": "end" }, count(value)),
       );
     }
-    // Hours are labelled with their time, and with the date under the first of each day.
+    return ticks;
+  }
+
+  // Under every few buckets, as many as fit. Days are labelled with their date; hours with
+  // their time, and with the date under the first of each day.
+  function timeLabels(points, bucket, { margin, plotWidth, plotHeight, band }) {
     const every = Math.max(1, Math.ceil(points.length / Math.max(1, Math.floor(plotWidth / 64))));
+    const labels = [];
     let labelledDay = null;
     points.forEach((point, index) => {
       if (index % every !== 0) return;
       const x = margin.left + band * (index + 0.5);
-      const top = margin.top + plotHeight + 16;
+      const y = margin.top + plotHeight + 16;
       if (bucket !== "hour") {
-        axis.append(svg("text", { x, y: top, "text-anchor": "middle" }, dayLabel(point.date)));
+        labels.push(svg("text", { x, y, "text-anchor": "middle" }, dayLabel(point.date)));
         return;
       }
-      axis.append(svg("text", { x, y: top, "text-anchor": "middle" }, hourLabel(point.date)));
+      labels.push(svg("text", { x, y, "text-anchor": "middle" }, hourLabel(point.date)));
       const day = point.key.slice(0, 10);
       if (day !== labelledDay) {
-        axis.append(svg("text", { x, y: top + 14, "text-anchor": "middle" }, dayLabel(point.date)));
+        labels.push(svg("text", { x, y: y + 14, "text-anchor": "middle" }, dayLabel(point.date)));
         labelledDay = day;
       }
     });
-    chart.append(axis);
+    return labels;
+  }
 
+  function seriesBars(points, bucket, parts, frame) {
+    const { margin, band, barWidth } = frame;
     const bars = svg("g");
-    points.forEach((point) => {
+    points.forEach((point, index) => {
       if (point.human + point.other === 0) return;
-      const x = margin.left + band * points.indexOf(point) + (band - barWidth) / 2;
-      const group = svg("g", { "data-key": point.key, "data-human": point.human, "data-other": point.other });
-      if (point.human > 0) {
-        group.append(svg("rect", { x, y: y(point.human), width: barWidth, height: y(0) - y(point.human), class: parts.cls }));
-      }
-      if (point.other > 0) {
-        group.append(
-          svg("rect", {
-            x,
-            y: y(point.human + point.other),
-            width: barWidth,
-            height: y(point.human) - y(point.human + point.other),
-            fill: "url(#hatch)",
-            class: "bar-machine",
-          }),
-        );
-      }
-      const when = bucket === "hour" ? `${point.key.slice(0, 10)} ${point.key.slice(11, 16)} UTC` : point.key;
-      bars.append(tooltip(group, `${when}: ${count(point.human)} human, ${count(point.other)} ${parts.otherName}`));
+      const x = margin.left + band * index + (band - barWidth) / 2;
+      bars.append(seriesBar(point, x, bucket, parts, frame));
     });
-    chart.append(bars);
-    container.replaceChildren(chart);
+    return bars;
+  }
+
+  // One bucket's stack: the people's bar, the machines' (or bots') on top, and a tooltip.
+  function seriesBar(point, x, bucket, parts, { y, barWidth }) {
+    const { human, other } = point;
+    const group = svg("g", { "data-key": point.key, "data-human": human, "data-other": other });
+    if (human > 0) {
+      group.append(svg("rect", { x, y: y(human), width: barWidth, height: y(0) - y(human), class: parts.cls }));
+    }
+    if (other > 0) {
+      group.append(machineRect(x, y(human + other), barWidth, y(human) - y(human + other)));
+    }
+    const when = bucket === "hour" ? `${point.key.slice(0, 10)} ${point.key.slice(11, 16)} UTC` : point.key;
+    return tooltip(group, `${when}: ${count(human)} human, ${count(other)} ${parts.otherName}`);
   }
 
   // ---- Top links and reasons ---------------------------------------------------------
