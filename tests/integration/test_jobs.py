@@ -15,7 +15,7 @@ from pixelpost.core.event_types import EventType
 from pixelpost.core.stats import StatsQuery, report
 from pixelpost.store import Route, SQLiteStore
 from tests.conftest import until
-from tests.integration.test_stats import H0, H1, message, opened, record_campaign
+from tests.contract.campaign import H0, H1, message, opened, record_campaign
 
 DAY = 86400.0
 

@@ -1,4 +1,5 @@
-"""The SQLite store: migrations, group commit, routing and the outbox."""
+"""The SQLite store where it depends on its files: migrations, the group commit, busy
+locks and cancellation. What every store must do is in tests/contract/."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from pixelpost.core.event_types import EventType
-from pixelpost.core.events import Event, click_event, open_event, send_event
+from pixelpost.core.events import Event, open_event, send_event
 from pixelpost.store import MessageRecord, Route, SQLiteStore, StoreError
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations
-from tests.clock import Clock
 from tests.conftest import until
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -73,102 +73,6 @@ async def test_concurrent_records_share_commits_and_all_land(tmp_path: Path) -> 
     with sqlite3.connect(tmp_path / "s.db") as connection:
         (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
     assert count == 300
-
-
-async def test_route_claim_deliver(tmp_path: Path) -> None:
-    clock = Clock(1_000_000.0)
-    store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
-    await store.record(
-        messages=[message("m1"), message("m2", config_set=None)],
-        events=[
-            send_event("m1", now=NOW),
-            click_event(
-                "m1", ip="192.0.2.1", user_agent="ua", link="https://x", link_tags={}, now=NOW
-            ),
-            send_event("m2", now=NOW),
-            open_event("unknown", ip="192.0.2.1", user_agent="ua", now=NOW),
-        ],
-    )
-
-    assert await store.route(to_destinations) == 4
-    assert await store.route(to_destinations) == 0
-    assert await store.outbox_depth() == {"archive": 2, "app": 1}
-
-    claimed = await store.claim("archive", limit=10, lease=30)
-    assert [c.event_type for c in claimed] == [EventType.SEND, EventType.CLICK]
-    body = json.loads(claimed[1].body)
-    assert body["eventType"] == "Click"
-    assert body["mail"]["messageId"] == "m1"
-    assert body["click"]["link"] == "https://x"
-    assert await store.claim("archive", limit=10, lease=30) == []  # hidden while claimed
-
-    await store.delivered("archive", [claimed[0].seq])
-    clock.now += 31  # the lease of the undelivered one lapses: it comes back
-    [again] = await store.claim("archive", limit=10, lease=30)
-    assert again.event_id == claimed[1].event_id
-    assert again.attempts == 0
-    await store.close()
-
-
-async def test_retry_dead_letter_and_replay(tmp_path: Path) -> None:
-    clock = Clock(1_000_000.0)
-    store = await SQLiteStore.open(tmp_path / "s.db", clock=clock)
-    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
-    await store.route(to_destinations)
-    [claimed] = await store.claim("archive", limit=1, lease=30)
-
-    await store.retry("archive", claimed.seq, attempts=1, at=clock.now + 60, error="HTTP 503")
-    assert await store.claim("archive", limit=1, lease=30) == []
-    clock.now += 61
-    [retried] = await store.claim("archive", limit=1, lease=30)
-    assert retried.attempts == 1
-
-    await store.dead("archive", retried.seq, attempts=2, error="HTTP 500: boom")
-    clock.now += 1000
-    assert await store.claim("archive", limit=1, lease=30) == []
-    [letter] = await store.dead_letters()
-    assert (letter.event_id, letter.destination, letter.attempts) == (
-        claimed.event_id,
-        "archive",
-        2,
-    )
-    assert letter.last_error == "HTTP 500: boom"
-    assert letter.event_type is EventType.SEND
-    assert await store.dead_letters("app") == []
-
-    assert await store.replay("app") == 0
-    assert await store.replay("archive") == 1
-    [replayed] = await store.claim("archive", limit=1, lease=30)
-    assert (replayed.event_id, replayed.attempts) == (claimed.event_id, 0)
-    assert await store.dead_letters() == []
-    await store.close()
-
-
-async def test_a_disabled_destination_collects_dead_letters_until_replayed(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "s.db")
-    await store.record(
-        messages=[message("m1")], events=[open_event("m1", ip="i", user_agent="u", now=NOW)]
-    )
-    await store.route(to_destinations)
-    [refused] = await store.claim("app", limit=10, lease=30)
-
-    await store.disable(
-        "app", "disabled: the endpoint answered HTTP 410 Gone", seq=refused.seq, attempts=1
-    )
-    await store.record(events=[open_event("m1", ip="i", user_agent="u", now=NOW)])
-    await store.route(to_destinations)
-
-    assert await store.disabled() == {"app": "disabled: the endpoint answered HTTP 410 Gone"}
-    assert await store.claim("app", limit=10, lease=30) == []
-    letters = await store.dead_letters("app")
-    assert [letter.attempts for letter in letters] == [1, 0]
-    counts = await store.counts()
-    assert (counts["app"].failed, counts["app"].dead) == (1, 2)
-    assert len(await store.claim("archive", limit=10, lease=30)) == 2
-    assert await store.replay() == 2
-    assert await store.disabled() == {}
-    assert len(await store.claim("app", limit=10, lease=30)) == 2
-    await store.close()
 
 
 async def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> None:

@@ -7,6 +7,14 @@
 
 Two files, because SQLite has one writer per file: the dispatcher's work then never
 holds up an open or a click, and the other way round.
+
+    database.py    the connections, transactions, checkpoints
+    queries.py     every statement, by name
+    log.py, outbox.py, statistics.py, retention.py
+                   one module per role of the store's seam (pixelpost.store.base)
+    writer.py      the log's group commit
+    schema.py      connecting and migrating (pixelpost/store/migrations/sqlite/)
+    store.py       `SQLiteStore`: all the roles together
 """
 
 from pixelpost.store.sqlite.store import SQLiteStore, outbox_path

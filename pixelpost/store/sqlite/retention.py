@@ -1,4 +1,4 @@
-"""Retention in the SQLite store: what `store.retention_days` deletes, and what it keeps.
+"""The Retention role on SQLite: what `store.retention_days` deletes, and what it keeps.
 
 Events older than the retention go once they are routed and counted and have no
 delivery left to make (their dead letters go with them). The newest event always
@@ -18,13 +18,17 @@ locks from its start (BEGIN IMMEDIATE: a batch reads the log, then writes it).
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosqlite
 
+from pixelpost.store.sqlite import queries
+from pixelpost.store.sqlite.database import Database
 from pixelpost.store.sqlite.schema import rollback
 
-_NO_PENDING = 9223372036854775807
+PURGE_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +43,10 @@ class Snapshot:
 
 async def snapshot(connection: aiosqlite.Connection) -> Snapshot:
     """Where routing, counting and delivery are (outside any write transaction)."""
-    async with connection.execute(
-        "SELECT min((SELECT min(seq) FROM outbox.cursors WHERE name IN ('routed', 'rolled_up')),"
-        " coalesce((SELECT min(d.event_seq) - 1 FROM outbox.deliveries AS d"
-        "  WHERE d.state = 'pending'"
-        "  AND EXISTS (SELECT 1 FROM main.events AS e WHERE e.seq = d.event_seq)), ?))",
-        (_NO_PENDING,),
-    ) as cursor:
+    async with connection.execute(queries.SNAPSHOT_LAST_EVENT, (queries.NO_PENDING,)) as cursor:
         row = await cursor.fetchone()
     last_event = int(row[0]) if row is not None and row[0] is not None else 0
-    async with connection.execute(
-        "SELECT e.message_id FROM main.events AS e"
-        " WHERE e.seq > (SELECT seq FROM outbox.cursors WHERE name = 'routed')"
-        " UNION SELECT e.message_id FROM outbox.deliveries AS d"
-        " JOIN main.events AS e ON e.seq = d.event_seq WHERE d.state = 'pending'"
-    ) as cursor:
+    async with connection.execute(queries.SNAPSHOT_BUSY) as cursor:
         busy = frozenset(message_id for (message_id,) in await cursor.fetchall())
     return Snapshot(last_event=last_event, busy=busy)
 
@@ -64,10 +57,8 @@ async def make_durable(connection: aiosqlite.Connection) -> None:
     try:
         await connection.execute("BEGIN IMMEDIATE")
         try:
-            await connection.execute(
-                "INSERT OR IGNORE INTO outbox.cursors (name, seq) VALUES ('stubbed', 0)"
-            )
-            await connection.execute("UPDATE outbox.cursors SET seq = seq WHERE name = 'stubbed'")
+            await connection.execute(queries.ADD_STUBBED)
+            await connection.execute(queries.TOUCH_STUBBED)
             await connection.execute("COMMIT")
         except BaseException:
             await rollback(connection)  # the level can only be set outside a transaction
@@ -80,11 +71,7 @@ async def delete_events(
     connection: aiosqlite.Connection, before: float, batch: int, at: Snapshot
 ) -> int:
     """Delete up to `batch` of the oldest events from before `before` (a Unix time)."""
-    async with connection.execute(
-        "SELECT seq, created_at FROM main.events"
-        " WHERE seq <= ? AND seq < (SELECT max(seq) FROM main.events) ORDER BY seq LIMIT ?",
-        (at.last_event, batch),
-    ) as cursor:
+    async with connection.execute(queries.OLDEST_EVENTS, (at.last_event, batch)) as cursor:
         rows = await cursor.fetchall()
     last = None
     for seq, created_at in rows:
@@ -93,8 +80,8 @@ async def delete_events(
         last = seq
     if last is None:
         return 0
-    deleted = await connection.execute("DELETE FROM main.events WHERE seq <= ?", (last,))
-    await connection.execute("DELETE FROM outbox.deliveries WHERE event_seq <= ?", (last,))
+    deleted = await connection.execute(queries.DELETE_EVENTS, (last,))
+    await connection.execute(queries.DELETE_THEIR_DELIVERIES, (last,))
     return deleted.rowcount
 
 
@@ -102,17 +89,12 @@ async def stub_messages(
     connection: aiosqlite.Connection, before: float, batch: int, at: Snapshot
 ) -> int:
     """Cut up to `batch` of the oldest message records from before `before` to stubs."""
-    async with connection.execute(
-        "SELECT seq FROM outbox.cursors WHERE name = 'stubbed'"
-    ) as cursor:
+    async with connection.execute(queries.STUBBED) as cursor:
         row = await cursor.fetchone()
     if row is None:
         raise AssertionError("outbox.cursors has no 'stubbed' row (make_durable adds it)")
     after = int(row[0])
-    async with connection.execute(
-        "SELECT rowid, id, created_at FROM main.messages WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        (after, batch),
-    ) as cursor:
+    async with connection.execute(queries.OLDEST_MESSAGES, (after, batch)) as cursor:
         rows = await cursor.fetchall()
     last = None
     for rowid, message_id, created_at in rows:
@@ -121,10 +103,44 @@ async def stub_messages(
         last = rowid
     if last is None:
         return 0
-    stubbed = await connection.execute(
-        "UPDATE main.messages SET mail = json_object('messageId', id)"
-        " WHERE rowid > ? AND rowid <= ?",
-        (after, last),
-    )
-    await connection.execute("UPDATE outbox.cursors SET seq = ? WHERE name = 'stubbed'", (last,))
+    stubbed = await connection.execute(queries.STUB_MESSAGES, (after, last))
+    await connection.execute(queries.SET_STUBBED, (last,))
     return stubbed.rowcount
+
+
+Step = Callable[[aiosqlite.Connection, float, int, Snapshot], Awaitable[int]]
+
+
+class SQLiteRetention:
+    """`store.retention_days`, applied (`pixelpost.store.Retention`)."""
+
+    _db: Database
+
+    async def purge(self, before: float, *, batch: int = PURGE_BATCH) -> tuple[int, int]:
+        at = await self._db.shielded(self._snapshot)
+        events = await self._in_batches(delete_events, before, batch, at)
+        messages = await self._in_batches(stub_messages, before, batch, at)
+        return events, messages
+
+    async def _snapshot(self) -> Snapshot:
+        """A snapshot, made durable: it bounds every batch of the purge."""
+        async with self._db.lock:
+            try:
+                at = await snapshot(self._db.background)
+                await make_durable(self._db.background)
+            except sqlite3.Error as exc:
+                await rollback(self._db.background)
+                raise self._db.error(exc, "retention: ") from exc
+            return at
+
+    async def _in_batches(self, step: Step, before: float, batch: int, at: Snapshot) -> int:
+        done = 0
+        while True:
+
+            async def work(connection: aiosqlite.Connection) -> int:
+                return await step(connection, before, batch, at)
+
+            count = await self._db.transaction(work, immediate=True)
+            done += count
+            if count < batch:
+                return done

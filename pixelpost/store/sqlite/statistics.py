@@ -1,5 +1,4 @@
-"""The statistics tables of the SQLite store: rolling events up into them, reading them,
-and purging what retention no longer keeps.
+"""The Statistics role on SQLite: rolling events up into the counters, and reading them.
 
 A roll-up reads a range of the log and adds to one counter per (tag, link, configuration
 set, hour, metric), in the outbox file. The metrics:
@@ -20,130 +19,45 @@ in SQLite, in a few statements per batch.
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
 from pixelpost.core.stats import Grouping, StatsQuery, StatsTable
-
-# One row per event of the batch, with what the counters need (temp tables are the
-# connection's own).
-_SETUP = (
-    "CREATE TEMP TABLE IF NOT EXISTS stats_facts (message_id TEXT, hour INTEGER,"
-    " config_set TEXT, tags TEXT, kind TEXT, class TEXT, reason TEXT, proxy TEXT, link TEXT,"
-    " bounce_type TEXT)",
-    "CREATE TEMP TABLE IF NOT EXISTS stats_rows (hour INTEGER, config_set TEXT, tags TEXT,"
-    " link TEXT, metric TEXT)",
-    "CREATE TEMP TABLE IF NOT EXISTS stats_candidates (message_id TEXT, what TEXT,"
-    " hour INTEGER, config_set TEXT, tags TEXT, link TEXT, metric TEXT,"
-    " PRIMARY KEY (message_id, what))",
-    "DELETE FROM temp.stats_facts",
-    "DELETE FROM temp.stats_rows",
-    "DELETE FROM temp.stats_candidates",
-)
-_FACTS = (
-    "INSERT INTO temp.stats_facts SELECT e.message_id,"
-    " CAST(e.created_at / 3600 AS INTEGER) * 3600, coalesce(m.config_set, ''), m.tags, e.type,"
-    " CASE e.type WHEN 'open' THEN iif(e.detail ->> '$.machine', 'machine', 'human')"
-    "  WHEN 'click' THEN iif(e.detail ->> '$.bot', 'bot', 'human') END,"
-    " CASE e.type WHEN 'open' THEN e.detail ->> '$.machineReason'"
-    "  WHEN 'click' THEN e.detail ->> '$.botReason' END,"
-    " iif(e.type = 'open', e.detail ->> '$.proxy', NULL),"
-    " iif(e.type = 'click', e.detail ->> '$.link', NULL),"
-    " iif(e.type = 'bounce', e.detail ->> '$.bounceType', NULL)"
-    " FROM main.events AS e JOIN main.messages AS m ON m.id = e.message_id"
-    " WHERE e.seq > ? AND e.seq <= ?"
-)
-_COUNTS = (
-    "INSERT INTO temp.stats_rows (hour, config_set, tags, link, metric)"
-    " SELECT hour, config_set, tags, '', CASE kind"
-    "  WHEN 'send' THEN 'sent' WHEN 'delivery' THEN 'delivered'"
-    "  WHEN 'delivery_delay' THEN 'delayed' WHEN 'reject' THEN 'rejected'"
-    "  WHEN 'rendering_failure' THEN 'rendering_failures' WHEN 'complaint' THEN 'complained'"
-    "  WHEN 'bounce' THEN 'bounced:' || coalesce(bounce_type, 'Undetermined')"
-    "  WHEN 'open' THEN 'opens:' || class WHEN 'click' THEN 'clicks:' || class END"
-    " FROM temp.stats_facts WHERE kind != 'subscription'"
-    " UNION ALL SELECT hour, config_set, tags, '', 'opens:machine:' || coalesce(reason, 'other')"
-    " FROM temp.stats_facts WHERE kind = 'open' AND class = 'machine'"
-    " UNION ALL SELECT hour, config_set, tags, '', 'clicks:bot:' || coalesce(reason, 'other')"
-    " FROM temp.stats_facts WHERE kind = 'click' AND class = 'bot'"
-    " UNION ALL SELECT hour, config_set, tags, '', 'opens:proxied'"
-    " FROM temp.stats_facts WHERE kind = 'open' AND class = 'human' AND proxy IS NOT NULL"
-    " UNION ALL SELECT hour, config_set, tags, link, 'clicks:' || class"
-    " FROM temp.stats_facts WHERE kind = 'click' AND link IS NOT NULL"
-)
-# What each event could count towards as a unique: per copy, and per copy and link.
-_CANDIDATES = (
-    "INSERT OR IGNORE INTO temp.stats_candidates"
-    " SELECT message_id, what, min(hour), config_set, tags, link, metric FROM ("
-    "  SELECT message_id, kind AS what, hour, config_set, tags, '' AS link,"
-    "   'unique_' || kind || 's' AS metric"
-    "  FROM temp.stats_facts WHERE kind IN ('open', 'click')"
-    "  UNION ALL SELECT message_id, kind || ':' || class, hour, config_set, tags, '',"
-    "   'unique_' || kind || 's:' || class"
-    "  FROM temp.stats_facts WHERE kind IN ('open', 'click')"
-    "  UNION ALL SELECT message_id, 'click' || char(31) || link, hour, config_set, tags, link,"
-    "   'unique_clicks'"
-    "  FROM temp.stats_facts WHERE kind = 'click' AND link IS NOT NULL"
-    "  UNION ALL SELECT message_id, 'click:' || class || char(31) || link, hour, config_set,"
-    "   tags, link, 'unique_clicks:' || class"
-    "  FROM temp.stats_facts WHERE kind = 'click' AND link IS NOT NULL"
-    " ) WHERE true GROUP BY message_id, what"
-)
-_FIRSTS = (
-    "INSERT INTO temp.stats_rows (hour, config_set, tags, link, metric)"
-    " SELECT hour, config_set, tags, link, metric FROM temp.stats_candidates AS c"
-    " WHERE NOT EXISTS (SELECT 1 FROM outbox.stats_firsts AS f"
-    "  WHERE f.message_id = c.message_id AND f.what = c.what)",
-    "INSERT OR IGNORE INTO outbox.stats_firsts (message_id, what)"
-    " SELECT message_id, what FROM temp.stats_candidates",
-)
-# Every row counts for all of its set's mail (tag '') and for each of the copy's tags,
-# in its hour and in its day.
-_ADD = (
-    "INSERT INTO outbox.stats (period, tag, link, config_set, bucket, metric, value)"
-    " SELECT p.period, tag, link, config_set, hour / p.period * p.period, metric, count(*)"
-    " FROM ("
-    "  SELECT '' AS tag, link, config_set, hour, metric FROM temp.stats_rows"
-    "  UNION ALL SELECT j.value, r.link, r.config_set, r.hour, r.metric"
-    "  FROM temp.stats_rows AS r, json_each(r.tags) AS j"
-    " ), (SELECT 3600 AS period UNION ALL SELECT 86400) AS p"
-    " WHERE true GROUP BY 1, 2, 3, 4, 5, 6"
-    " ON CONFLICT (period, tag, link, config_set, bucket, metric)"
-    " DO UPDATE SET value = value + excluded.value"
-)
+from pixelpost.store.sqlite import queries
+from pixelpost.store.sqlite.database import Database
 
 
 async def roll_up_next(connection: aiosqlite.Connection, limit: int) -> int:
     """Add up to `limit` events not counted yet to the statistics and move the cursor
     past them (in the caller's transaction); returns how many."""
     # The cursor is written first, so that the outbox is locked before the log is read.
-    async with connection.execute(
-        "UPDATE outbox.cursors SET seq = seq WHERE name = 'rolled_up' RETURNING seq"
-    ) as cursor:
+    async with connection.execute(queries.LOCK_ROLLED_UP) as cursor:
         row = await cursor.fetchone()
     assert row is not None
     after = int(row[0])
-    async with connection.execute("SELECT coalesce(max(seq), 0) FROM main.events") as cursor:
+    async with connection.execute(queries.NEWEST_EVENT) as cursor:
         newest_row = await cursor.fetchone()
     newest = int(newest_row[0]) if newest_row else 0
     if newest <= after:
         return 0
     upto = min(newest, after + limit)
     await roll_up(connection, after, upto)
-    await connection.execute("UPDATE outbox.cursors SET seq = ? WHERE name = 'rolled_up'", (upto,))
+    await connection.execute(queries.SET_ROLLED_UP, (upto,))
     return upto - after
 
 
 async def roll_up(connection: aiosqlite.Connection, after: int, upto: int) -> None:
     """Add the events with `after` < seq <= `upto` to the statistics (in the caller's
     transaction)."""
-    for statement in _SETUP:
+    for statement in queries.STATS_SETUP:
         await connection.execute(statement)
-    await connection.execute(_FACTS, (after, upto))
-    await connection.execute(_COUNTS)
-    await connection.execute(_CANDIDATES)
-    for statement in _FIRSTS:
+    await connection.execute(queries.STATS_FACTS, (after, upto))
+    await connection.execute(queries.STATS_COUNTS)
+    await connection.execute(queries.STATS_CANDIDATES)
+    for statement in queries.STATS_FIRSTS:
         await connection.execute(statement)
-    await connection.execute(_ADD)
+    await connection.execute(queries.STATS_ADD)
 
 
 HOUR = 3600
@@ -229,3 +143,30 @@ async def read(connection: aiosqlite.Connection, query: StatsQuery) -> StatsTabl
     totals = (await _sum(connection, query, None)).get("", {})
     groups = await _sum(connection, query, query.by) if query.by is not None else {}
     return StatsTable(totals=totals, groups=groups)
+
+
+ROLLUP_BATCH = 5000
+
+
+class SQLiteStatistics:
+    """The counters behind the funnel (`pixelpost.store.Statistics`)."""
+
+    _db: Database
+
+    async def rollup(self, *, limit: int = ROLLUP_BATCH) -> int:
+        async with self._db.lock, self._db.background.execute(queries.ROLLUP_BEHIND) as cursor:
+            row = await cursor.fetchone()
+        if row is None or row[0] >= row[1]:
+            return 0  # nothing new: no write transaction at all
+
+        async def work(connection: aiosqlite.Connection) -> int:
+            return await roll_up_next(connection, limit)
+
+        return await self._db.transaction(work)
+
+    async def stats(self, query: StatsQuery) -> StatsTable:
+        reader = self._db.reader
+        try:
+            return await read(reader, query)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
+            raise self._db.error(exc) from exc

@@ -22,6 +22,7 @@ from pathlib import Path
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event, dumps
 from pixelpost.store.base import Hit, MessageRecord, StoreError
+from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.schema import PRAGMAS
 
 log = logging.getLogger(__name__)
@@ -30,59 +31,6 @@ COMMIT_INTERVAL = 0.001
 """The least time between the starts of two commits; 1 ms was best for throughput and
 latency together in bench/tracker.py (0, 0.5, 1, 1.5 and 2 ms tried)."""
 
-# Each copy's message tags (not SES's own `ses:` ones) as "name:value" strings, for the
-# statistics per tag.
-_INSERT_MESSAGES = (
-    "INSERT OR IGNORE INTO messages (id, config_set, created_at, mail, tags)"
-    " SELECT m.value ->> 0, m.value ->> 1, m.value ->> 2, m.value ->> 3,"
-    "  (SELECT json_group_array(DISTINCT t.key || ':' || v.value)"
-    "   FROM json_each(m.value ->> 3, '$.tags') AS t, json_each(t.value) AS v"
-    "   WHERE t.key NOT LIKE 'ses:%')"
-    " FROM json_each(?) AS m"
-)
-_INSERT_EVENTS = (
-    "INSERT INTO events (id, message_id, type, created_at, detail)"
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)"
-)
-# The detail objects in SES's key order, then pixelpost's additions (`pixelpost.core.classify`).
-_INSERT_HITS = (
-    "INSERT INTO events (id, message_id, type, created_at, detail)"
-    " SELECT lower(hex(randomblob(16))), value ->> 1, value ->> 0, value ->> 4,"
-    "  CASE WHEN value ->> 5 IS NULL THEN json_object("
-    "   'ipAddress', value ->> 2,"
-    "   'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', value ->> 4, 'unixepoch'),"
-    "   'userAgent', value ->> 3,"
-    "   'machine', json(iif(value ->> 7, 'true', 'false')),"
-    "   'machineReason', value ->> 8,"
-    "   'proxy', value ->> 9)"
-    "  ELSE json_object("
-    "   'ipAddress', value ->> 2,"
-    "   'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', value ->> 4, 'unixepoch'),"
-    "   'userAgent', value ->> 3,"
-    "   'link', value ->> 5,"
-    "   'linkTags', json(value ->> 6),"
-    "   'bot', json(iif(value ->> 7, 'true', 'false')),"
-    "   'botReason', value ->> 8) END"
-    " FROM json_each(?)"
-)
-# When each copy was delivered, for the classification of clicks soon after.
-_DELIVERED = (
-    "UPDATE messages SET delivered_at = d.at"
-    " FROM (SELECT value ->> 1 AS id, min(value ->> 3) AS at FROM json_each(?)"
-    "  WHERE value ->> 2 = 'delivery' GROUP BY value ->> 1) AS d"
-    " WHERE messages.id = d.id AND messages.delivered_at IS NULL"
-)
-# Events counted by type as they are written (for /metrics), in the same transaction.
-_COUNT_EVENTS = (
-    "INSERT INTO counters (name, value) SELECT value ->> 2, count(*) FROM json_each(?)"
-    " WHERE true GROUP BY value ->> 2"
-    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
-)
-_COUNT_HITS = (
-    "INSERT INTO counters (name, value) SELECT value ->> 0, count(*) FROM json_each(?)"
-    " WHERE true GROUP BY value ->> 0"
-    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
-)
 TYPE_NAMES = {event_type: event_type.name.lower() for event_type in EventType}
 """How event types are written in the log."""
 
@@ -207,12 +155,12 @@ class GroupCommit:
         statements = [
             (sql, payload)
             for sql, payload in (
-                (_INSERT_MESSAGES, messages),
-                (_INSERT_EVENTS, events),
-                (_DELIVERED, events),
-                (_COUNT_EVENTS, events),
-                (_INSERT_HITS, hits),
-                (_COUNT_HITS, hits),
+                (queries.INSERT_MESSAGES, messages),
+                (queries.INSERT_EVENTS, events),
+                (queries.MARK_DELIVERED, events),
+                (queries.COUNT_EVENTS, events),
+                (queries.INSERT_HITS, hits),
+                (queries.COUNT_HITS, hits),
             )
             if payload is not None
         ]
