@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
@@ -38,6 +39,8 @@ _CONFIG_HELP = (
     "configuration file (default: $PIXELPOST_CONFIG, else ./pixelpost.toml, else built-in "
     "defaults); relative paths in it are read from its folder"
 )
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What `add_subparsers` returns: where a group of commands adds its parsers."""
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -94,43 +97,55 @@ def _destination(args: argparse.Namespace, config: Config) -> str | None:
     return name
 
 
-def cmd_events_dead_letters(args: argparse.Namespace) -> int:
-    config = _load(args)
-    destination = _destination(args, config)
+def _read_dead_letters(
+    config: Config, destination: str | None, *, limit: int
+) -> tuple[list[DeadLetter], dict[str, str]]:
+    """The dead letters (of `destination`, or of all) and the disabled destinations with
+    their reasons, read together so that the listing and its warnings agree."""
 
     async def read() -> tuple[list[DeadLetter], dict[str, str]]:
         store = await open_store(config.store, create=False)
         try:
-            return await store.dead_letters(destination, limit=args.limit), await store.disabled()
+            return await store.dead_letters(destination, limit=limit), await store.disabled()
         finally:
             await store.close()
 
-    letters, disabled = asyncio.run(read())
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "eventId": letter.event_id,
-                        "destination": letter.destination,
-                        "eventType": letter.event_type.value,
-                        "messageId": letter.message_id,
-                        "attempts": letter.attempts,
-                        "failedAt": letter.failed_at.isoformat(),
-                        "lastError": letter.last_error,
-                    }
-                    for letter in letters
-                ],
-                indent=2,
-            )
-        )
-        return 0
-    for name, reason in sorted(disabled.items()):
-        if destination in (None, name):
-            print(f"destination {name} is disabled: {reason}")
-    if not letters:
-        print("no dead letters")
-        return 0
+    return asyncio.run(read())
+
+
+def _dead_letters_json(letters: Sequence[DeadLetter]) -> str:
+    """`--json`: the fields under the names the tracker's API uses for them."""
+    return json.dumps(
+        [
+            {
+                "eventId": letter.event_id,
+                "destination": letter.destination,
+                "eventType": letter.event_type.value,
+                "messageId": letter.message_id,
+                "attempts": letter.attempts,
+                "failedAt": letter.failed_at.isoformat(),
+                "lastError": letter.last_error,
+            }
+            for letter in letters
+        ],
+        indent=2,
+    )
+
+
+_DEAD_LETTERS_HEADER = (
+    "FAILED AT (UTC)",
+    "DESTINATION",
+    "TYPE",
+    "EVENT ID",
+    "MESSAGE ID",
+    "TRIES",
+    "LAST ERROR",
+)
+
+
+def _dead_letters_table(letters: Sequence[DeadLetter]) -> list[str]:
+    """One line per letter under a header, in columns; the last one (the error, of any
+    length) is left unpadded so that a long error does not widen every line."""
     rows = [
         (
             letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -143,22 +158,31 @@ def cmd_events_dead_letters(args: argparse.Namespace) -> int:
         )
         for letter in letters
     ]
-    header = (
-        "FAILED AT (UTC)",
-        "DESTINATION",
-        "TYPE",
-        "EVENT ID",
-        "MESSAGE ID",
-        "TRIES",
-        "LAST ERROR",
-    )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[-1]
-        )
+    table = [_DEAD_LETTERS_HEADER, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_DEAD_LETTERS_HEADER) - 1)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in table
+    ]
+
+
+def cmd_events_dead_letters(args: argparse.Namespace) -> int:
+    config = _load(args)
+    destination = _destination(args, config)
+    letters, disabled = _read_dead_letters(config, destination, limit=args.limit)
+    if args.json:
+        print(_dead_letters_json(letters))
+        return 0
+    for name, reason in sorted(disabled.items()):
+        if destination in (None, name):
+            print(f"destination {name} is disabled: {reason}")
+    if not letters:
+        print("no dead letters")
+        return 0
+    for line in _dead_letters_table(letters):
+        print(line)
     print(f"{len(letters)} dead letters; `pixelpost events replay` queues them again")
     return 0
 
@@ -346,20 +370,18 @@ def _log_level(parser: argparse.ArgumentParser, *, default: str) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pixelpost",
-        description="SMTP relay with SES-style open and click tracking and event publishing.",
-    )
-    parser.add_argument("--version", action="version", version=f"pixelpost {__version__}")
-    _log_level(parser, default="info")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _command(
+    commands: _Commands, name: str, func: object, help_text: str
+) -> argparse.ArgumentParser:
+    """A (sub)command whose help in its parent's list is also its own description."""
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    sub.set_defaults(func=func)
+    return sub
 
-    def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(func=func)
-        return sub
 
+def _add_service_commands(commands: _Commands) -> None:
+    """serve, relay, tracker and check-config: the commands that run (or check) a
+    configuration, and so take the log options after the command too."""
     for name, func, help_text in (
         ("serve", cmd_serve, "run the relay and the tracker in one process"),
         ("relay", cmd_relay, "run only the SMTP relay"),
@@ -370,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
             "validate a configuration: exit 0, or 1 with one line per problem",
         ),
     ):
-        sub = command(name, func, help_text)
+        sub = _command(commands, name, func, help_text)
         _config_option(sub)
         _log_level(sub, default=argparse.SUPPRESS)  # after the command too
         if name == "check-config":
@@ -387,7 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"for each of --connect's attempts ({CONNECT_TIMEOUT:g})",
             )
 
-    events = command("events", None, "inspect and replay undeliverable events")
+
+def _add_events_commands(commands: _Commands) -> None:
+    """`events dead-letters` and `events replay`."""
+    events = _command(commands, "events", None, "inspect and replay undeliverable events")
     events_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     for name, func, help_text in (
         ("dead-letters", cmd_events_dead_letters, "list events whose delivery gave up"),
@@ -397,27 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
             "queue dead letters again (and enable destinations an endpoint disabled)",
         ),
     ):
-        sub = events_commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(func=func)
+        sub = _command(events_commands, name, func, help_text)
         _config_option(sub)
         sub.add_argument("--destination", metavar="NAME", help="only this destination")
         if name == "dead-letters":
             sub.add_argument("--json", action="store_true", help="print JSON")
             sub.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
 
-    queue = command("queue", cmd_queue, "show the relay's spool: counts, oldest, next retry")
+
+def _add_queue_commands(commands: _Commands) -> None:
+    """`queue` (which runs without an action too) and `queue flush`."""
+    queue = _command(
+        commands, "queue", cmd_queue, "show the relay's spool: counts, oldest, next retry"
+    )
     _config_option(queue)
     queue.add_argument("--json", action="store_true", help="print JSON")
     queue_commands = queue.add_subparsers(dest="queue_command", metavar="ACTION")
-    flush = queue_commands.add_parser(
-        "flush",
-        help="retry every spooled message now",
-        description="retry every spooled message now",
-    )
-    flush.set_defaults(func=cmd_queue_flush)
+    flush = _command(queue_commands, "flush", cmd_queue_flush, "retry every spooled message now")
     _config_option(flush, default=argparse.SUPPRESS)  # `queue -c F flush` works too
 
-    stats = command(
+
+def _add_stats_command(commands: _Commands) -> None:
+    stats = _command(
+        commands,
         "stats",
         cmd_stats,
         "the funnel: sent, delivered, bounced, opened and clicked (people and machines apart)",
@@ -435,19 +462,29 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--limit", type=int, metavar="N", help="at most N groups (100)")
     stats.add_argument("--json", action="store_true", help="print the API's JSON")
 
-    keygen = command(
-        "keygen", cmd_keygen, "print a fresh signing key and a fresh webhook secret (whsec_)"
+
+def _add_secret_commands(commands: _Commands) -> None:
+    """keygen and hash-password: they make secrets and read no configuration."""
+    keygen = _command(
+        commands,
+        "keygen",
+        cmd_keygen,
+        "print a fresh signing key and a fresh webhook secret (whsec_)",
     )
     only = keygen.add_mutually_exclusive_group()
     only.add_argument("--signing-key", action="store_true", help="print only a signing key")
     only.add_argument("--webhook-secret", action="store_true", help="print only a webhook secret")
-    command(
+    _command(
+        commands,
         "hash-password",
         cmd_hash_password,
         "read a password on standard input and print its scrypt hash for [[relay.users]]",
     )
 
-    check = command(
+
+def _add_healthcheck_command(commands: _Commands) -> None:
+    check = _command(
+        commands,
         "healthcheck",
         cmd_healthcheck,
         "ask the running pixelpost's /readyz: exit 0 when ready, or 1 with one line "
@@ -469,6 +506,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long to wait for the answer ({healthcheck.TIMEOUT_DEFAULT:g})",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each group of commands adds its parsers in turn, which is
+    the order `--help` lists them in."""
+    parser = argparse.ArgumentParser(
+        prog="pixelpost",
+        description="SMTP relay with SES-style open and click tracking and event publishing.",
+    )
+    parser.add_argument("--version", action="version", version=f"pixelpost {__version__}")
+    _log_level(parser, default="info")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_service_commands(commands)
+    _add_events_commands(commands)
+    _add_queue_commands(commands)
+    _add_stats_command(commands)
+    _add_secret_commands(commands)
+    _add_healthcheck_command(commands)
     return parser
 
 

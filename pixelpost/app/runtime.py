@@ -378,6 +378,75 @@ async def _run_tracker(
     return lines
 
 
+async def _start_inline_dispatch(
+    config: Config, stack: contextlib.AsyncExitStack, store: Store
+) -> Recorder:
+    """The dispatcher and the periodic jobs on this event loop (`serve`), stopped by
+    `stack`; the recorder that wakes the dispatcher whenever something is recorded."""
+    import aiohttp  # noqa: PLC0415 (the HTTP client is only needed where it delivers)
+
+    from pipeline.destinations import make_sender  # noqa: PLC0415
+
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    dispatcher = Dispatcher(
+        config=config,
+        store=store,
+        senders={name: make_sender(d, session) for name, d in config.destinations.items()},
+    )
+    dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    jobs = Jobs(store=store, retention_days=config.store.retention_days)
+    jobs.start()
+    stack.push_async_callback(jobs.stop)
+    return NotifyingRecorder(store, dispatcher.wake)
+
+
+async def _start_dispatch(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    dispatch: Dispatch,
+    *,
+    log_level: int,
+    log_format: logs.LogFormat,
+) -> Recorder:
+    """Start delivering events where `dispatch` says, before the services that record
+    them (so that it stops after them); what those services record through."""
+    if dispatch is Dispatch.INLINE:
+        return await _start_inline_dispatch(config, stack, store)
+    if dispatch is Dispatch.PROCESS:
+        child = ChildProcess(
+            name="pixelpost dispatch",
+            target=dispatch_process,
+            args=(config, log_level, log_format),
+        )
+        await child.start()
+        stack.push_async_callback(child.stop)
+    return store
+
+
+def _ignore_sighup(stack: contextlib.AsyncExitStack) -> None:
+    """A reload (systemd's ExecReload, a stray kill -HUP) must not end a process that has
+    nothing to reload: SIGHUP's default action would."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: nothing to reload here")
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+
+def _setting_lines(config: Config, dispatch: Dispatch) -> list[tuple[str, str]]:
+    """The banner's lines after the listeners': where links point, the store, where
+    events go (where they are delivered from here) and a generated signing key's file."""
+    lines = _link_lines(config)
+    lines.append(
+        ("store", str(config.store.sqlite_path) if config.store.sqlite_path else "postgresql")
+    )
+    if dispatch is not Dispatch.NONE:
+        lines += [(f"destination {name}", _where(d)) for name, d in config.destinations.items()]
+    if not config.signing.keys:
+        lines.append(("signing key", str(config.signing.key_file)))
+    return lines
+
+
 async def run(
     config: Config,
     *,
@@ -392,33 +461,10 @@ async def run(
     async with _signals() as stop, contextlib.AsyncExitStack() as stack:
         store = await open_store(config.store)
         stack.push_async_callback(store.close)
+        recorder = await _start_dispatch(
+            config, stack, store, dispatch, log_level=log_level, log_format=log_format
+        )
         lines: list[tuple[str, str]] = []
-        recorder: Recorder = store
-        if dispatch is Dispatch.INLINE:
-            import aiohttp  # noqa: PLC0415 (the HTTP client is only needed where it delivers)
-
-            from pipeline.destinations import make_sender  # noqa: PLC0415
-
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            dispatcher = Dispatcher(
-                config=config,
-                store=store,
-                senders={name: make_sender(d, session) for name, d in config.destinations.items()},
-            )
-            dispatcher.start()
-            stack.push_async_callback(dispatcher.stop)
-            jobs = Jobs(store=store, retention_days=config.store.retention_days)
-            jobs.start()
-            stack.push_async_callback(jobs.stop)
-            recorder = NotifyingRecorder(store, dispatcher.wake)
-        elif dispatch is Dispatch.PROCESS:
-            child = ChildProcess(
-                name="pixelpost dispatch",
-                target=dispatch_process,
-                args=(config, log_level, log_format),
-            )
-            await child.start()
-            stack.push_async_callback(child.stop)
         # Every listener of this process answers /readyz alike: for what runs here.
         probes = probes_for(config, store, relay=relay, tracker=tracker)
         if relay:
@@ -429,21 +475,8 @@ async def run(
         if tracker:
             lines += await _run_tracker(config, stack, store, recorder, probes=probes)
         if not relay:
-            # A reload (systemd's ExecReload, a stray kill -HUP) must not end a process
-            # that has nothing to reload: SIGHUP's default action would.
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: nothing to reload here")
-            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
-        lines += _link_lines(config)
-        lines.append(
-            ("store", str(config.store.sqlite_path) if config.store.sqlite_path else "postgresql")
-        )
-        if dispatch is not Dispatch.NONE:
-            lines += [
-                (f"destination {name}", _where(d)) for name, d in config.destinations.items()
-            ]
-        if not config.signing.keys:
-            lines.append(("signing key", str(config.signing.key_file)))
+            _ignore_sighup(stack)
+        lines += _setting_lines(config, dispatch)
         out.write(_banner(config, lines))
         out.flush()
         await stop.wait()

@@ -15,7 +15,7 @@ import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pixelpost.config.records import (
     ClassifyConfig,
@@ -309,26 +309,8 @@ def _relay(root: _Table) -> RelayConfig:
     hostname = table.get("hostname", str, socket.gethostname())
     if not _HOSTNAME.fullmatch(hostname):
         table.problem("hostname", f"{_show(hostname)} is not a host name")
-    users = tuple(_relay_user(user) for user in table.tables("users"))
-    seen: set[str] = set()
-    for index, user in enumerate(users):
-        if user.name in seen:
-            table.problem(f"users[{index}].name", f"{_show(user.name)} is listed twice")
-        seen.add(user.name)
-    tls_table = table.table("tls")
-    tls = None
-    if tls_table is not None:
-        cert = tls_table.get("cert", str, "")
-        key = tls_table.get("key", str, "")
-        for name, value in (("cert", cert), ("key", key)):
-            if not value:
-                tls_table.problem(name, "is required in [relay.tls]")
-        tls = RelayTLS(
-            cert=tls_table.anchored(cert),
-            key=tls_table.anchored(key),
-            listen_tls=tls_table.parsed_optional("listen_tls", parse_host_port),
-        )
-        tls_table.finish()
+    users = _relay_users(table)
+    tls = _relay_tls(table)
     d = field_defaults(RelayConfig)
     config = RelayConfig(
         listen=table.parsed("listen", d["listen"], parse_host_port),
@@ -355,17 +337,48 @@ def _relay(root: _Table) -> RelayConfig:
             "max_connections_per_ip", d["max_connections_per_ip"], minimum=1, maximum=100_000
         ),
         timeout=table.parsed("timeout", d["timeout"], parse_duration),
-        bare_newlines=(
-            "reject"
-            if table.choice("bare_newlines", ("normalize", "reject"), d["bare_newlines"])
-            == "reject"
-            else "normalize"
-        ),
+        bare_newlines=_bare_newlines(table, d["bare_newlines"]),
         proxy_protocol=table.get("proxy_protocol", bool, d["proxy_protocol"]),
         http_listen=table.parsed("http_listen", d["http_listen"], parse_host_port),
     )
     table.finish()
     return config
+
+
+def _relay_users(table: _Table) -> tuple[RelayUser, ...]:
+    """`[[relay.users]]`, each name once: only one of two entries of a name could log in."""
+    users = tuple(_relay_user(user) for user in table.tables("users"))
+    seen: set[str] = set()
+    for index, user in enumerate(users):
+        if user.name in seen:
+            table.problem(f"users[{index}].name", f"{_show(user.name)} is listed twice")
+        seen.add(user.name)
+    return users
+
+
+def _relay_tls(relay: _Table) -> RelayTLS | None:
+    """`[relay.tls]`: None without it; with it, the certificate and key are required."""
+    table = relay.table("tls")
+    if table is None:
+        return None
+    cert = table.get("cert", str, "")
+    key = table.get("key", str, "")
+    for name, value in (("cert", cert), ("key", key)):
+        if not value:
+            table.problem(name, "is required in [relay.tls]")
+    tls = RelayTLS(
+        cert=table.anchored(cert),
+        key=table.anchored(key),
+        listen_tls=table.parsed_optional("listen_tls", parse_host_port),
+    )
+    table.finish()
+    return tls
+
+
+def _bare_newlines(table: _Table, default: str) -> Literal["normalize", "reject"]:
+    """`relay.bare_newlines`, narrowed to the record's literal type."""
+    choice = table.choice("bare_newlines", ("normalize", "reject"), default)
+    return "reject" if choice == "reject" else "normalize"
 
 
 def _relay_user(table: _Table) -> RelayUser:
@@ -700,12 +713,9 @@ def _folder(source: Path | None) -> Path | None:
     return None if source is None else Path(os.path.abspath(source)).parent
 
 
-def parse_config(
-    data: Mapping[str, Any], *, environ: Mapping[str, str], source: Path | None = None
-) -> Config:
-    """Build the configuration from parsed TOML; ConfigError lists every problem."""
-    problems: list[str] = []
-    root = _Table(data, "", problems, environ, _folder(source))
+def _sections(root: _Table, source: Path | None) -> Config:
+    """Every section read on its own, in the order their problems are listed; the
+    records stand in for the defaults where a value was bad."""
     default_set = root.optional("default_config_set", str)
     relay = _relay(root)
     upstream = _upstream(root)
@@ -719,32 +729,6 @@ def parse_config(
         for name, t in root.subtables("destinations").items()
         if (destination := _destination(name, t)) is not None
     }
-    root.finish()
-
-    if (store.retention_days - 1) * DAY < relay.max_queue_lifetime:
-        days = f"{store.retention_days} day{'s' if store.retention_days != 1 else ''}"
-        root.problem(
-            "store.retention_days",
-            f"{days} is not a day longer than relay.max_queue_lifetime "
-            f"({format_duration(relay.max_queue_lifetime)}): records of mail still queued "
-            "would be cut",
-        )
-    if default_set is not None and default_set not in config_sets:
-        root.problem(
-            "default_config_set",
-            f"{_show(default_set)} is not a configuration set (no [config_sets.{default_set}])",
-        )
-    for config_set in config_sets.values():
-        for index, name in enumerate(config_set.destinations):
-            if name not in destinations and not any(
-                p.startswith(f"destinations.{name}.") for p in problems
-            ):
-                problems.append(
-                    f"config_sets.{config_set.name}.destinations[{index}]: {_show(name)} is not "
-                    f"a destination (no [destinations.{name}])"
-                )
-    if problems:
-        raise ConfigError(problems)
     return Config(
         relay=relay,
         upstream=upstream,
@@ -757,6 +741,55 @@ def parse_config(
         default_config_set=default_set,
         source=source,
     )
+
+
+def _check_retention(root: _Table, config: Config) -> None:
+    """The store keeps a message's records at least a day longer than the relay may
+    keep retrying it, so that its late delivery or bounce still finds them."""
+    store, relay = config.store, config.relay
+    if (store.retention_days - 1) * DAY < relay.max_queue_lifetime:
+        days = f"{store.retention_days} day{'s' if store.retention_days != 1 else ''}"
+        root.problem(
+            "store.retention_days",
+            f"{days} is not a day longer than relay.max_queue_lifetime "
+            f"({format_duration(relay.max_queue_lifetime)}): records of mail still queued "
+            "would be cut",
+        )
+
+
+def _check_names(root: _Table, config: Config) -> None:
+    """The default configuration set, and each set's destinations, name ones that are
+    configured; a destination with a problem of its own is not reported twice."""
+    default_set = config.default_config_set
+    if default_set is not None and default_set not in config.config_sets:
+        root.problem(
+            "default_config_set",
+            f"{_show(default_set)} is not a configuration set (no [config_sets.{default_set}])",
+        )
+    for config_set in config.config_sets.values():
+        for index, name in enumerate(config_set.destinations):
+            if name not in config.destinations and not any(
+                p.startswith(f"destinations.{name}.") for p in root.problems
+            ):
+                root.problems.append(
+                    f"config_sets.{config_set.name}.destinations[{index}]: {_show(name)} is not "
+                    f"a destination (no [destinations.{name}])"
+                )
+
+
+def parse_config(
+    data: Mapping[str, Any], *, environ: Mapping[str, str], source: Path | None = None
+) -> Config:
+    """Build the configuration from parsed TOML; ConfigError lists every problem."""
+    problems: list[str] = []
+    root = _Table(data, "", problems, environ, _folder(source))
+    config = _sections(root, source)
+    root.finish()
+    _check_retention(root, config)
+    _check_names(root, config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def parse_config_text(
