@@ -5,4 +5,5 @@ to delivery.
     tracking.py   per-recipient copies with their tokens (the rewrite itself is pure:
                   pixelpost.core.rewrite, .mime, .html, .headers)
     outbound/     the spool on disk, the delivery queue and its attempts, the upstream
+    replies.py    every SMTP reply the relay gives, named
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 LARGE_MESSAGE = 1024 * 1024
 """Messages larger than this are "large": the relay lets only a few of them in at once."""
@@ -44,28 +45,64 @@ async def read_data(
     `TooMuchData` when the message is over `limit` bytes (as sent, before unstuffing),
     `asyncio.IncompleteReadError` when the client goes away first.
     """
-    data = bytearray()
-    size = 0
-    over = False
-    done = False
-    # The first bytes, one at a time while they could still be the end-of-data line:
-    # its CRLF is the DATA command's, already read, so the search below cannot see it.
-    # Once past that, no marker can straddle what was read and what was not: a search
-    # that gives up leaves its last four bytes in the stream.
-    while _could_end(data):
-        data += await reader.readexactly(1)
-        size += 1
-        if (b"\r\n" + data[-len(END) :]).endswith(END):
-            done = True
-            break
-        if limit is not None and size > limit + len(END):
-            if not over and on_oversize is not None:
-                on_oversize()
-            over = True
-            del data[: -len(END)]  # a message of empty lines: keep only what decides
+    message = _Message(limit=limit, on_oversize=on_oversize)
+    if not await _read_first_bytes(reader, message):
+        await _read_rest(reader, message, on_large)
+    if message.over:
+        raise TooMuchData
+    data = message.data
+    del data[len(data) - len(_LAST_LINE) :]  # the end-of-data line; its CRLF stays
+    return _unstuff(bytes(data))
+
+
+@dataclass(slots=True)
+class _Message:
+    """The message as read so far, and whether it went over the limit."""
+
+    limit: int | None
+    on_oversize: Callable[[], None] | None
+    data: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    """Bytes read, as sent: the ones dropped count too."""
+    over: bool = False
+
+    def count(self, read: int) -> bool:
+        """Count `read` more bytes; whether the message is now over the limit (the first
+        time it is, `on_oversize` is called)."""
+        self.size += read
+        if self.limit is None or self.size <= self.limit + len(END):
+            return False
+        if not self.over and self.on_oversize is not None:
+            self.on_oversize()
+        self.over = True
+        return True
+
+
+async def _read_first_bytes(reader: asyncio.StreamReader, message: _Message) -> bool:
+    """Read the first bytes one at a time while they could still be the end-of-data
+    line: its CRLF is the DATA command's, already read, so the search of `_read_rest`
+    cannot see it. Whether the message ended there."""
+    while _could_end(message.data):
+        message.data += await reader.readexactly(1)
+        if (b"\r\n" + message.data[-len(END) :]).endswith(END):
+            return True
+        if message.count(1):
+            del message.data[: -len(END)]  # a message of empty lines: keep only what decides
+    return False
+
+
+async def _read_rest(
+    reader: asyncio.StreamReader,
+    message: _Message,
+    on_large: Callable[[], Awaitable[None]] | None,
+) -> None:
+    """Read up to the end-of-data marker a buffer at a time. Past the first bytes no
+    marker can straddle what was read and what was not: a search that gives up leaves
+    its last four bytes in the stream."""
     waited = False
+    done = False
     while not done:
-        if on_large is not None and not waited and size > LARGE_MESSAGE:
+        if on_large is not None and not waited and message.size > LARGE_MESSAGE:
             waited = True
             await on_large()
         try:
@@ -74,18 +111,10 @@ async def read_data(
         except asyncio.LimitOverrunError as exc:
             # No marker within the stream's limit: take what cannot be part of one.
             chunk = await reader.readexactly(exc.consumed)
-        size += len(chunk)
-        if limit is not None and size > limit + len(END):
-            if not over and on_oversize is not None:
-                on_oversize()
-            over = True
-            data = bytearray()  # keep draining, drop what came
+        if message.count(len(chunk)):
+            message.data = bytearray()  # keep draining, drop what came
         else:
-            data += chunk
-    if over:
-        raise TooMuchData
-    del data[len(data) - len(_LAST_LINE) :]  # the end-of-data line; its CRLF stays
-    return _unstuff(bytes(data))
+            message.data += chunk
 
 
 def _could_end(data: bytearray) -> bool:

@@ -18,16 +18,22 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pixelpost.config import Config, ConfigSet
 from pixelpost.core.addresses import mailbox_problem
 from pixelpost.core.events import dumps
-from pixelpost.core.headers import extract_controls, parse_header_section, protocol_name
+from pixelpost.core.headers import (
+    Controls,
+    extract_controls,
+    parse_header_section,
+    protocol_name,
+)
 from pixelpost.core.ids import new_message_id
-from pixelpost.core.mail import common_headers, mail_object
+from pixelpost.core.mail import JSON, common_headers, mail_object
 from pixelpost.logs import fields
+from relay import replies
 from relay.frontdoor.access import AccessPolicy, client_address, format_peer
 from relay.frontdoor.auth import Accounts
 from relay.outbound.handoff import Delivery, Submission
+from relay.outbound.spoolfile import Copy, Trace, Tracking
 from relay.outbound.spoolfile import Envelope as SpooledEnvelope
-from relay.outbound.spoolfile import Trace, Tracking
-from relay.tracking import Rewriter, copies_for
+from relay.tracking import Decision, Rewriter, copies_for
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class RelayHandler:
     ) -> list[str]:
         session.host_name = hostname
         # aiosmtpd lists AUTH after TLS even with no mechanism left (no accounts).
-        return [line for line in responses if line.rstrip() != "250-AUTH"]
+        return [line for line in responses if line.rstrip() != replies.AUTH_WITHOUT_MECHANISMS]
 
     async def handle_PROXY(
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
@@ -91,17 +97,17 @@ class RelayHandler:
         if address != "<>" and (problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8)):
             peer = format_peer(session.peer)
             log.warning("%s: bad sender %r: %s", peer, address, problem, extra=fields(peer=peer))
-            return f"501 5.1.7 Bad sender address syntax ({problem})"
+            return replies.bad_sender(problem)
         user = session.auth_data if session.authenticated else None
         if isinstance(user, str) and not self._accounts.may_send_from(user, address):
             peer = format_peer(session.peer)
             log.warning(
                 "%s: user %s may not send as <%s>", peer, user, address, extra=fields(peer=peer)
             )
-            return f"553 5.7.1 <{address}>: sender address not allowed for user {user}"
+            return replies.sender_not_allowed(address, user)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Ok"
+        return replies.SENDER_OK
 
     async def handle_RCPT(
         self,
@@ -116,20 +122,20 @@ class RelayHandler:
         ):
             peer = format_peer(session.peer)
             log.warning("%s: relay access denied for <%s>", peer, address, extra=fields(peer=peer))
-            return "554 5.7.1 Relay access denied"
+            return replies.RELAY_DENIED
         if problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8):
             peer = format_peer(session.peer)
             log.warning(
                 "%s: bad recipient %r: %s", peer, address, problem, extra=fields(peer=peer)
             )
-            return f"501 5.1.3 Bad recipient address syntax ({problem})"
+            return replies.bad_recipient(problem)
         if address in envelope.rcpt_tos:
-            return "250 2.1.5 Ok"  # one copy per recipient, as Postfix's duplicate filter
+            return replies.RECIPIENT_OK  # one copy per recipient, as Postfix's duplicate filter
         if len(envelope.rcpt_tos) >= self._recipients_limit:
-            return "452 4.5.3 Too many recipients"
+            return replies.TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Ok"
+        return replies.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         task = asyncio.current_task()
@@ -141,106 +147,106 @@ class RelayHandler:
             self._in_flight.discard(task)
 
     async def _accept(self, session: Session, envelope: Envelope) -> str:
+        """The stages of taking a message in: its control headers checked, its tracking
+        planned and its copies named, then the handover to delivery, whose reply is the
+        client's (250 only once the message is safe on disk)."""
         assert envelope.original_content is not None
         assert envelope.mail_from is not None
         # aiosmtpd reports the null reverse path (MAIL FROM:<>) as "<>".
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
-        original = envelope.original_content
-        controls = extract_controls(original)
+        controls = extract_controls(envelope.original_content)
         try:
             config_set = self._config_set(controls.config_set)
         except UnknownConfigSet:
-            name = controls.config_set or ""
-            peer = format_peer(session.peer)
-            log.warning("%s: unknown configuration set %r", peer, name, extra=fields(peer=peer))
-            shown = "".join(c if c.isprintable() else "?" for c in name)[:64]
-            return f'554 5.6.0 Configuration set "{shown}" does not exist'
+            return _refuse_config_set(session, controls.config_set or "")
         if controls.rejected_tags:
-            header, entry = controls.rejected_tags[0]
-            peer = format_peer(session.peer)
-            log.warning(
-                "%s: refused: malformed message tag %r in %s",
-                peer,
-                entry,
-                header,
-                extra=fields(peer=peer),
-            )
-            shown = "".join(c if c.isprintable() else "?" for c in entry)[:64]
-            return (
-                f'554 5.6.0 {header}: "{shown}" is not a message tag (write name=value, '
-                "each 1 to 256 letters, digits, _ or -)"
-            )
+            return _refuse_tag(session, *controls.rejected_tags[0])
         now = self._clock()
-        address = client_address(session.peer)
-        client_ip = str(address) if address else "unknown"
-        user = session.auth_data if isinstance(session.auth_data, str) else None
+        client_ip = _client_ip(session)
         decision = await self._rewriter.decide(controls.content, config_set)
-        tracked = decision.plan is not None
-        copies = copies_for(envelope.rcpt_tos, tracked=tracked, new_id=self._new_id)
-        section = parse_header_section(original)
-        # One copy: its mail object whole. Several: theirs without id and recipients,
-        # filled in for each copy as it goes out (`pixelpost.core.mail.for_copy`).
-        single = copies[0] if len(copies) == 1 else None
-        mail = mail_object(
-            message_id=single.id if single else "",
-            sent_at=now,
-            source=sender,
-            destination=single.recipients if single else (),
-            headers=[(f.name, f.value(original)) for f in section.fields],
-            common=common_headers(original[: section.body_offset]),
-            config_set=config_set.name if config_set else None,
-            message_tags=controls.tags,
-            source_ip=client_ip,
-            caller_identity=user or client_ip,
+        copies = copies_for(
+            envelope.rcpt_tos, tracked=decision.plan is not None, new_id=self._new_id
         )
-        received = now.timestamp()
-        spooled = SpooledEnvelope(
+        spooled = self._spooled(
+            session,
+            envelope,
+            sender=sender,
+            client_ip=client_ip,
+            controls=controls,
+            config_set=config_set,
+            decision=decision,
+            copies=copies,
+            received=now,
+        )
+        _log_accepted(session, envelope, spooled, client_ip)
+        return await self._delivery.submit(
+            Submission(envelope=spooled, content=controls.content, plan=decision.plan)
+        )
+
+    def _spooled(
+        self,
+        session: Session,
+        envelope: Envelope,
+        *,
+        sender: str,
+        client_ip: str,
+        controls: Controls,
+        config_set: ConfigSet | None,
+        decision: Decision,
+        copies: tuple[Copy, ...],
+        received: datetime,
+    ) -> SpooledEnvelope:
+        """What the spool keeps beside the message: its copies, its `mail` object, how
+        its copies are tracked and how it came in."""
+        assert envelope.original_content is not None
+        mail = _mail(
+            session,
+            envelope.original_content,
+            sender=sender,
+            client_ip=client_ip,
+            controls=controls,
+            config_set=config_set,
+            copies=copies,
+            sent_at=received,
+        )
+        received_at = received.timestamp()
+        return SpooledEnvelope(
             id=copies[0].id,
             mail_from=sender,
             copies=copies,
             mail_options=tuple(envelope.mail_options),
             config_set=config_set.name if config_set else None,
-            received_at=received,
-            expires_at=received + self._config.relay.max_queue_lifetime,
+            received_at=received_at,
+            expires_at=received_at + self._config.relay.max_queue_lifetime,
             mail=dumps(mail),
             rendering_failure=decision.failure,
-            tracking=(
-                Tracking(
-                    base_url=self._config.tracking_url(config_set),
-                    open=config_set.open_tracking,
-                    click=config_set.click_tracking,
-                )
-                if tracked and config_set is not None
-                else None
-            ),
-            trace=Trace(
-                helo=session.host_name,
-                client_ip=client_ip,
-                hostname=self._config.relay.hostname,
-                protocol=protocol_name(
-                    esmtp=session.extended_smtp,
-                    tls=session.ssl is not None,
-                    authenticated=bool(session.authenticated),
-                    smtputf8=envelope.smtp_utf8,
-                ),
-            ),
+            tracking=self._tracking(config_set) if decision.plan is not None else None,
+            trace=self._trace(session, envelope, client_ip),
         )
-        about = fields(message_id=spooled.id, peer=format_peer(session.peer))
-        if decision.failure is not None:
-            log.warning("%s: tracking left out: %s", spooled.id, decision.failure, extra=about)
-        log.info(
-            "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",
-            spooled.id,
-            sender,
-            len(envelope.rcpt_tos),
-            len(copies),
-            len(original),
-            spooled.config_set or "-",
-            client_ip,
-            extra=about,
+
+    def _tracking(self, config_set: ConfigSet | None) -> Tracking | None:
+        """How the copies of a tracked message get their pixel and links (none without a
+        configuration set)."""
+        if config_set is None:
+            return None
+        return Tracking(
+            base_url=self._config.tracking_url(config_set),
+            open=config_set.open_tracking,
+            click=config_set.click_tracking,
         )
-        return await self._delivery.submit(
-            Submission(envelope=spooled, content=controls.content, plan=decision.plan)
+
+    def _trace(self, session: Session, envelope: Envelope, client_ip: str) -> Trace:
+        """What each copy's `Received:` field says about how the message came in."""
+        return Trace(
+            helo=session.host_name,
+            client_ip=client_ip,
+            hostname=self._config.relay.hostname,
+            protocol=protocol_name(
+                esmtp=session.extended_smtp,
+                tls=session.ssl is not None,
+                authenticated=bool(session.authenticated),
+                smtputf8=envelope.smtp_utf8,
+            ),
         )
 
     def _config_set(self, requested: str | None) -> ConfigSet | None:
@@ -259,3 +265,81 @@ class RelayHandler:
             return True
         _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
         return not pending
+
+
+def _client_ip(session: Session) -> str:
+    """The client's IP address as the events and the `Received:` field show it."""
+    address = client_address(session.peer)
+    return str(address) if address else "unknown"
+
+
+def _mail(
+    session: Session,
+    original: bytes,
+    *,
+    sender: str,
+    client_ip: str,
+    controls: Controls,
+    config_set: ConfigSet | None,
+    copies: tuple[Copy, ...],
+    sent_at: datetime,
+) -> JSON:
+    """The message's SES `mail` object. One copy: its mail object whole. Several: theirs
+    without id and recipients, filled in for each copy as it goes out
+    (`pixelpost.core.mail.for_copy`)."""
+    section = parse_header_section(original)
+    single = copies[0] if len(copies) == 1 else None
+    user = session.auth_data if isinstance(session.auth_data, str) else None
+    return mail_object(
+        message_id=single.id if single else "",
+        sent_at=sent_at,
+        source=sender,
+        destination=single.recipients if single else (),
+        headers=[(f.name, f.value(original)) for f in section.fields],
+        common=common_headers(original[: section.body_offset]),
+        config_set=config_set.name if config_set else None,
+        message_tags=controls.tags,
+        source_ip=client_ip,
+        caller_identity=user or client_ip,
+    )
+
+
+def _refuse_config_set(session: Session, name: str) -> str:
+    """Refuse a message that names a configuration set that is not configured."""
+    peer = format_peer(session.peer)
+    log.warning("%s: unknown configuration set %r", peer, name, extra=fields(peer=peer))
+    return replies.unknown_config_set(name)
+
+
+def _refuse_tag(session: Session, header: str, entry: str) -> str:
+    """Refuse a message whose tag `header` holds an `entry` that is not `name=value`
+    in SES's character set."""
+    peer = format_peer(session.peer)
+    log.warning(
+        "%s: refused: malformed message tag %r in %s", peer, entry, header, extra=fields(peer=peer)
+    )
+    return replies.malformed_tag(header, entry)
+
+
+def _log_accepted(
+    session: Session, envelope: Envelope, spooled: SpooledEnvelope, client_ip: str
+) -> None:
+    """One line for each message handed over, and one more when its tracking was left
+    out."""
+    assert envelope.original_content is not None
+    about = fields(message_id=spooled.id, peer=format_peer(session.peer))
+    if spooled.rendering_failure is not None:
+        log.warning(
+            "%s: tracking left out: %s", spooled.id, spooled.rendering_failure, extra=about
+        )
+    log.info(
+        "%s: from=<%s> to=%d copies=%d size=%d config_set=%s client=%s",
+        spooled.id,
+        spooled.mail_from,
+        len(envelope.rcpt_tos),
+        len(spooled.copies),
+        len(envelope.original_content),
+        spooled.config_set or "-",
+        client_ip,
+        extra=about,
+    )

@@ -33,6 +33,7 @@ from pixelpost.config import HostPort, RelayConfig, RelayTLS
 from pixelpost.core.limits import ConnectionLimits
 from pixelpost.errors import PixelpostError
 from pixelpost.logs import fields
+from relay import replies
 from relay.frontdoor.access import client_address, format_peer
 from relay.frontdoor.auth import Accounts, Throttled
 from relay.frontdoor.data import (
@@ -65,23 +66,6 @@ LARGE_MESSAGES_AT_ONCE = 8
 """Messages over 1 MB (`relay.frontdoor.data.LARGE_MESSAGE`) read and processed at once; more
 wait, held back by TCP, so that memory stays bounded however many clients send big
 messages together. Small messages never wait for these."""
-
-
-_ENHANCED = {
-    "552 Error: message size exceeds fixed maximum message size": (
-        "552 5.3.4 Message size exceeds fixed maximum message size"
-    ),
-    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-    "555 MAIL FROM parameters not recognized or not implemented": (
-        "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
-    ),
-    "501 Error: BODY can only be one of 7BIT, 8BITMIME": (
-        "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"
-    ),
-    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
-}
-"""aiosmtpd's replies at MAIL FROM, with the enhanced status code (RFC 3463) that a
-mailer's bounce handling reads; pixelpost's own replies carry theirs already."""
 
 
 class _Session(Session):
@@ -197,7 +181,7 @@ class _Connection(SMTP):
             return AuthResult(
                 success=False,
                 handled=False,  # aiosmtpd replies with the message
-                message="454 4.7.0 Too many failed authentication attempts; try again later",
+                message=replies.AUTH_THROTTLED,
             )
         if user is None:
             return AuthResult(success=False, handled=False)  # aiosmtpd replies 535
@@ -222,9 +206,9 @@ class _Connection(SMTP):
             log.info(
                 "%s: TLS handshake failed: %r", peer, error.__cause__, extra=fields(peer=peer)
             )
-            return "454 4.7.0 TLS handshake failed"
+            return replies.TLS_HANDSHAKE_FAILED
         log.warning("%s: command failed: %r", peer, error, extra=fields(peer=peer))
-        return "501 5.5.4 Syntax error in command or parameters"
+        return replies.COMMAND_FAILED
 
     async def proxied(self, proxy_data: ProxyData) -> bool:
         """The PROXY header's client becomes this session's peer (for allow_networks,
@@ -293,7 +277,7 @@ class _Connection(SMTP):
         close."""
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.4.2 Error: timeout exceeded\r\n")
+            transport.write(f"{replies.TIMEOUT}\r\n".encode())
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def data_received(self, data: bytes) -> None:
@@ -305,7 +289,7 @@ class _Connection(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
-            await super().push(_ENHANCED.get(status, status))
+            await super().push(replies.ENHANCED.get(status, status))
         else:
             await super().push(status)
 
@@ -313,7 +297,7 @@ class _Connection(SMTP):
     async def smtp_STARTTLS(self, arg: str) -> None:
         """aiosmtpd's STARTTLS, but once only: inside TLS it would start TLS again."""
         if self._tls_protocol is not None:
-            await self.push("554 5.5.1 Error: TLS already active")
+            await self.push(replies.TLS_ALREADY_ACTIVE)
             return
         await super().smtp_STARTTLS(arg)
 
@@ -324,12 +308,12 @@ class _Connection(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.NEED_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.DATA_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.START_DATA)
         try:
             content = await read_data(
                 self._reader,
@@ -340,7 +324,7 @@ class _Connection(SMTP):
         except TooMuchData:
             self._release_large()
             self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push("552 5.3.4 Error: Too much mail data")
+            await self.push(replies.TOO_MUCH_DATA)
             return
         except BaseException:
             self._release_large()
@@ -350,10 +334,10 @@ class _Connection(SMTP):
         # is refused.
         refusal = None
         if has_bare_newlines(content):
-            refusal = "550 5.5.2 Bare <LF> or <CR> in message text"
+            refusal = replies.BARE_NEWLINE
             content = normalize_newlines(content)
         if has_nul(content):
-            refusal = refusal or "550 5.6.0 NUL character in message text"
+            refusal = refusal or replies.NUL_CHARACTER
             content = remove_nul(content)
         if refusal is not None and self._bare_newlines == "reject":
             self._release_large()
@@ -382,13 +366,13 @@ class _Connection(SMTP):
     def shut_down(self) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.3.2 Service shutting down, closing connection\r\n")
+            transport.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
             transport.close()
 
 
 def _too_many(reason: str | None) -> str | None:
     """The reply to a connection the limits refused, Postfix's way."""
-    return None if reason is None else f"421 4.7.0 {reason.capitalize()}; try again later"
+    return None if reason is None else replies.too_many_connections(reason)
 
 
 def server_tls_context(tls: RelayTLS) -> ssl.SSLContext:

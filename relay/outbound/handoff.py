@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pixelpost.core.rewrite import MessagePlan
 from pixelpost.logs import fields
+from relay import replies
 from relay.outbound.queue import DeliveryQueue
 from relay.outbound.spool import Spool
 from relay.outbound.spoolfile import Envelope, SpoolError
@@ -56,6 +57,6 @@ class SpoolingDelivery:
             log.error(
                 "%s: not accepted: %s", envelope.id, exc, extra=fields(message_id=envelope.id)
             )
-            return "451 4.3.0 Cannot queue the message now; please try again later"
+            return replies.CANNOT_QUEUE
         self._queue.add(envelope, submission.content, submission.plan)
-        return f"250 2.0.0 Ok: queued as {envelope.id}"
+        return replies.queued(envelope.id)
