@@ -497,7 +497,7 @@ async def test_a_scan_leaves_a_message_just_accepted_to_the_process_that_accepte
 ) -> None:
     """A file another relay process just spooled is its to deliver, from memory and with
     its tracking planned; a scan takes it only once that process had its time."""
-    monkeypatch.setattr("relay.outbound.queue.NEW_MESSAGE_GRACE", 3.0)
+    monkeypatch.setattr("relay.outbound.scan.NEW_MESSAGE_GRACE", 3.0)
     handler, port = sink
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
     message_id = new_message_id()
