@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pixelpost.config import Config
-from pixelpost.config.values import format_duration, format_span
+from pixelpost.core.values import format_duration, format_span
 from pixelpost.store import StoreError
 
 CHECK_TIMEOUT = 1.0

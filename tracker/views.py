@@ -24,13 +24,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from pixelpost.config import IPNetwork
-from pixelpost.core.classify import Classifier, Facts, Kind, RecentClicks, builtin_rules
+from pixelpost.config import ClassifyConfig, IPNetwork
+from pixelpost.core.classify import Classifier, Facts, Kind, RecentClicks
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import dumps
 from pixelpost.core.tokens import InvalidToken, TokenCodec
 from pixelpost.logs import fields
 from pixelpost.store import Hit, HitRecorder, StoreError
+from tracker.classifier import classifier_for
 from tracker.client import anonymize, client_ip
 from tracker.metrics import Metrics
 
@@ -82,7 +83,7 @@ class Views:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._codec = codec
-        self._classifier = classifier or Classifier(builtin_rules())
+        self._classifier = classifier or classifier_for(ClassifyConfig())
         self._delivered_at = delivered_at
         self._delivery_times: OrderedDict[str, tuple[float | None, float]] = OrderedDict()
         """Per copy: (delivered or accepted at, cached until)."""

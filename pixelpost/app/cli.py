@@ -23,9 +23,9 @@ from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
 from pixelpost.app import healthcheck
 from pixelpost.config import Config, lint, load_config
-from pixelpost.config.values import format_span
 from pixelpost.core.passwords import hash_password
 from pixelpost.core.stats import StatsQueryError, format_table, parse_query, report
+from pixelpost.core.values import format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.store import DeadLetter, open_store

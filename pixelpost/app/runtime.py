@@ -29,7 +29,6 @@ from pipeline.jobs import Jobs
 from pixelpost import __version__, logs
 from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.config import Config
-from pixelpost.core.classify import classifier_for
 from pixelpost.core.events import Event
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.errors import DeliveryError, PixelpostError
@@ -48,6 +47,7 @@ from relay.outbound.upstream import Transport, open_transport
 from relay.tracking import Rewriter
 from tracker.app import create_app
 from tracker.auth import Access
+from tracker.classifier import classifier_for
 from tracker.health import create_health_app
 from tracker.metrics import Metrics, RelayMetrics
 from tracker.server import TrackerServer

@@ -26,7 +26,7 @@ from pixelpost.config.records import (
     Upstream,
     WebhookDestination,
 )
-from pixelpost.config.values import HostPort, IPNetwork
+from pixelpost.core.values import HostPort, IPNetwork
 
 __all__ = [
     "BUILTIN_DEFAULTS",

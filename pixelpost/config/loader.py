@@ -36,7 +36,9 @@ from pixelpost.config.records import (
     WebhookDestination,
     field_defaults,
 )
-from pixelpost.config.values import (
+from pixelpost.core.event_types import ALL, EventType
+from pixelpost.core.passwords import check_hash
+from pixelpost.core.values import (
     DAY,
     format_duration,
     interpolate,
@@ -45,8 +47,6 @@ from pixelpost.config.values import (
     parse_http_url,
     parse_network,
 )
-from pixelpost.core.event_types import ALL, EventType
-from pixelpost.core.passwords import check_hash
 from pixelpost.errors import ConfigError
 from pixelpost.keys import API_TOKEN_MIN_LENGTH, decode_signing_key, decode_webhook_secret
 

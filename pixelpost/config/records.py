@@ -15,8 +15,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
-from pixelpost.config.values import DAY, HOUR, MINUTE, HostPort, IPNetwork
 from pixelpost.core.event_types import EventType
+from pixelpost.core.values import DAY, HOUR, MINUTE, HostPort, IPNetwork
 
 
 def field_defaults(record: type[Any]) -> dict[str, Any]:

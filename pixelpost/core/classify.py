@@ -59,13 +59,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from pixelpost.config import ClassifyConfig, IPNetwork
+from pixelpost.core.values import IPNetwork
 
 Kind = Literal["open", "click"]
 BOTH: frozenset[Kind] = frozenset(("open", "click"))
-_DEFAULTS = ClassifyConfig()
-CLICK_AFTER_DELIVERY_DEFAULT = _DEFAULTS.click_after_delivery
-LINK_BURST_DEFAULT = _DEFAULTS.link_burst
 _UA_CACHE = 4096
 
 
@@ -135,28 +132,26 @@ _AUTOMATED = (
 )
 
 
-def _ua(pattern: str) -> re.Pattern[str]:
+def user_agent_pattern(pattern: str) -> re.Pattern[str]:
+    """A rule's User-Agent expression, searched case-insensitively."""
     return re.compile(pattern, re.IGNORECASE)
 
 
-def builtin_rules(
-    *,
-    click_after_delivery: float = CLICK_AFTER_DELIVERY_DEFAULT,
-    link_burst: float = LINK_BURST_DEFAULT,
-) -> tuple[Rule, ...]:
-    """The built-in table (see the module's docstring); a window of 0 leaves its rule out."""
+def builtin_rules(*, click_after_delivery: float, link_burst: float) -> tuple[Rule, ...]:
+    """The built-in table (see the module's docstring), with the windows of
+    `[classify]` (pixelpost.config.ClassifyConfig); a window of 0 leaves its rule out."""
     rules = [
         Rule(
             reason="gmail",
             verdict=Verdict.PROXY,
             kinds=frozenset(("open",)),
-            user_agent=_ua(_GMAIL),
+            user_agent=user_agent_pattern(_GMAIL),
         ),
         Rule(
             reason="yahoo",
             verdict=Verdict.PROXY,
             kinds=frozenset(("open",)),
-            user_agent=_ua(r"YahooMailProxy"),
+            user_agent=user_agent_pattern(r"YahooMailProxy"),
         ),
         Rule(
             reason="apple_mpp",
@@ -164,8 +159,8 @@ def builtin_rules(
             user_agent=re.compile(r"\AMozilla/5\.0\Z"),
         ),
         Rule(reason="head_request", method="HEAD"),
-        Rule(reason="security_scanner", user_agent=_ua(_SCANNERS)),
-        Rule(reason="automated_client", user_agent=_ua(_AUTOMATED)),
+        Rule(reason="security_scanner", user_agent=user_agent_pattern(_SCANNERS)),
+        Rule(reason="automated_client", user_agent=user_agent_pattern(_AUTOMATED)),
         Rule(reason="no_user_agent", user_agent=re.compile(r"\A\s*\Z")),
     ]
     if click_after_delivery > 0:
@@ -267,24 +262,3 @@ class RecentClicks:
         if previous is None or previous[0] == link_hash:
             return None
         return max(0.0, now - previous[1])
-
-
-def classifier_for(config: ClassifyConfig) -> Classifier:
-    """The configured rules, then the built-in table."""
-    verdicts = {"machine": Verdict.MACHINE, "human": Verdict.HUMAN, "proxy": Verdict.PROXY}
-    configured = [
-        Rule(
-            reason=rule.reason,
-            verdict=verdicts[rule.verdict],
-            kinds=rule.kinds,
-            user_agent=_ua(rule.user_agent) if rule.user_agent is not None else None,
-            networks=rule.networks,
-            method=rule.method,
-            after_delivery=rule.after_delivery,
-        )
-        for rule in config.rules
-    ]
-    builtin = builtin_rules(
-        click_after_delivery=config.click_after_delivery, link_burst=config.link_burst
-    )
-    return Classifier([*configured, *builtin])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from pixelpost.config.values import parse_duration
+from pixelpost.core.values import parse_duration
 from pixelpost.errors import PixelpostError
 
 Grouping = Literal["hour", "day", "link", "tag", "config_set"]

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pixelpost.config import RelayConfig
-from pixelpost.config.values import format_duration
 from pixelpost.core.bounces import bounce_kind, enhanced_status
 from pixelpost.core.events import (
     Event,
@@ -43,6 +42,7 @@ from pixelpost.core.events import (
 from pixelpost.core.mail import for_copy
 from pixelpost.core.retry import next_attempt_at
 from pixelpost.core.rewrite import MessagePlan
+from pixelpost.core.values import format_duration
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
 from pixelpost.logs import fields
 from pixelpost.store import MessageRecord, Recorder, StoreError

@@ -18,7 +18,6 @@ import pytest
 from prometheus_client import generate_latest
 
 from pixelpost.config import ClassifyConfig, ClassifyRule
-from pixelpost.core.classify import classifier_for
 from pixelpost.core.event_types import EventType
 from pixelpost.core.ids import new_message_id
 from pixelpost.core.tokens import TokenCodec
@@ -27,6 +26,7 @@ from tests.clock import Clock
 from tests.conftest import AppServer, recorded, until
 from tracker.app import create_app
 from tracker.auth import WRONG_TOKEN_DELAY, Access
+from tracker.classifier import classifier_for
 from tracker.metrics import Metrics
 from tracker.views import PIXEL, Views
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pixelpost.config import ClassifyConfig, parse_config_text
-from pixelpost.core.classify import Classification, Facts, RecentClicks, classifier_for
+from pixelpost.core.classify import Classification, Facts, RecentClicks
 from pixelpost.errors import ConfigError
+from tracker.classifier import classifier_for
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

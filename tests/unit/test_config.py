@@ -18,14 +18,14 @@ from pixelpost.config import (
     load_config,
     parse_config_text,
 )
-from pixelpost.config.values import (
+from pixelpost.core.event_types import EventType
+from pixelpost.core.passwords import hash_password
+from pixelpost.core.values import (
     format_duration,
     interpolate,
     parse_duration,
     parse_host_port,
 )
-from pixelpost.core.event_types import EventType
-from pixelpost.core.passwords import hash_password
 from pixelpost.errors import ConfigError
 from pixelpost.keys import generate_signing_key
 

@@ -27,7 +27,7 @@ from pixelpost.config import (
     parse_config_text,
 )
 from pixelpost.config.records import field_defaults
-from pixelpost.config.values import DAY, MINUTE, parse_duration
+from pixelpost.core.values import DAY, MINUTE, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = tomllib.loads((ROOT / "config.example.toml").read_text("utf-8"))
