@@ -1,4 +1,8 @@
-"""The event pipeline: events recorded by the relay and the tracker are routed into the
-outbox, delivered to their destinations (webhooks, files …) with retries and dead
-letters (`dispatch`, `destinations`); the background jobs beside it count
-events into the statistics and age them out (`jobs`)."""
+"""The event pipeline: events that the relay and the tracker record in the store are
+routed into the outbox and delivered to their destinations, at least once.
+
+    dispatch.py      routing, claims, retries and dead letters: the outbox's loop
+    destinations/    one module per kind of destination (webhook, file), each a Sender
+    jobs.py          beside the dispatcher, not part of it: the statistics roll-up and
+                     retention
+"""
