@@ -46,19 +46,10 @@ from typing import Any
 
 from bench.memory import MB, SAMPLE_INTERVAL, Sampler, tree_rss
 from bench.messages import html_message, text_message
-from bench.relay import (
-    BIN,
-    RECIPIENTS_LIMIT,
-    ROOT,
-    SETTLE,
-    TRACKED,
-    SinkCounter,
-    free_port,
-    pixelpost_config,
-    running,
-    smtp_sink,
-)
+from bench.relay import BIN, ROOT, SETTLE, TRACKED, SinkCounter, running, smtp_sink
 from bench.smtp_client import Refused, Session, data_payload
+from tests.net import free_port
+from tests.relay_config import RECIPIENTS_LIMIT, relay_config
 
 NOOP_INTERVAL = 0.02
 PROBE_MAIL_EVERY = 50
@@ -359,7 +350,7 @@ def measure(message: bytes, recipients: int, args: argparse.Namespace) -> Result
                 f" {needed / 1e9:.1f} GB in {workdir.parent}, {free / 1e9:.1f} GB free"
             )
         sink_port, port = free_port(), free_port()
-        config = pixelpost_config(
+        config = relay_config(
             workdir,
             port,
             sink_port,

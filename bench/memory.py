@@ -35,18 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.messages import html_message, text_message
-from bench.relay import (
-    BIN,
-    PASSTHROUGH,
-    ROOT,
-    SETTLE,
-    TRACKED,
-    free_port,
-    pixelpost_config,
-    running,
-    smtp_sink,
-)
+from bench.relay import BIN, PASSTHROUGH, ROOT, SETTLE, TRACKED, running, smtp_sink
 from bench.smtp_client import Refused, Session, data_payload
+from tests.net import free_port
+from tests.relay_config import relay_config
 
 SAMPLE_INTERVAL = 0.05
 TARGET_MB = 1536
@@ -213,7 +205,7 @@ def measure(system: str, kind: str, message: bytes, connections: int) -> Result:
         workdir = Path(tmp)
         sink_port, port = free_port(), free_port()
         if system == TRACKED:
-            config = pixelpost_config(
+            config = relay_config(
                 workdir, port, sink_port, "tracked", max_message_bytes=2 * len(message)
             )
             args = [str(BIN / "pixelpost"), "relay", "-c", str(config)]

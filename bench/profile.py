@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 
 from bench.messages import html_message, text_message
-from bench.relay import BIN, ROOT, free_port, pixelpost_config, running, send_all, smtp_sink
+from bench.relay import BIN, ROOT, running, send_all, smtp_sink
+from tests.net import free_port
+from tests.relay_config import relay_config
 
 PROJECT = re.compile(r"\((relay|pixelpost|tracker)/")
 HANDOVERS = ("Handle._run (asyncio/events.py", "_worker (concurrent/futures/thread.py")
@@ -85,7 +87,7 @@ def main() -> None:
         data = text_message() if args.kind == "text" else html_message()
         message.write_bytes(data.replace(b"\r\n", b"\n"))  # smtp-source sends LF as CRLF
         sink_port, port = free_port(), free_port()
-        config = pixelpost_config(workdir, port, sink_port, "tracked", args.workers)
+        config = relay_config(workdir, port, sink_port, "tracked", args.workers)
         relay_args = [str(BIN / "pixelpost"), "--log-level", "warning", "relay", "-c", str(config)]
         with (
             smtp_sink(sink_port) as sink,

@@ -52,6 +52,8 @@ from typing import IO
 
 from bench.messages import html_message, text_message
 from bench.postfix import throwaway_postfix
+from tests.net import free_port
+from tests.relay_config import relay_config
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,19 +82,6 @@ STOP_TIMEOUT = 10.0
 """Seconds from SIGTERM to SIGKILL."""
 SEND_TIMEOUT = 600.0
 """Seconds smtp-source may take for one run."""
-CONNECTIONS_LIMIT = 10_000
-"""max_connections and max_connections_per_ip, the relay's and the tracker's, in the
-benchmarks' configurations: every benchmark client connects from 127.0.0.1, and a
-benchmark measures what pixelpost does with its whole load, not the limits that keep
-one client of a real network from taking it all."""
-RECIPIENTS_LIMIT = 1000
-"""relay.max_recipients, pixelpost's default."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -210,53 +199,6 @@ def smtp_sink(port: int) -> Iterator[SinkCounter]:
         process.stdout.close()
 
 
-def pixelpost_config(
-    workdir: Path,
-    port: int,
-    sink_port: int,
-    config_set: str,
-    workers: int = 1,
-    *,
-    max_recipients: int = RECIPIENTS_LIMIT,
-    max_message_bytes: int | None = None,
-) -> Path:
-    """A configuration for `pixelpost relay` on `port`, relaying to `sink_port`, with
-    limits that let a benchmark's whole load in; `max_message_bytes` None keeps the
-    default."""
-    size_limit = "" if max_message_bytes is None else f"max_message_bytes = {max_message_bytes}"
-    path = workdir / f"{config_set}.toml"
-    path.write_text(
-        f"""
-default_config_set = "{config_set}"
-[relay]
-listen = "127.0.0.1:{port}"
-workers = {workers}
-hostname = "relay.bench"
-spool = "{workdir / "spool"}"
-max_connections = {CONNECTIONS_LIMIT}
-max_connections_per_ip = {CONNECTIONS_LIMIT}
-max_recipients = {max_recipients}
-{size_limit}
-[upstream]
-url = "smtp://127.0.0.1:{sink_port}"
-[tracker]
-listen = "127.0.0.1:0"
-public_url = "https://t.example.com"
-[store]
-url = "sqlite:///{workdir / "pixelpost.db"}"
-[signing]
-key_file = "{workdir / "signing.key"}"
-[config_sets.tracked]
-open_tracking = true
-click_tracking = true
-[config_sets.untracked]
-open_tracking = false
-click_tracking = false
-"""
-    )
-    return path
-
-
 def send_all(port: int, message: Path, messages: int, sessions: int) -> None:
     """smtp-source sends `messages` and gets every reply; SystemExit, INVALID, when the
     system refused any of them (smtp-source stops there) or it took too long."""
@@ -344,7 +286,7 @@ def build_systems(keys: list[str], workdir: Path, sink_port: int, workers: int) 
         port = free_port()
         start: Callable[[], contextlib.AbstractContextManager[int]]
         if key in ("tracked", "untracked"):
-            config = pixelpost_config(workdir, port, sink_port, key, workers)
+            config = relay_config(workdir, port, sink_port, key, workers)
             args = [str(BIN / "pixelpost"), "relay", "-c", str(config)]
             log = workdir / f"{key}.log"
             start = functools.partial(serving, args, port, log, workdir / "spool")

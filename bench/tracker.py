@@ -34,10 +34,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.relay import CONNECTIONS_LIMIT, free_port, running
+from bench.relay import running
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key, load_or_create_key_file
 from pixelpost.store import MessageRecord, SQLiteStore
+from tests.net import free_port
+from tests.relay_config import CONNECTIONS_LIMIT
 
 BIN = Path(sys.executable).parent
 MESSAGE_ID = "01a228d20a21020c7c34c59663927ded"

@@ -44,11 +44,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.app.runtime import spool_counts
 from tests.net import free_port
+from tests.relay_config import relay_config
 from tests.sink import ThreadedSMTP
 
 BIN = Path(sys.executable).parent
-CONNECTIONS_LIMIT = 10_000
-"""Every client connects from 127.0.0.1: the relay's limits must let the load in."""
 _SEQ = re.compile(rb"^X-Seq: (\d+)\r?$", re.MULTILINE)
 
 
@@ -156,35 +155,6 @@ def message(seq: int) -> bytes:
         'Content-Type: text/html; charset="utf-8"\r\n\r\n'
         f'<p>Message {seq}, with <a href="https://example.com/{seq}">a link</a>.</p>\r\n'
     ).encode()
-
-
-def relay_config(workdir: Path, port: int, sink_port: int) -> Path:
-    """`pixelpost relay` on `port`, tracking opens and clicks, delivering to the sink."""
-    path = workdir / "pixelpost.toml"
-    path.write_text(
-        f"""
-default_config_set = "tracked"
-[relay]
-listen = "127.0.0.1:{port}"
-hostname = "relay.crash"
-spool = "{workdir / "spool"}"
-max_connections = {CONNECTIONS_LIMIT}
-max_connections_per_ip = {CONNECTIONS_LIMIT}
-[upstream]
-url = "smtp://127.0.0.1:{sink_port}"
-[tracker]
-listen = "127.0.0.1:0"
-public_url = "https://t.example.com"
-[store]
-url = "sqlite:///{workdir / "pixelpost.db"}"
-[signing]
-key_file = "{workdir / "signing.key"}"
-[config_sets.tracked]
-open_tracking = true
-click_tracking = true
-"""
-    )
-    return path
 
 
 @contextlib.contextmanager

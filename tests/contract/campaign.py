@@ -31,6 +31,16 @@ def message(message_id: str, config_set: str | None, **tags: str) -> MessageReco
     )
 
 
+# Every event type of "marketing" to the "archive" destination, and all but Send to "app".
+TO_ARCHIVE_AND_APP = [
+    Route(config_set="marketing", event_type=t, destination="archive") for t in EventType
+] + [
+    Route(config_set="marketing", event_type=t, destination="app")
+    for t in EventType
+    if t is not EventType.SEND
+]
+
+
 def opened(
     message_id: str, at: float, *, reason: str | None = None, proxy: str | None = None
 ) -> Hit:

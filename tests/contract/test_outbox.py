@@ -8,34 +8,18 @@ from datetime import UTC, datetime
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import click_event, open_event, send_event
-from pixelpost.store import MessageRecord, Route
 from tests.clock import Clock
+from tests.contract.campaign import TO_ARCHIVE_AND_APP, message
 from tests.contract.conftest import StoreOpener
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def message(message_id: str, config_set: str | None = "marketing") -> MessageRecord:
-    mail = {"messageId": message_id, "tags": {"ses:configuration-set": [config_set]}}
-    return MessageRecord(
-        id=message_id, config_set=config_set, created_at=NOW, mail=json.dumps(mail)
-    )
-
-
-to_destinations = [
-    Route(config_set="marketing", event_type=t, destination="archive") for t in EventType
-] + [
-    Route(config_set="marketing", event_type=t, destination="app")
-    for t in EventType
-    if t is not EventType.SEND
-]
 
 
 async def test_route_claim_deliver(open_store: StoreOpener) -> None:
     clock = Clock(1_000_000.0)
     store = await open_store(clock=clock)
     await store.record(
-        messages=[message("m1"), message("m2", config_set=None)],
+        messages=[message("m1", "marketing"), message("m2", None)],
         events=[
             send_event("m1", now=NOW),
             click_event(
@@ -46,8 +30,8 @@ async def test_route_claim_deliver(open_store: StoreOpener) -> None:
         ],
     )
 
-    assert await store.route(to_destinations) == 4
-    assert await store.route(to_destinations) == 0
+    assert await store.route(TO_ARCHIVE_AND_APP) == 4
+    assert await store.route(TO_ARCHIVE_AND_APP) == 0
     assert await store.outbox_depth() == {"archive": 2, "app": 1}
 
     claimed = await store.claim("archive", limit=10, lease=30)
@@ -69,8 +53,8 @@ async def test_route_claim_deliver(open_store: StoreOpener) -> None:
 async def test_retry_dead_letter_and_replay(open_store: StoreOpener) -> None:
     clock = Clock(1_000_000.0)
     store = await open_store(clock=clock)
-    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
-    await store.route(to_destinations)
+    await store.record(messages=[message("m1", "marketing")], events=[send_event("m1", now=NOW)])
+    await store.route(TO_ARCHIVE_AND_APP)
     [claimed] = await store.claim("archive", limit=1, lease=30)
 
     await store.retry("archive", claimed.seq, attempts=1, at=clock.now + 60, error="HTTP 503")
@@ -105,16 +89,17 @@ async def test_a_disabled_destination_collects_dead_letters_until_replayed(
 ) -> None:
     store = await open_store()
     await store.record(
-        messages=[message("m1")], events=[open_event("m1", ip="i", user_agent="u", now=NOW)]
+        messages=[message("m1", "marketing")],
+        events=[open_event("m1", ip="i", user_agent="u", now=NOW)],
     )
-    await store.route(to_destinations)
+    await store.route(TO_ARCHIVE_AND_APP)
     [refused] = await store.claim("app", limit=10, lease=30)
 
     await store.disable(
         "app", "disabled: the endpoint answered HTTP 410 Gone", seq=refused.seq, attempts=1
     )
     await store.record(events=[open_event("m1", ip="i", user_agent="u", now=NOW)])
-    await store.route(to_destinations)
+    await store.route(TO_ARCHIVE_AND_APP)
 
     assert await store.disabled() == {"app": "disabled: the endpoint answered HTTP 410 Gone"}
     assert await store.claim("app", limit=10, lease=30) == []

@@ -4,7 +4,6 @@ locks and cancellation. What every store must do is in tests/contract/."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,28 +12,13 @@ import pytest
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event, open_event, send_event
-from pixelpost.store import MessageRecord, Route, SQLiteStore, StoreError
+from pixelpost.store import SQLiteStore, StoreError
 from pixelpost.store.sqlite import outbox_path
 from pixelpost.store.sqlite.schema import migrations
 from tests.conftest import until
+from tests.contract.campaign import TO_ARCHIVE_AND_APP, message
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def message(message_id: str, config_set: str | None = "marketing") -> MessageRecord:
-    mail = {"messageId": message_id, "tags": {"ses:configuration-set": [config_set]}}
-    return MessageRecord(
-        id=message_id, config_set=config_set, created_at=NOW, mail=json.dumps(mail)
-    )
-
-
-to_destinations = [
-    Route(config_set="marketing", event_type=t, destination="archive") for t in EventType
-] + [
-    Route(config_set="marketing", event_type=t, destination="app")
-    for t in EventType
-    if t is not EventType.SEND
-]
 
 
 async def test_migrations_set_the_schema_version(tmp_path: Path) -> None:
@@ -66,7 +50,7 @@ async def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
 
 async def test_concurrent_records_share_commits_and_all_land(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "s.db")
-    await store.record(messages=[message("m1")])
+    await store.record(messages=[message("m1", "marketing")])
     events = [open_event("m1", ip="192.0.2.1", user_agent="ua", now=NOW) for _ in range(300)]
     await asyncio.gather(*(store.record(events=[e]) for e in events))
     await store.close()
@@ -77,16 +61,16 @@ async def test_concurrent_records_share_commits_and_all_land(tmp_path: Path) -> 
 
 async def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "s.db")
-    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
+    await store.record(messages=[message("m1", "marketing")], events=[send_event("m1", now=NOW)])
     for _ in range(20):
-        task = asyncio.create_task(store.route(to_destinations))
+        task = asyncio.create_task(store.route(TO_ARCHIVE_AND_APP))
         await asyncio.sleep(0)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     await store.record(
         events=[Event(id="e2", type=EventType.SEND, message_id="m1", created_at=NOW, detail="{}")]
     )
-    await store.route(to_destinations)
+    await store.route(TO_ARCHIVE_AND_APP)
     assert len(await store.claim("archive", limit=10, lease=30)) == 2
     await store.close()
 
@@ -112,7 +96,7 @@ async def test_a_purge_cancelled_while_it_waits_for_a_lock_stops_and_leaves_no_t
     stop it (not turn the cancellation into a logged error and carry on) and leave the
     store's connection outside any transaction."""
     store = await SQLiteStore.open(tmp_path / "s.db")
-    await store.record(messages=[message("m1")], events=[send_event("m1", now=NOW)])
+    await store.record(messages=[message("m1", "marketing")], events=[send_event("m1", now=NOW)])
     other = sqlite3.connect(outbox_path(tmp_path / "s.db"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     purge = asyncio.create_task(store.purge(NOW.timestamp() - 86400))
@@ -127,5 +111,5 @@ async def test_a_purge_cancelled_while_it_waits_for_a_lock_stops_and_leaves_no_t
         await asyncio.wait_for(purge, 15)
     assert await store.purge(NOW.timestamp() - 86400) == (0, 0)
     await store.record(events=[send_event("m1", now=NOW)])
-    assert await store.route(to_destinations) == 2
+    assert await store.route(TO_ARCHIVE_AND_APP) == 2
     await store.close()
