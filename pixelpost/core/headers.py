@@ -62,6 +62,19 @@ def _next_line(data: bytes, start: int, end: int) -> int:
     return end if found < 0 else found + 1
 
 
+def message_start(data: bytes) -> int:
+    """Where the message proper starts in `data`: after an mbox "From " line and empty
+    lines, which archives put before a header section, when a header field follows
+    them; otherwise 0 (a message that is all body stays one)."""
+    pos = _next_line(data, 0, len(data)) if data.startswith(b"From ") else 0
+    while data.startswith((b"\r\n", b"\n"), pos):
+        pos = _next_line(data, pos, len(data))
+    if pos == 0:
+        return 0
+    field = _FIELD.match(data, pos)
+    return pos if field is not None and field.end() <= _next_line(data, pos, len(data)) else 0
+
+
 def parse_header_section(data: bytes, start: int = 0, end: int | None = None) -> HeaderSection:
     """Locate the header fields of the entity in `data[start:end]` (offsets stay those of
     `data`). Never fails: a line that is neither a field nor a continuation ends the
@@ -117,6 +130,12 @@ class Controls:
     """Tag entries that were not `name=value` in SES's character set, each with the name
     of the header it was in, as written."""
     content: bytes
+    """The message as it goes on: without the control headers, and without what came
+    before its header section (`message_start`)."""
+    original: bytes
+    """The message as it came, but for what came before its header section."""
+    dropped: bytes = b""
+    """What came before the header section: an mbox "From " line, empty lines."""
 
 
 def parse_tags(text: str) -> tuple[dict[str, list[str]], list[str]]:
@@ -140,11 +159,21 @@ def parse_tags(text: str) -> tuple[dict[str, list[str]], list[str]]:
 
 
 def extract_controls(data: bytes) -> Controls:
-    """Read and remove the control headers of a message."""
+    """Read and remove the control headers of a message, and what an archive put before
+    its header section."""
+    start = message_start(data)
+    dropped, data = (data[:start], data[start:]) if start else (b"", data)
     section = parse_header_section(data)
     controls = [f for f in section.fields if f.name.lower() in CONTROL_HEADERS]
     if not controls:
-        return Controls(config_set=None, tags={}, rejected_tags=(), content=data)
+        return Controls(
+            config_set=None,
+            tags={},
+            rejected_tags=(),
+            content=data,
+            original=data,
+            dropped=dropped,
+        )
     config_set = next(
         (f.value(data) for f in controls if f.name.lower() in CONFIG_SET_HEADERS), None
     )
@@ -161,6 +190,8 @@ def extract_controls(data: bytes) -> Controls:
         tags={name: tuple(values) for name, values in tags.items()},
         rejected_tags=tuple(rejected),
         content=remove_fields(data, controls),
+        original=data,
+        dropped=dropped,
     )
 
 

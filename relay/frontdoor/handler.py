@@ -179,6 +179,13 @@ class RelayHandler:
             received=now,
         )
         _log_accepted(session, envelope, spooled, client_ip)
+        if controls.dropped:
+            log.info(
+                "%s: left out %r before the header section (an archive's line)",
+                spooled.id,
+                controls.dropped[:80],
+                extra=fields(message_id=spooled.id),
+            )
         return await self._delivery.submit(
             Submission(envelope=spooled, content=controls.content, plan=decision.plan)
         )
@@ -201,7 +208,7 @@ class RelayHandler:
         assert envelope.original_content is not None
         mail = _mail(
             session,
-            envelope.original_content,
+            controls.original,
             sender=sender,
             client_ip=client_ip,
             controls=controls,

@@ -160,6 +160,36 @@ async def test_a_rendering_failure_delivers_the_original_and_says_why(
     assert failure["mail"]["tags"]["ses:configuration-set"] == ["default"]
 
 
+async def test_a_message_from_an_archive_is_read_past_its_from_line_and_blank_line(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    """An mbox "From " line and an empty line before the header section: the message is
+    read from its header section on, tracked, and goes on without them."""
+    handler, port = sink
+    relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
+    message = newsletter(config_set="marketing")
+    archived = b"From news@example.com Fri Dec  4 08:00:00 2026\r\n\r\n" + message
+
+    await send(relay.address.port, archived, ["a@example.org"])
+
+    await handler.wait(1)
+    [arrival] = handler.arrivals
+    assert b"From news@example.com Fri" not in arrival.content
+    parsed = message_from_bytes(arrival.content, policy=policy.default)
+    assert parsed["Subject"] == "Welcome"
+    assert "X-Config-Set" not in parsed
+    html_part = parsed.get_body(("html",))
+    assert html_part is not None
+    assert 'src="https://t.example/o/' in html_part.get_content()
+    await events_of(store, delivery=1)
+    [send_event, *_] = await published(store)
+    assert send_event["mail"]["commonHeaders"]["subject"] == "Welcome"
+    assert send_event["mail"]["tags"]["ses:configuration-set"] == ["marketing"]
+
+
 async def pixels_through_the_relay(
     relay_port: int, handler: SinkHandler, paths: list[Path]
 ) -> int:

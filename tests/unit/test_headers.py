@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pixelpost.core.headers import (
     extract_controls,
+    message_start,
     parse_header_section,
     parse_tags,
     protocol_name,
@@ -82,6 +84,39 @@ def test_a_message_without_controls_is_returned_as_is() -> None:
     controls = extract_controls(data)
     assert controls.content is data
     assert (controls.config_set, controls.tags) == (None, {})
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        b"From news@example.com Fri Dec  4 08:00:00 2026\r\n",
+        b"From news@example.com Fri Dec  4 08:00:00 2026\n\n",
+        b"\r\n",
+        b"\n\r\n",
+    ],
+)
+def test_what_an_archive_put_before_the_header_section_is_left_out(before: bytes) -> None:
+    message = b"X-Config-Set: marketing\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+    assert message_start(before + message) == len(before)
+    controls = extract_controls(before + message)
+    assert controls.config_set == "marketing"
+    assert controls.dropped == before
+    assert controls.original == message
+    assert controls.content == b"From: a@example.com\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"From: a@example.com\r\n\r\nbody",
+        b"\r\nbody without a header section\r\nX: y\r\n",
+        b"From a friend, with no header after\r\nhello\r\n",
+        b"",
+    ],
+)
+def test_a_message_that_starts_otherwise_starts_at_its_first_byte(data: bytes) -> None:
+    assert message_start(data) == 0
+    assert extract_controls(data).content == data
 
 
 def test_tag_syntax() -> None:
