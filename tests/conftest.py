@@ -323,11 +323,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-def corpus() -> Path:
+def find_corpus() -> Path | None:
     """The larger corpus, run on top of the project's own fixtures: the folder
     PIXELPOST_CORPUS names (required then), else `../shared/corpus` when it is beside
-    this checkout; a clone on its own skips these tests."""
+    this checkout, else None."""
     named = os.environ.get(CORPUS_ENV)
     if named:
         path = Path(named)
@@ -336,6 +335,19 @@ def corpus() -> Path:
                 f"the test corpus is missing: {CORPUS_ENV}={named} has no html/ and mime/"
             )
         return path
-    if not CORPUS_BESIDE.is_dir():
+    return CORPUS_BESIDE if CORPUS_BESIDE.is_dir() else None
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The larger corpus (`find_corpus`); a clone on its own skips the tests using it."""
+    path = find_corpus()
+    if path is None:
         pytest.skip(f"no corpus: set {CORPUS_ENV}, or put it at {CORPUS_BESIDE}")
-    return CORPUS_BESIDE
+    return path
+
+
+@pytest.fixture
+def corpus_or_none() -> Path | None:
+    """The larger corpus for tests that run on the project's own fixtures too, or None."""
+    return find_corpus()

@@ -6,10 +6,33 @@
 writes the document with only those spans replaced, so every other character (Outlook
 conditional comments, entity spelling, quoting, whitespace) stays exactly as it was.
 
-What is markup follows what recipients' clients see: ordinary comments, `<script>`,
-`<style>`, `<title>`, `<textarea>` and CDATA are text, not markup; the inside of an
-Outlook conditional comment (`<!--[if mso]> … <![endif]-->`) is markup, because Outlook
-renders it.
+Where a tag, an attribute value, a comment or a text-only element starts and ends
+follows the WHATWG tokenizer, which is what browsers run (`tests/html5.py` holds the
+differential test against html5lib). The states it models:
+
+- data, tag open, end tag open, tag name; before-attribute-name, attribute-name,
+  after-attribute-name, before-attribute-value and the three attribute-value states
+  (a quote opens a value only right after "="; a tag whose value never closes never
+  ends), after-attribute-value-quoted, self-closing-start-tag;
+- markup declaration open; the comment states, with "-->" and "--!>" as endings and the
+  abrupt "<!-->" and "<!--->"; bogus comments ("<?", "<!" other than "--", "</" and no
+  letter, and "<![CDATA[", which in HTML content is one), ending at the first ">";
+  DOCTYPE, which ends at the first ">" too; "</>", which is nothing;
+- RCDATA (`title`, `textarea`), RAWTEXT (`style`, `xmp`, `iframe`, `noembed`,
+  `noframes`), each to its own end tag; script data with its escaped and double-escaped
+  states; PLAINTEXT, which takes the rest of the document.
+
+What it deliberately does not model: character references in text (only attribute
+values are decoded, as links need); `noscript` is markup, as in a parser without
+scripting (html5lib's, and mail clients'); foreign content (`<svg>`, `<math>`), where
+a browser reads `<style>` and `<title>` as markup and `<![CDATA[` as CDATA; and the
+inside of an Outlook conditional comment (`<!--[if mso]> … <![endif]-->`), which every
+browser reads as a comment, is markup here, because Outlook renders it.
+
+The pixel goes before the last `</body>`; without one, before the last `</html>`;
+without that, before whatever takes the rest of the document (a tag or comment that
+never ends, raw text without its end tag, PLAINTEXT), so that it is always an image a
+browser loads; else at the end.
 """
 
 from __future__ import annotations
@@ -20,63 +43,110 @@ from dataclasses import dataclass
 from html import escape
 from html.entities import html5
 from typing import NamedTuple
+from urllib.parse import quote
 
-# A tag's attributes up to its ">": unquoted stretches, and quoted values whole (which
-# may hold ">" or "<a ...>" as text); written unrolled, one step per quoted value.
-_ATTRIBUTES = r"""[^>"']*+(?:(?:"[^"]*+"|'[^']*+')[^>"']*+)*+"""
+_WS = "\t\n\f\r "
+"""ASCII whitespace as the tokenizer knows it (CR too: the input stream turns it into LF)."""
+# A tag's attributes up to its ">", as the WHATWG tokenizer reads them: a quote opens a
+# value only right after "=" (anywhere else it is part of an attribute's name), a value
+# in quotes may hold ">" or "<a ...>" as text, and a tag whose value never closes never
+# ends. Between "<name" and ">": whitespace and "/" (before-attribute-name state), then
+# a name, whose first character may be "=" (attribute-name state), then, after optional
+# whitespace, "=" and a value (before-attribute-value state): double-quoted,
+# single-quoted, unquoted or missing ("a=>"); or no "=" at all (after-attribute-name
+# state). Possessive throughout: a tag that never ends fails in linear time.
+_ATTRIBUTES = (
+    rf"""(?:[{_WS}/]*+[^{_WS}/>][^{_WS}/>=]*+"""
+    rf"""(?:="[^"]*+"|[{_WS}]*+=[{_WS}]*+(?:"[^"]*+"|'[^']*+'|[^{_WS}>"'][^{_WS}>]*+|(?=>))"""
+    rf"""|(?![{_WS}]*+=)))*+[{_WS}/]*+"""
+)
 _ATTRIBUTES_END = _ATTRIBUTES + ">"
-_TAG_REST = r"""[^\s/>]*+""" + _ATTRIBUTES_END
+_TAG_REST = rf"[^{_WS}/>]*+{_ATTRIBUTES_END}"
+_END = rf"(?=[{_WS}/>])"
+"""What ends a tag's name."""
+RAW_TEXT = ("style", "xmp", "iframe", "noembed", "noframes", "title", "textarea")
+"""Elements whose content is text up to their end tag (RAWTEXT and RCDATA)."""
+
+
+def _raw_text(name: str) -> str:
+    """`name`'s start tag and content, up to (not including) its end tag, which must be
+    there: without one, the element takes the rest of the document."""
+    return (
+        rf"(?i:{name}){_END}{_ATTRIBUTES_END}[^<]*+(?:<(?!/(?i:{name}){_END})[^<]*+)*+"
+        rf"(?=</(?i:{name}){_END})"
+    )
+
+
 # What follows a "<" that is skipped, in order; the "<" is matched once, so that each
-# alternative is ruled out by its first character.
+# alternative is ruled out by its first character. A construct that would run to the
+# end of the document (a tag or comment that never ends, raw text without its end tag)
+# is not skipped: `scan` stops there and puts the pixel before it.
 _SKIPPED = "|".join(
     [
         # the common tags first: names that cannot start anything special
-        r"""[b-rB-RuUw-zW-Z]""" + _TAG_REST,
-        r"""/[ac-zAC-Z]""" + _TAG_REST,
+        r"[b-hB-Hj-mJ-MoOqQrRuUwWyYzZ]" + _TAG_REST,
+        # end tags, but for </body> and </html>
+        r"/[ac-gi-zAC-GI-Z]" + _TAG_REST,
+        rf"/[bB](?!(?i:ody){_END})" + _TAG_REST,
+        rf"/[hH](?!(?i:tml){_END})" + _TAG_REST,
         # the other tags whose names start like a special one (td, strong, abbr, …)
-        r"""[tT](?![iI][tT][lL][eE][\s/>]|[eE][xX][tT][aA][rR][eE][aA][\s/>])""" + _TAG_REST,
-        r"""[sS](?![cC][rR][iI][pP][tT][\s/>]|[tT][yY][lL][eE][\s/>])""" + _TAG_REST,
-        r"""[aA](?![\s/>]|[rR][eE][aA][\s/>])""" + _TAG_REST,
-        r"""[vV](?!:)""" + _TAG_REST,
-        r"""/[bB](?![oO][dD][yY][\s/>])""" + _TAG_REST,
+        rf"[tT](?!(?i:itle|extarea){_END})" + _TAG_REST,
+        rf"[sS](?!(?i:cript|tyle){_END})" + _TAG_REST,
+        rf"[aA](?!{_END}|(?i:rea){_END})" + _TAG_REST,
+        r"[vV](?!:)" + _TAG_REST,
+        rf"[iI](?!(?i:frame){_END})" + _TAG_REST,
+        rf"[nN](?!(?i:oembed|oframes){_END})" + _TAG_REST,
+        rf"[pP](?!(?i:laintext){_END})" + _TAG_REST,
+        rf"[xX](?!(?i:mp){_END})" + _TAG_REST,
         # Outlook's conditional comments: skip the markers, scan what they enclose
-        r"""!--\[if[^\]]*+\]>(?:<!-->)?+""",
-        r"""!\[if[^\]]*+\]>""",
-        r"""!(?:--)?\[endif\](?:--)?>""",
-        # comments, CDATA, declarations and processing instructions, whole
-        r"""!--[^-]*+(?:-(?!->)[^-]*+)*+(?:-->)?+""",
-        r"""!\[CDATA\[[^\]]*+(?:\](?!\]>)[^\]]*+)*+(?:\]\]>)?+""",
-        r"""[!?][^>]*+>?+""",
-        # raw text up to its end tag, which the next round reads as an ordinary end tag
-        *(
-            rf"""(?i:{name})(?=[\s/>]){_ATTRIBUTES_END}[^<]*+(?:<(?!/(?i:{name})[\s/>])[^<]*+)*+"""
-            for name in ("script", "style", "title", "textarea")
-        ),
-        # a "<" that starts no tag is text
-        r"""(?![a-zA-Z/])""",
-        r"""/(?![a-zA-Z])""",
+        r"!--\[if[^\]]*+\]>(?:<!-->)?+",
+        r"!\[if[^\]]*+\]>",
+        r"!(?:--)?\[endif\](?:--)?>",
+        # a comment: to "-->" or "--!>"; "<!-->" and "<!--->" end where they start
+        r"!--(?:>|->|[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)",
+        # bogus comments, to the first ">": "<!DOCTYPE", "<![CDATA[" (in HTML content),
+        # "<!x", "<?x", "</" and no letter; "</>" is dropped
+        r"!(?!--)[^>]*+>",
+        r"\?[^>]*+>",
+        r"/(?:>|[^a-zA-Z>][^>]*+>)",
+        # script without "<!--" in it (which changes where it ends), up to its end tag
+        rf"(?i:script){_END}{_ATTRIBUTES_END}[^<]*+(?:<(?!/(?i:script){_END}|!--)[^<]*+)*+"
+        rf"(?=</(?i:script){_END})",
+        *(_raw_text(name) for name in RAW_TEXT),
+        # a "<" that starts nothing is text
+        r"(?![a-zA-Z/!?])",
     ]
 )
-# Everything up to the next link or </body>, in one C-level match: text; tags other
-# than a, area and VML elements, with their quoted attribute values (which may hold ">"
-# or "<a ...>" as text); comments, CDATA, declarations and the content of raw-text
-# elements, all skipped whole; and the markers of Outlook's conditional comments, whose
-# content is markup and is scanned on. Possessive quantifiers keep an unterminated tag
-# from backtracking exponentially.
+# Everything up to the next link, </body>, </html> or construct the skipping above
+# leaves to `scan`, in one C-level match.
 _SKIP = re.compile(rf"(?:[^<]*+<(?:{_SKIPPED}))*+[^<]*+")
-_START_TAG = re.compile(rf"<([a-zA-Z][^\s/>]*+)({_ATTRIBUTES})>")
-_END_BODY = re.compile(r"</body\b[^>]*>", re.IGNORECASE)
-# Attributes as the HTML tokenizer reads them (and as html.parser's attrfind does).
+_LINK_TAG = re.compile(rf"<((?i:a|area){_END}|[vV]:[^{_WS}/>]*+)({_ATTRIBUTES})>")
+_SCRIPT = re.compile(rf"<(?i:script){_END}{_ATTRIBUTES_END}")
+_PLAINTEXT = re.compile(rf"<(?i:plaintext){_END}")
+# Script data, escaped ("<!--" … "-->") and double-escaped ("<!--<script>" …
+# "</script>"): where each of the tokenizer's script states changes to another.
+_SCRIPT_DATA = re.compile(rf"<(?:(/)(?i:script){_END}|!--)")
+_SCRIPT_ESCAPE_CLOSED = re.compile(r"-*+>")
+_SCRIPT_ESCAPED = re.compile(rf"--++>|<(/?)(?i:script)[{_WS}/>]")
+_SCRIPT_DOUBLE_ESCAPED = re.compile(rf"--++>|</(?i:script)[{_WS}/>]")
+_DOCUMENT_END = re.compile(rf"</((?i:body|html)){_END}{_ATTRIBUTES_END}")
+# One attribute of a tag that _ATTRIBUTES has read, as it reads it: the separators
+# before it, its name, its value in group 2 (double-quoted), 3 (single-quoted) or 4
+# (unquoted).
 _ATTRIBUTE = re.compile(
-    r"""([^\s/>"'=][^\s/>=]*)               # name
-        (?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?   # value: double, single, unquoted
-    """,
+    rf"""[{_WS}/]*+([^{_WS}/>][^{_WS}/>=]*+)
+        (?:[{_WS}]*+=[{_WS}]*+(?:"([^"]*+)"|'([^']*+)'|([^{_WS}>"'][^{_WS}>]*+)|\Z))?""",
     re.VERBOSE,
 )
 _ENTITY = re.compile(r"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|([a-zA-Z][a-zA-Z0-9]*)(;?))")
-_HTTP = re.compile(r"https?://", re.IGNORECASE)
+_PLAIN_URL = re.compile(r"https?://[^/\\]", re.IGNORECASE)
+_URL_START = re.compile(r"(https?):[/\\]*+([^/\\?#]*+)", re.IGNORECASE)
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_IGNORED_IN_HOST = dict.fromkeys(
+    [0xAD, 0x34F, 0x180B, 0x180C, 0x180D, 0x200B, 0x2060, 0xFEFF, *range(0xFE00, 0xFE10)]
+)
+"""Characters UTS 46 maps to nothing in a host name (soft hyphen, zero width space …)."""
 _TAG_PART = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_ASCII_WHITESPACE = "\t\n\f\r "
 _URL_NOISE = re.compile(r"[\t\n\r]")
 _PLACEHOLDER = "{{ses:openTracker}}"
 
@@ -199,14 +269,36 @@ def _destination(value: str, decode: Callable[[str], str] | None) -> str | None:
             value = decode(value)
         except UnicodeError:
             return None  # bytes that are not text in the part's charset: left alone
-    url = unescape_attribute(value).strip(_ASCII_WHITESPACE)
-    if not url.isprintable():
-        url = _URL_NOISE.sub("", url)  # tabs and line breaks inside, which browsers drop
-        if not url.isprintable():
-            return None
-    if not _HTTP.match(url) or len(url) <= len("https://"):
+    url = unescape_attribute(value).strip(_C0_OR_SPACE)
+    if url.isprintable() and "\\" not in url and _PLAIN_URL.match(url):
+        return url  # what links mostly are: nothing for a browser to fix
+    return _navigable(url)
+
+
+def _navigable(url: str) -> str | None:
+    """Where a browser goes for an http(s) URL written unusually, or None where it goes
+    nowhere or elsewhere (another scheme, no host, a host with spaces or controls in it).
+
+    As the URL standard reads special schemes: tabs and line breaks are dropped, any run
+    of "/" and "\\" after the scheme (none included) reads as "//", and "\\" in the
+    path as "/"; characters that UTS 46 ignores leave the host. Characters that cannot be
+    seen (no-break space, zero width space, soft hyphen, controls) are percent-encoded
+    in the rest, as the browser sends them; other non-ASCII stays readable here, and the
+    tracker's redirect encodes it.
+    """
+    url = _URL_NOISE.sub("", url)
+    start = _URL_START.match(url)
+    if start is None:
         return None
-    return url
+    host = start[2].translate(_IGNORED_IN_HOST)
+    if not host or not host.isprintable() or " " in host:
+        return None
+    rest = url[start.end() :]
+    path_end = next((at for at, char in enumerate(rest) if char in "?#"), len(rest))
+    rest = rest[:path_end].replace("\\", "/") + rest[path_end:]
+    if not rest.isprintable():
+        rest = "".join(char if char.isprintable() else quote(char, safe="") for char in rest)
+    return f"{start[1]}://{host}{rest}"
 
 
 def _value_group(attribute: re.Match[str]) -> int | None:
@@ -218,8 +310,8 @@ def _value_group(attribute: re.Match[str]) -> int | None:
 
 def _attribute_span(doc: str, attribute: re.Match[str], attributes_at: int) -> tuple[int, int]:
     """Where an attribute to remove is, with the whitespace before it."""
-    start = attribute.start()
-    while start > attributes_at and doc[start - 1] in _ASCII_WHITESPACE:
+    start = attribute.start(1)
+    while start > attributes_at and doc[start - 1] in _WS:
         start -= 1
     return start, attribute.end()
 
@@ -274,6 +366,39 @@ def _scan_tag(  # noqa: PLR0917 (a private helper of scan, called once)
     )
 
 
+def _script_end(doc: str, pos: int) -> int:
+    """Where the end tag of a script whose content starts at `pos` starts, or -1 when
+    the script takes the rest of the document. In script data a "<!--" escapes; in
+    escaped script "-->" unescapes, "</script" ends the script and "<script" escapes
+    doubly; in double-escaped script "-->" unescapes and "</script" does not end the
+    script but escapes it singly again."""
+    while True:
+        found = _SCRIPT_DATA.search(doc, pos)
+        if found is None:
+            return -1
+        if found[1]:
+            return found.start()
+        pos = found.end()
+        if (closed := _SCRIPT_ESCAPE_CLOSED.match(doc, pos)) is not None:
+            pos = closed.end()  # "<!-->", "<!--->": escaped and unescaped at once
+            continue
+        while True:  # escaped
+            found = _SCRIPT_ESCAPED.search(doc, pos)
+            if found is None:
+                return -1
+            if found[1]:
+                return found.start()
+            pos = found.end()
+            if found[0][0] == "-":
+                break  # back to script data
+            found = _SCRIPT_DOUBLE_ESCAPED.search(doc, pos)
+            if found is None:
+                return -1
+            pos = found.end()
+            if found[0][0] == "-":
+                break
+
+
 def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: int = 0) -> Scan:
     """Find the links, the `ses:*` attributes and the pixel's place in `doc`.
 
@@ -283,30 +408,32 @@ def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: i
     """
     links: list[Link] = []
     removals: list[tuple[int, int]] = []
-    body_end = -1
+    ends = {"body": -1, "html": -1}  # where the last </body> and </html> start
+    swallowed = -1  # where a construct that takes the rest of the document starts
     size = len(doc)
     pos = 0
     while True:
         pos = _SKIP.match(doc, pos).end()  # type: ignore[union-attr]
         if pos >= size:
             break
-        if doc.startswith("</", pos):  # </body: _SKIP stops at nothing else that starts so
-            end_body = _END_BODY.match(doc, pos)
-            if end_body is None:
-                break  # "</body" that never ends: the rest is inside that tag
-            body_end = pos
-            pos = end_body.end()
-            continue
-        tag = _START_TAG.match(doc, pos)
-        if tag is None:
-            break  # a tag that never ends: the rest of the document is inside it
-        _scan_tag(doc, tag, links, removals, decode, first_index)
-        pos = tag.end()
+        if (tag := _LINK_TAG.match(doc, pos)) is not None:
+            _scan_tag(doc, tag, links, removals, decode, first_index)
+            pos = tag.end()
+        elif (end_tag := _DOCUMENT_END.match(doc, pos)) is not None:
+            ends[end_tag[1].lower()] = pos
+            pos = end_tag.end()
+        elif (script := _SCRIPT.match(doc, pos)) is not None and (
+            after := _script_end(doc, script.end())
+        ) >= 0:
+            pos = after
+        else:  # a tag, comment or element that takes the rest of the document
+            swallowed = pos
+            break
     placeholder_at = doc.find(_PLACEHOLDER)
     return Scan(
         links=tuple(links),
         removals=tuple(removals),
-        pixel_at=body_end if body_end >= 0 else size,
+        pixel_at=next((at for at in (ends["body"], ends["html"], swallowed) if at >= 0), size),
         placeholder=(
             (placeholder_at, placeholder_at + len(_PLACEHOLDER)) if placeholder_at >= 0 else None
         ),
