@@ -99,8 +99,8 @@ _SKIPPED = "|".join(
         rf"[pP](?!(?i:laintext){_END})" + _TAG_REST,
         rf"[xX](?!(?i:mp){_END})" + _TAG_REST,
         # Outlook's conditional comments: skip the markers, scan what they enclose
-        r"!--\[if[^\]]*+\]>(?:<!-->)?+",
-        r"!\[if[^\]]*+\]>",
+        r"!--\[if[^\]>]*+\]>(?:<!-->)?+",
+        r"!\[if[^\]>]*+\]>",
         r"!(?:--)?\[endif\](?:--)?>",
         # a comment: to "-->" or "--!>"; "<!-->" and "<!--->" end where they start
         r"!--(?:>|->|[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)",
