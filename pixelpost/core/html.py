@@ -27,7 +27,10 @@ values are decoded, as links need); `noscript` is markup, as in a parser without
 scripting (html5lib's, and mail clients'); foreign content (`<svg>`, `<math>`), where
 a browser reads `<style>` and `<title>` as markup and `<![CDATA[` as CDATA; and the
 inside of an Outlook conditional comment (`<!--[if mso]> … <![endif]-->`), which every
-browser reads as a comment, is markup here, because Outlook renders it.
+browser reads as a comment, is markup here, because Outlook renders it. It is read as
+a document of its own that ends where a browser's comment ends (the first "-->" or
+"--!>"), so that a tag, comment or text-only element it leaves open ends there too, and
+whatever follows is read as every browser reads it.
 
 The pixel goes before the last `</body>`; without one, before the last `</html>`;
 without that, before whatever takes the rest of the document (a tag or comment that
@@ -98,14 +101,12 @@ _SKIPPED = "|".join(
         rf"[nN](?!(?i:oembed|oframes){_END})" + _TAG_REST,
         rf"[pP](?!(?i:laintext){_END})" + _TAG_REST,
         rf"[xX](?!(?i:mp){_END})" + _TAG_REST,
-        # Outlook's conditional comments: skip the markers, scan what they enclose
-        r"!--\[if[^\]>]*+\]>(?:<!-->)?+",
-        r"!\[if[^\]>]*+\]>",
-        r"!(?:--)?\[endif\](?:--)?>",
-        # a comment: to "-->" or "--!>"; "<!-->" and "<!--->" end where they start
-        r"!--(?:>|->|[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)",
+        # a comment: to "-->" or "--!>"; "<!-->" and "<!--->" end where they start.
+        # Not Outlook's "<!--[if mso]>", whose inside `scan` reads (see _CONDITIONAL)
+        r"!--(?!\[if[^\]>]*+\]>(?!<!--))(?:>|->|[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)",
         # bogus comments, to the first ">": "<!DOCTYPE", "<![CDATA[" (in HTML content),
-        # "<!x", "<?x", "</" and no letter; "</>" is dropped
+        # "<!x" (Outlook's "<![if !mso]>" and "<![endif]>" too), "<?x", "</" and no
+        # letter; "</>" is dropped
         r"!(?!--)[^>]*+>",
         r"\?[^>]*+>",
         r"/(?:>|[^a-zA-Z>][^>]*+>)",
@@ -127,8 +128,17 @@ _PLAINTEXT = re.compile(rf"<(?i:plaintext){_END}")
 # "</script>"): where each of the tokenizer's script states changes to another.
 _SCRIPT_DATA = re.compile(rf"<(?:(/)(?i:script){_END}|!--)")
 _SCRIPT_ESCAPE_CLOSED = re.compile(r"-*+>")
-_SCRIPT_ESCAPED = re.compile(rf"--++>|<(/?)(?i:script)[{_WS}/>]")
-_SCRIPT_DOUBLE_ESCAPED = re.compile(rf"--++>|</(?i:script)[{_WS}/>]")
+# "-->" after any number of dashes, looked for where a run of dashes starts: trying at
+# every dash of a long run would be quadratic.
+_SCRIPT_ESCAPED = re.compile(rf"(?<!-)--++>|<(/?)(?i:script)[{_WS}/>]")
+_SCRIPT_DOUBLE_ESCAPED = re.compile(rf"(?<!-)--++>|</(?i:script)[{_WS}/>]")
+# Outlook's conditional comment, "<!--[if mso]> … <![endif]-->": a comment to every
+# browser (to its first "-->" or "--!>"), markup to Outlook. Its inside is read as a
+# document of its own, so that what it leaves open does not run on past it. (The form
+# "<!--[if !mso]><!--> … <!--<![endif]-->" is markup to every reader.)
+_CONDITIONAL = re.compile(r"<!--\[if[^\]>]*+\]>(?!<!--)")
+_COMMENT_END = re.compile(r"--!?>")
+_CONDITIONAL_END = "<![endif]"
 _DOCUMENT_END = re.compile(rf"</((?i:body|html)){_END}{_ATTRIBUTES_END}")
 # One attribute of a tag that _ATTRIBUTES has read, as it reads it: the separators
 # before it, its name, its value in group 2 (double-quoted), 3 (single-quoted) or 4
@@ -191,6 +201,13 @@ def _numeric(code: int) -> str:
     return chr(code)
 
 
+def _number(digits: str, base: int) -> int:
+    """The value of a numeric reference's digits; any number past the last code point
+    reads as one past it (and then as U+FFFD), however many digits it has."""
+    digits = digits.lstrip("0")
+    return int(digits or "0", base) if len(digits) <= 8 else 0x110000
+
+
 def unescape_attribute(value: str) -> str:
     """Decode character references as a browser does inside an attribute value.
 
@@ -205,9 +222,9 @@ def unescape_attribute(value: str) -> str:
     def replace(match: re.Match[str]) -> str:
         hex_digits, digits, name, semicolon = match.groups()
         if hex_digits is not None:
-            return _numeric(int(hex_digits, 16))
+            return _numeric(_number(hex_digits, 16))
         if digits is not None:
-            return _numeric(int(digits))
+            return _numeric(_number(digits, 10))
         if semicolon and f"{name};" in html5:
             return html5[f"{name};"]
         following = value[match.end() : match.end() + 1]
@@ -269,7 +286,8 @@ def _destination(value: str, decode: Callable[[str], str] | None) -> str | None:
             value = decode(value)
         except UnicodeError:
             return None  # bytes that are not text in the part's charset: left alone
-    url = unescape_attribute(value).strip(_C0_OR_SPACE)
+    # The tokenizer reads a NUL in an attribute value as U+FFFD, which is not trimmed.
+    url = unescape_attribute(value.replace("\0", "\ufffd")).strip(_C0_OR_SPACE)
     if url.isprintable() and "\\" not in url and _PLAIN_URL.match(url):
         return url  # what links mostly are: nothing for a browser to fix
     return _navigable(url)
@@ -366,24 +384,24 @@ def _scan_tag(  # noqa: PLR0917 (a private helper of scan, called once)
     )
 
 
-def _script_end(doc: str, pos: int) -> int:
+def _script_end(doc: str, pos: int, limit: int) -> int:
     """Where the end tag of a script whose content starts at `pos` starts, or -1 when
-    the script takes the rest of the document. In script data a "<!--" escapes; in
-    escaped script "-->" unescapes, "</script" ends the script and "<script" escapes
-    doubly; in double-escaped script "-->" unescapes and "</script" does not end the
-    script but escapes it singly again."""
+    the script takes the rest of the document (which ends at `limit`). In script data a
+    "<!--" escapes; in escaped script "-->" unescapes, "</script" ends the script and
+    "<script" escapes doubly; in double-escaped script "-->" unescapes and "</script"
+    does not end the script but escapes it singly again."""
     while True:
-        found = _SCRIPT_DATA.search(doc, pos)
+        found = _SCRIPT_DATA.search(doc, pos, limit)
         if found is None:
             return -1
         if found[1]:
             return found.start()
         pos = found.end()
-        if (closed := _SCRIPT_ESCAPE_CLOSED.match(doc, pos)) is not None:
+        if (closed := _SCRIPT_ESCAPE_CLOSED.match(doc, pos, limit)) is not None:
             pos = closed.end()  # "<!-->", "<!--->": escaped and unescaped at once
             continue
         while True:  # escaped
-            found = _SCRIPT_ESCAPED.search(doc, pos)
+            found = _SCRIPT_ESCAPED.search(doc, pos, limit)
             if found is None:
                 return -1
             if found[1]:
@@ -391,12 +409,24 @@ def _script_end(doc: str, pos: int) -> int:
             pos = found.end()
             if found[0][0] == "-":
                 break  # back to script data
-            found = _SCRIPT_DOUBLE_ESCAPED.search(doc, pos)
+            found = _SCRIPT_DOUBLE_ESCAPED.search(doc, pos, limit)
             if found is None:
                 return -1
             pos = found.end()
             if found[0][0] == "-":
                 break
+
+
+def _inside(doc: str, pos: int) -> tuple[int, int] | None:
+    """Where the inside of a conditional comment that starts at `pos` ends (before its
+    "<![endif]"), and where its comment ends; None when it never ends."""
+    close = _COMMENT_END.search(doc, pos)
+    if close is None:
+        return None
+    end = close.start()
+    if doc.endswith(_CONDITIONAL_END, pos, end):
+        end -= len(_CONDITIONAL_END)
+    return end, close.end()
 
 
 def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: int = 0) -> Scan:
@@ -411,21 +441,36 @@ def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: i
     ends = {"body": -1, "html": -1}  # where the last </body> and </html> start
     swallowed = -1  # where a construct that takes the rest of the document starts
     size = len(doc)
+    limit = size  # where the document being read ends: `doc`'s end, or a conditional's
+    resume = size  # where reading goes on after a conditional comment
     pos = 0
     while True:
-        pos = _SKIP.match(doc, pos).end()  # type: ignore[union-attr]
-        if pos >= size:
-            break
-        if (tag := _LINK_TAG.match(doc, pos)) is not None:
+        pos = _SKIP.match(doc, pos, limit).end()  # type: ignore[union-attr]
+        if pos >= limit:
+            if limit == size:
+                break
+            pos, limit = resume, size  # out of a conditional comment
+            continue
+        if (conditional := _CONDITIONAL.match(doc, pos, limit)) is not None:
+            pos = conditional.end()
+            if limit == size:  # (inside one, "<!--[if" is text of it)
+                if (inside := _inside(doc, pos)) is None:
+                    swallowed = conditional.start()  # a comment that never ends
+                    break
+                limit, resume = inside
+        elif (tag := _LINK_TAG.match(doc, pos, limit)) is not None:
             _scan_tag(doc, tag, links, removals, decode, first_index)
             pos = tag.end()
-        elif (end_tag := _DOCUMENT_END.match(doc, pos)) is not None:
-            ends[end_tag[1].lower()] = pos
+        elif (end_tag := _DOCUMENT_END.match(doc, pos, limit)) is not None:
+            if limit == size:  # not inside a comment
+                ends[end_tag[1].lower()] = pos
             pos = end_tag.end()
-        elif (script := _SCRIPT.match(doc, pos)) is not None and (
-            after := _script_end(doc, script.end())
+        elif (script := _SCRIPT.match(doc, pos, limit)) is not None and (
+            after := _script_end(doc, script.end(), limit)
         ) >= 0:
             pos = after
+        elif limit < size:  # what a conditional leaves open ends with it
+            pos, limit = resume, size
         else:  # a tag, comment or element that takes the rest of the document
             swallowed = pos
             break
