@@ -34,7 +34,15 @@ from pixelpost.core.tokens import TokenCodec
 from pixelpost.errors import DeliveryError, PixelpostError
 from pixelpost.health import Probe, probes_for
 from pixelpost.keys import decode_signing_key, load_or_create_api_token, signing_keys
-from pixelpost.store import Hit, HitBuffer, MessageRecord, Recorder, Store, open_store
+from pixelpost.store import (
+    Hit,
+    HitBuffer,
+    MessageRecord,
+    Recorder,
+    Store,
+    SuppressionList,
+    open_store,
+)
 from relay.frontdoor.access import AccessPolicy
 from relay.frontdoor.auth import Accounts
 from relay.frontdoor.handler import RelayHandler
@@ -182,11 +190,13 @@ async def start_relay(
     stack: contextlib.AsyncExitStack,
     recorder: Recorder,
     *,
+    suppression: SuppressionList,
     listeners: Sequence[Listener] = (),
 ) -> tuple[RelayServer, DeliveryQueue, Transport]:
     """The relay's listener (on `listeners` when a parent process made them), spool and
     delivery queue, stopped by `stack` in order: the listener first (messages being
-    handed over may finish), then the deliveries."""
+    handed over may finish), then the deliveries. Copies are checked against
+    `suppression` before they go."""
     keys = signing_keys(config.signing.keys, config.signing.key_file)
     codec = TokenCodec([decode_signing_key(key) for key in keys])
     relay = config.relay
@@ -206,6 +216,7 @@ async def start_relay(
         spool=spool,
         transport=transport,
         recorder=recorder,
+        suppression=suppression,
         rewriter=rewriter,
         relay=relay,
     )
@@ -258,7 +269,9 @@ def relay_worker_process(
             watch_parent(stop)
             store = await open_store(config.store)
             stack.push_async_callback(store.close)
-            server, _, _ = await start_relay(config, stack, store, listeners=listeners)
+            server, _, _ = await start_relay(
+                config, stack, store, suppression=store, listeners=listeners
+            )
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server)
             stack.callback(loop.remove_signal_handler, signal.SIGHUP)
@@ -270,7 +283,9 @@ def relay_worker_process(
 async def _run_relay(
     config: Config,
     stack: contextlib.AsyncExitStack,
+    store: Store,
     recorder: Recorder,
+    *,
     log_level: int,
     log_format: logs.LogFormat,
 ) -> list[tuple[str, str]]:
@@ -280,7 +295,7 @@ async def _run_relay(
     # Unwound last: the further relays are waited for after this one has stopped, and
     # were told to stop first (below), so that all of them stop side by side.
     stack.push_async_callback(_stop_all, children)
-    server, queue, transport = await start_relay(config, stack, recorder)
+    server, queue, transport = await start_relay(config, stack, recorder, suppression=store)
     stack.push_async_callback(_cancel, asyncio.create_task(_check_upstream(transport)))
     # The further relays serve this one's sockets: they share its port, and a second
     # installation cannot (it fails to bind, as anything else would).
@@ -468,7 +483,9 @@ async def run(
         # Every listener of this process answers /readyz alike: for what runs here.
         probes = probes_for(config, store, relay=relay, tracker=tracker)
         if relay:
-            lines += await _run_relay(config, stack, recorder, log_level, log_format)
+            lines += await _run_relay(
+                config, stack, store, recorder, log_level=log_level, log_format=log_format
+            )
         if relay and config.relay.http_listen is not None:
             relay_http = await start_relay_http(config, stack, probes)
             lines.append(("relay http", f"http://{relay_http.address} (metrics, health)"))

@@ -20,6 +20,7 @@ from pixelpost.store.base import (
     Statistics,
     Store,
     StoreError,
+    SuppressionList,
 )
 from pixelpost.store.buffer import HitBuffer
 from pixelpost.store.sqlite import SQLiteStore
@@ -42,6 +43,7 @@ __all__ = [
     "Statistics",
     "Store",
     "StoreError",
+    "SuppressionList",
     "open_store",
 ]
 

@@ -9,9 +9,10 @@ can be held to each role's contract tests (tests/contract/).
     Statistics   counters per configuration set, tag, link and hour, rolled up from the
                  events; they outlive the events' retention
     Retention    ages events and message records out
+    SuppressionList  addresses that no copy is sent to, and why
 
-The suppression list and the subscriptions are the next roles: each will be a Protocol
-here, a module per implementation, and a contract test file.
+The subscriptions are the next role: a Protocol here, a module per implementation, and
+a contract test file.
 
 `SQLiteStore` implements every role for one machine (pixelpost.store.sqlite); a
 PostgreSQL store will implement the same Protocols for many relay and tracker instances.
@@ -27,6 +28,7 @@ from typing import NamedTuple, Protocol
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event
 from pixelpost.core.stats import StatsQuery, StatsTable
+from pixelpost.core.suppression import Suppressed
 from pixelpost.errors import PixelpostError
 
 
@@ -216,7 +218,32 @@ class Retention(Protocol):
         what routing and counting need; returns how many of each. Statistics stay."""
 
 
-class Store(MessageLog, Outbox, Statistics, Retention, Protocol):
+class SuppressionList(Protocol):
+    """The account's suppression list, shared by every process of the store. Addresses
+    go in and are looked up as `pixelpost.core.suppression.normalize` spells them."""
+
+    async def suppressed(self, addresses: Sequence[str]) -> frozenset[str]:
+        """Those of `addresses` (normalized) that are on the list: one lookup for a
+        message's recipients."""
+
+    async def suppression(self, address: str) -> Suppressed | None:
+        """The entry for `address` (normalized), or None."""
+
+    async def suppress(self, entries: Sequence[Suppressed]) -> int:
+        """Put `entries` on the list, replacing an address's entry that is there (its
+        reason and time become the new ones); returns how many were not there before."""
+
+    async def unsuppress(self, address: str) -> bool:
+        """Take `address` (normalized) off the list; False when it was not on it."""
+
+    async def suppression_list(
+        self, *, after: str = "", limit: int = 1000, reason: str | None = None
+    ) -> list[Suppressed]:
+        """Entries in address order, from the first after `after` (a cursor: the last
+        address of the previous page); only those of `reason` when given."""
+
+
+class Store(MessageLog, Outbox, Statistics, Retention, SuppressionList, Protocol):
     """Every role, in one store that the process opens and closes."""
 
     async def ping(self, *, within: float) -> None:

@@ -42,10 +42,11 @@ from pixelpost.core.events import (
 from pixelpost.core.mail import for_copy
 from pixelpost.core.retry import next_attempt_at
 from pixelpost.core.rewrite import MessagePlan
+from pixelpost.core.suppression import DIAGNOSTIC as SUPPRESSED_DIAGNOSTIC
 from pixelpost.core.values import format_duration
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
 from pixelpost.logs import fields
-from pixelpost.store import MessageRecord, Recorder, StoreError
+from pixelpost.store import MessageRecord, Recorder, StoreError, SuppressionList
 from relay.frontdoor.data import LARGE_MESSAGE
 from relay.outbound.spool import State
 from relay.outbound.spoolfile import Copy, Envelope
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 ROUND_COPIES = 100
 """Copies sent between two checkpoints of a message's state."""
+SUPPRESSED_STATUS = "5.7.1"
+"""The status of a Bounce for a suppressed recipient: refused by policy (RFC 3463)."""
 
 Failed = dict[str, tuple[int, str]]
 Notify = Callable[[Envelope, bytes, Failed], Awaitable[None]]
@@ -81,6 +84,8 @@ class Outcome:
     deferred: dict[str, TemporaryDeliveryError] = field(default_factory=dict)
     expired: Failed = field(default_factory=dict)
     """Deferred once more after relay.max_queue_lifetime: bounced too."""
+    suppressed: list[str] = field(default_factory=list)
+    """On the suppression list: not sent to."""
     reply: str = ""
     rendering_failure: str | None = None
     """Why this copy went out untracked although its message is tracked."""
@@ -112,6 +117,7 @@ class Attempt:
         plan: MessagePlan | None,
         transport: Transport,
         recorder: Recorder,
+        suppression: SuppressionList,
         rewriter: Rewriter,
         relay: RelayConfig,
         limits: Limits,
@@ -126,6 +132,9 @@ class Attempt:
         self._plan = plan
         self._transport = transport
         self._recorder = recorder
+        self._suppression = suppression
+        self._suppressed: frozenset[str] = frozenset()
+        """The recipients still to go that are on the suppression list (lowercased)."""
         self._rewriter = rewriter
         self._relay = relay
         self._limits = limits
@@ -147,6 +156,8 @@ class Attempt:
         done = set(state.done)
         todo = [(copy, [r for r in copy.recipients if r not in done]) for copy in envelope.copies]
         todo = [(copy, recipients) for copy, recipients in todo if recipients]
+        if todo and not envelope.notification:
+            self._suppressed = await self._look_up([r for _, rs in todo for r in rs])
         if todo and envelope.tracking is not None and self._plan is None:
             decision = await self._rewriter.replan(envelope, self._content)
             self._plan, self._replan_failure = decision.plan, decision.failure
@@ -201,7 +212,32 @@ class Attempt:
                 task.cancel()
             await asyncio.shield(self._account(finished))
 
+    async def _look_up(self, recipients: list[str]) -> frozenset[str]:
+        """Those of `recipients` on the suppression list, lowercased as it keys them."""
+        try:
+            return await self._suppression.suppressed([r.lower() for r in recipients])
+        except StoreError as exc:
+            log.error(
+                "%s: suppression list not checked, sending to every recipient: %s",
+                self._envelope.id,
+                exc,
+                extra=fields(message_id=self._envelope.id),
+            )
+            return frozenset()
+
     async def _copy(self, copy: Copy, recipients: list[str]) -> Outcome:
+        if self._suppressed:
+            suppressed = [r for r in recipients if r.lower() in self._suppressed]
+            if suppressed:
+                recipients = [r for r in recipients if r.lower() not in self._suppressed]
+                outcome = (
+                    await self._send_copy(copy, recipients) if recipients else Outcome(copy=copy)
+                )
+                outcome.suppressed = suppressed
+                return outcome
+        return await self._send_copy(copy, recipients)
+
+    async def _send_copy(self, copy: Copy, recipients: list[str]) -> Outcome:
         large = len(self._content) > LARGE_MESSAGE
         async with (
             self._limits.sends,
@@ -270,13 +306,20 @@ class Attempt:
         for outcome in outcomes:
             failed |= outcome.failed
             self._deferred |= outcome.deferred
-            self._state.done += outcome.delivered + list(outcome.failed)
+            self._state.done += outcome.delivered + list(outcome.failed) + outcome.suppressed
             self._log(outcome)
         if failed:
             await self._notify(envelope, self._content, failed)
 
     def _log(self, outcome: Outcome) -> None:
         copy_id = outcome.copy.id
+        if outcome.suppressed:
+            log.info(
+                "%s: not sent to %d recipients on the suppression list",
+                copy_id,
+                len(outcome.suppressed),
+                extra=fields(message_id=copy_id),
+            )
         if outcome.delivered:
             log.info(
                 "%s: delivered to %d via %s: %s",
@@ -328,6 +371,19 @@ class Attempt:
             events.append(self._bounce(copy, kind.type, kind.subtype, outcome.bounced, now))
         if outcome.expired:
             events.append(self._bounce(copy, "Transient", "General", outcome.expired, now))
+        if outcome.suppressed:
+            events.append(
+                bounce_event(
+                    copy.id,
+                    bounce_type="Permanent",
+                    bounce_subtype="OnAccountSuppressionList",
+                    recipients=[
+                        (r, SUPPRESSED_STATUS, SUPPRESSED_DIAGNOSTIC) for r in outcome.suppressed
+                    ],
+                    reporting_mta=hostname,
+                    now=now,
+                )
+            )
         if outcome.deferred and self._state.first_deferred_at is None:
             first = next(iter(outcome.deferred.values()))
             events.append(

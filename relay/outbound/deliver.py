@@ -20,7 +20,7 @@ from pixelpost.config import RelayConfig
 from pixelpost.core.retry import next_attempt_at
 from pixelpost.core.rewrite import MessagePlan
 from pixelpost.logs import fields
-from pixelpost.store import Recorder
+from pixelpost.store import Recorder, SuppressionList
 from relay.outbound.attempt import Attempt, Limits, Notify
 from relay.outbound.fresh import Fresh, FreshMessages
 from relay.outbound.spool import Claim, CorruptSpoolFile, Spool, State
@@ -45,6 +45,7 @@ class Deliverer:
         spool: Spool,
         transport: Transport,
         recorder: Recorder,
+        suppression: SuppressionList,
         rewriter: Rewriter,
         relay: RelayConfig,
         fresh: FreshMessages,
@@ -55,6 +56,7 @@ class Deliverer:
         self._spool = spool
         self._transport = transport
         self._recorder = recorder
+        self._suppression = suppression
         self._rewriter = rewriter
         self._relay = relay
         self._fresh = fresh
@@ -128,6 +130,7 @@ class Deliverer:
             plan=plan,
             transport=self._transport,
             recorder=self._recorder,
+            suppression=self._suppression,
             rewriter=self._rewriter,
             relay=self._relay,
             limits=self._limits,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from pixelpost.config import RelayConfig
 from pixelpost.core.rewrite import MessagePlan
-from pixelpost.store import Recorder
+from pixelpost.store import Recorder, SuppressionList
 from relay.outbound.deliver import Deliverer
 from relay.outbound.fresh import FreshMessages
 from relay.outbound.notify import BounceNotifier
@@ -55,6 +55,7 @@ class DeliveryQueue:
         spool: Spool,
         transport: Transport,
         recorder: Recorder,
+        suppression: SuppressionList,
         rewriter: Rewriter,
         relay: RelayConfig,
         clock: Callable[[], float] = time.time,
@@ -67,6 +68,7 @@ class DeliveryQueue:
             spool=spool,
             transport=transport,
             recorder=recorder,
+            suppression=suppression,
             rewriter=rewriter,
             relay=relay,
             fresh=self._fresh,

@@ -20,12 +20,17 @@ StoreOpener = Callable[..., Awaitable[Store]]
 @pytest.fixture(params=IMPLEMENTATIONS)
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreOpener]:
     """Opens a new, empty store of the implementation under test (with `clock=` for
-    its time), closed after the test."""
+    its time), or one opened before again (`again=`), closed after the test."""
     opened: list[Store] = []
 
-    async def open_one(*, clock: Callable[[], float] = time.time) -> Store:
+    async def open_one(
+        *, clock: Callable[[], float] = time.time, again: int | None = None
+    ) -> Store:
+        """A new store; with `again`, the `again`-th opened store once more, as another
+        process opens it."""
         assert request.param == "sqlite"
-        store = await SQLiteStore.open(tmp_path / f"s{len(opened)}.db", clock=clock)
+        number = len(opened) if again is None else again
+        store = await SQLiteStore.open(tmp_path / f"s{number}.db", clock=clock)
         opened.append(store)
         return store
 

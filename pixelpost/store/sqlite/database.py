@@ -7,6 +7,9 @@
     reader       statistics, so that they never queue behind the dispatcher's work
     lookups      the tracker's delivery-time lookups, which must not queue behind
                  statistics either
+    inline       read-only, used on the event loop's own thread for the relay's
+                 suppression lookups: an indexed read takes microseconds, a hop to a
+                 connection's thread and back a few hundred (bench/suppression.py)
 
 Each role of the store (log, outbox, statistics, retention) holds the one `Database`.
 """
@@ -105,6 +108,7 @@ class Database:
         self.background = background
         self._reader = reader
         self._lookups = lookups
+        self._inline: sqlite3.Connection | None = None
         self.clock = clock
         self.lock = asyncio.Lock()
         """Held while the background connection is in use."""
@@ -142,6 +146,25 @@ class Database:
     def lookups(self) -> aiosqlite.Connection:
         self._check_open()
         return self._lookups
+
+    @property
+    def inline(self) -> sqlite3.Connection:
+        """The read-only connection for reads on the event loop's thread (opened at
+        first use). It never waits for a lock: where SQLite would, it says busy at once,
+        and the caller reads on `lookups` instead."""
+        self._check_open()
+        if self._inline is None:
+            try:
+                self._inline = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._inline.execute("PRAGMA busy_timeout = 0")
+            except sqlite3.Error as exc:
+                raise self.error(exc) from exc
+        return self._inline
 
     async def transaction(
         self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, immediate: bool = False
@@ -240,3 +263,5 @@ class Database:
         await self.background.close()
         await self._reader.close()
         await self._lookups.close()
+        if self._inline is not None:
+            self._inline.close()

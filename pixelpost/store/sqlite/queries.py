@@ -296,3 +296,23 @@ SET_STUBBED = "UPDATE outbox.cursors SET seq = ? WHERE name = 'stubbed'"
 # -- Upkeep ---------------------------------------------------------------------------
 
 CHECKPOINTS = ("PRAGMA main.wal_checkpoint(PASSIVE)", "PRAGMA outbox.wal_checkpoint(PASSIVE)")
+
+# -- The suppression list (pixelpost.store.sqlite.suppression) -------------------------
+
+SUPPRESSED = "SELECT address FROM suppression WHERE address IN (SELECT value FROM json_each(?))"
+SUPPRESSION = "SELECT address, reason, created_at, message_id FROM suppression WHERE address = ?"
+SUPPRESSION_ADDRESSES = (
+    "SELECT count(*) FROM suppression WHERE address IN (SELECT value ->> 0 FROM json_each(?))"
+)
+SUPPRESS = (
+    "INSERT INTO suppression (address, reason, created_at, message_id)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true"
+    " ON CONFLICT (address) DO UPDATE SET"
+    "  reason = excluded.reason, created_at = excluded.created_at,"
+    "  message_id = excluded.message_id"
+)
+UNSUPPRESS = "DELETE FROM suppression WHERE address = ?"
+SUPPRESSION_PAGE = (
+    "SELECT address, reason, created_at, message_id FROM suppression"
+    " WHERE address > ? AND (? IS NULL OR reason = ?) ORDER BY address LIMIT ?"
+)

@@ -13,11 +13,14 @@ from pixelpost.store.sqlite.log import SQLiteMessageLog
 from pixelpost.store.sqlite.outbox import SQLiteOutbox
 from pixelpost.store.sqlite.retention import SQLiteRetention
 from pixelpost.store.sqlite.statistics import SQLiteStatistics
+from pixelpost.store.sqlite.suppression import SQLiteSuppressionList
 
 __all__ = ["SQLiteStore", "outbox_path"]
 
 
-class SQLiteStore(SQLiteMessageLog, SQLiteOutbox, SQLiteStatistics, SQLiteRetention):
+class SQLiteStore(
+    SQLiteMessageLog, SQLiteOutbox, SQLiteStatistics, SQLiteRetention, SQLiteSuppressionList
+):
     """The store in two SQLite files (see the package's docstring)."""
 
     def __init__(self, db: Database) -> None:

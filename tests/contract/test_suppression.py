@@ -1,0 +1,112 @@
+"""The SuppressionList role: one entry per address, looked up for a message's
+recipients at once, listed in pages, shared by every process of the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize, reason
+from tests.contract.conftest import StoreOpener
+
+T0 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+T1 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+
+def entry(address: str, why: Reason = Reason.BOUNCE, at: datetime = T0) -> Suppressed:
+    return Suppressed(address=address, reason=why, created_at=at, message_id=f"m-{address}")
+
+
+async def test_suppressed_addresses_are_found_among_recipients(open_store: StoreOpener) -> None:
+    store = await open_store()
+    assert await store.suppressed(["a@example.com"]) == frozenset()
+    assert await store.suppress([entry("a@example.com"), entry("b@example.com")]) == 2
+    found = await store.suppressed(["a@example.com", "c@example.com", "b@example.com"])
+    assert found == {"a@example.com", "b@example.com"}
+    assert await store.suppressed([]) == frozenset()
+
+
+async def test_a_large_message_is_looked_up_whole(open_store: StoreOpener) -> None:
+    """A fan-out's recipients, more than one statement takes: every listed one is found."""
+    store = await open_store()
+    recipients = [f"r{n}@example.com" for n in range(2_345)]
+    listed = recipients[::7]
+    await store.suppress([entry(a) for a in listed])
+    assert await store.suppressed(recipients) == set(listed)
+
+
+async def test_an_entry_again_replaces_its_reason_and_time(open_store: StoreOpener) -> None:
+    store = await open_store()
+    assert await store.suppress([entry("a@example.com")]) == 1
+    again = Suppressed(address="a@example.com", reason=Reason.COMPLAINT, created_at=T1)
+    assert await store.suppress([again, entry("b@example.com")]) == 1  # b only is new
+    assert await store.suppression("a@example.com") == again
+    assert await store.suppression("b@example.com") == entry("b@example.com")
+    assert await store.suppression("c@example.com") is None
+
+
+async def test_an_address_comes_off_the_list(open_store: StoreOpener) -> None:
+    store = await open_store()
+    await store.suppress([entry("a@example.com")])
+    assert await store.unsuppress("a@example.com") is True
+    assert await store.unsuppress("a@example.com") is False
+    assert await store.suppressed(["a@example.com"]) == frozenset()
+
+
+async def test_the_list_pages_in_address_order_and_by_reason(open_store: StoreOpener) -> None:
+    store = await open_store()
+    addresses = [f"u{n:03}@example.com" for n in range(25)]
+    await store.suppress(
+        [entry(a, Reason.MANUAL if n % 5 == 0 else Reason.BOUNCE) for n, a in enumerate(addresses)]
+    )
+    pages, after = [], ""
+    while page := await store.suppression_list(after=after, limit=10):
+        pages.append([e.address for e in page])
+        after = page[-1].address
+    assert [len(page) for page in pages] == [10, 10, 5]
+    assert [address for page in pages for address in page] == addresses
+    manual = await store.suppression_list(reason="MANUAL")
+    assert [e.address for e in manual] == addresses[::5]
+
+
+async def test_what_one_process_changes_another_sees(open_store: StoreOpener) -> None:
+    store = await open_store()
+    other = await open_store(again=0)
+    await store.suppress([entry("a@example.com")])
+    assert await other.suppressed(["a@example.com"]) == {"a@example.com"}
+    assert await other.unsuppress("a@example.com")
+    assert await store.suppressed(["a@example.com"]) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("written", "key"),
+    [
+        ("Jane.Doe@Example.COM", "jane.doe@example.com"),
+        (" <jane@example.com> ", "jane@example.com"),
+        ("jürgen@bücher.example", "jürgen@bücher.example"),
+    ],
+)
+def test_addresses_are_keyed_without_case(written: str, key: str) -> None:
+    assert normalize(written) == key
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("", "empty address"),
+        ("jane", "no local part and domain"),
+        ("jane@exa mple.com", "malformed domain"),
+        ("a@b.example\r\nRCPT TO:<x@y>", "control character"),
+        ("x" * 300 + "@example.com", "too long"),
+    ],
+)
+def test_what_is_not_an_address_is_refused_by_name(written: str, problem: str) -> None:
+    with pytest.raises(BadEntry, match=problem):
+        normalize(written)
+
+
+def test_reasons_are_read_in_any_case_and_a_wrong_one_is_named() -> None:
+    assert reason("bounce") is Reason.BOUNCE
+    with pytest.raises(BadEntry, match="unknown reason 'spam': one of BOUNCE, COMPLAINT"):
+        reason("spam")
