@@ -116,7 +116,13 @@ def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
             "(since=24h, since=7d) or ask by=day"
         )
     limit_text = params.get("limit") or str(LIMIT_DEFAULT)
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIMIT_MAX:
+    # ASCII digits, and few of them: "²" is a digit to str.isdigit and not to int(),
+    # and int() refuses more than 4,300 digits
+    if (
+        not (limit_text.isascii() and limit_text.isdigit())
+        or len(limit_text) > len(str(LIMIT_MAX))
+        or not 1 <= int(limit_text) <= LIMIT_MAX
+    ):
         raise StatsQueryError(f"limit: {limit_text[:20]!r} is not a number from 1 to {LIMIT_MAX}")
     return StatsQuery(
         config_set=config_set,

@@ -59,6 +59,8 @@ def test_parameters_are_read() -> None:
         ({"by": "tag", "tag": "a:b"}, "by: by=tag groups by every tag"),
         ({"limit": "0"}, "limit: '0' is not a number from 1 to 10000"),
         ({"limit": "many"}, "limit: 'many' is not"),
+        ({"limit": "\u00b2"}, "limit: '\u00b2' is not"),
+        ({"limit": "9" * 5000}, "limit: '99999999999999999999' is not"),
         ({"since": "100000000d"}, "since: '100000000d' is not between the years 2000 and 9000"),
         ({"until": "1970-01-02"}, "until: '1970-01-02' is not between"),
         ({"by": "hour"}, "by: by=hour answers at most 31 days"),
