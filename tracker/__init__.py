@@ -1,6 +1,6 @@
 """The HTTP side of pixelpost: the pixel, the click redirects, the statistics API and
-dashboard, health and metrics. Events it records go to the store; the event pipeline
-(`pipeline`) delivers them.
+dashboard, the suppression list's API, health and metrics. Events it records go to the
+store; the event pipeline (`pipeline`) delivers them.
 
 app.py          the aiohttp application factory
 views.py        the pixel and the click redirect (the hot paths)
@@ -9,5 +9,7 @@ connections.py  the listener that refuses connections past the limits
                 (pixelpost.core.limits)
 auth.py         the API token and the dashboard's sessions, wrong tokens throttled
                 (pixelpost.core.throttle)
-api.py, dashboard.py, health.py, metrics.py, client.py
+api.py          the statistics API, and the token check every API route makes
+suppression.py  the suppression list's API
+dashboard.py, health.py, metrics.py, client.py
 """

@@ -10,6 +10,8 @@
 
 The answer is `pixelpost.core.stats.report`'s JSON. A bad parameter gets 400 naming it; a
 wrong token 401 (after a delay), and a client with too many wrong tokens lately 429.
+Every API route checks its request that way (`refusal`) and answers errors alike
+(`api_error`): the suppression list's too (`tracker.suppression`).
 """
 
 from __future__ import annotations
@@ -27,38 +29,51 @@ from tracker.auth import Access, Outcome, Verdict
 
 log = logging.getLogger(__name__)
 
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+"""On every answer of the API (`tracker.suppression`'s too)."""
 
 
 class StatsReader(Protocol):
     async def stats(self, query: StatsQuery) -> StatsTable: ...
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers={**_HEADERS, **headers})
+def api_error(status: int, message: str, **headers: str) -> web.Response:
+    """An API error: `{"error": message}`."""
+    return web.json_response({"error": message}, status=status, headers={**API_HEADERS, **headers})
 
 
 def _refused(verdict: Verdict) -> web.Response:
     """The answer to a request whose credentials were not good enough."""
     if verdict.outcome is Outcome.THROTTLED:
-        return _error(
+        return api_error(
             429,
             f"too many wrong tokens: try again in {verdict.retry_after} seconds",
             **{"Retry-After": str(verdict.retry_after)},
         )
     if verdict.outcome is Outcome.WRONG:
         # RFC 6750: a token was presented and is not the right one.
-        return _error(
+        return api_error(
             401,
             "wrong token: this is not the tracker's api_token "
             "(Authorization: Bearer <tracker.api_token>)",
             **{"WWW-Authenticate": 'Bearer realm="pixelpost", error="invalid_token"'},
         )
-    return _error(
+    return api_error(
         401,
         "a bearer token is needed (Authorization: Bearer <tracker.api_token>)",
         **{"WWW-Authenticate": 'Bearer realm="pixelpost"'},
     )
+
+
+async def refusal(access: Access, request: web.Request) -> web.Response | None:
+    """None when `request` may use the API; else the answer to it: 404 while the API is
+    off, 401 for no token or a wrong one, 429 for a client that tried too many."""
+    if not access.enabled:
+        return api_error(404, "the API is off: set tracker.api_token to turn it on")
+    verdict = await access.admit(request, "api")
+    if verdict.outcome is not Outcome.ALLOWED:
+        return _refused(verdict)
+    return None
 
 
 def add_api(
@@ -71,21 +86,18 @@ def add_api(
     """Serve `/api/v1/stats` from `stats`."""
 
     async def stats_view(request: web.Request) -> web.Response:
-        if not access.enabled:
-            return _error(404, "the API is off: set tracker.api_token to turn it on")
-        verdict = await access.admit(request, "api")
-        if verdict.outcome is not Outcome.ALLOWED:
-            return _refused(verdict)
+        if (refused := await refusal(access, request)) is not None:
+            return refused
         now = clock()
         try:
             query = parse_query(request.query, now=now)
         except StatsQueryError as exc:
-            return _error(400, str(exc))
+            return api_error(400, str(exc))
         try:
             table = await stats.stats(query)
         except StoreError as exc:
             log.error("api: cannot read statistics: %s", exc)
-            return _error(503, "the statistics cannot be read now; try again")
-        return web.json_response(report(query, table, now=now), headers=_HEADERS)
+            return api_error(503, "the statistics cannot be read now; try again")
+        return web.json_response(report(query, table, now=now), headers=API_HEADERS)
 
     app.router.add_get("/api/v1/stats", stats_view)

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from pixelpost.health import Probe
+from pixelpost.store import SuppressionList
 from tracker.api import StatsReader, add_api
 from tracker.auth import Access
 from tracker.dashboard import add_dashboard
 from tracker.health import add_health
 from tracker.metrics import Metrics
+from tracker.suppression import add_suppression_api
 from tracker.views import Views
 
 
@@ -21,15 +23,18 @@ def create_app(
     metrics: Metrics,
     access: Access,
     stats: StatsReader,
+    suppression: SuppressionList,
     probes: Sequence[Probe] | None = None,
 ) -> web.Application:
     """The tracker application: the pixel, the redirects, health and metrics, and the
-    statistics API and dashboard for holders of `access`'s token. /readyz runs
-    `probes` (without them, as in tests of the other routes, there is no /readyz)."""
+    statistics API, the suppression list's API and the dashboard for holders of
+    `access`'s token. /readyz runs `probes` (without them, as in tests of the other
+    routes, there is no /readyz)."""
     app = web.Application()
     app.router.add_get("/o/{token}", views.pixel)
     app.router.add_get("/c/{token:.+}", views.click)
     add_health(app, registry=metrics.registry, probes=probes)
     add_api(app, access=access, stats=stats)
+    add_suppression_api(app, access=access, suppression=suppression)
     add_dashboard(app, access)
     return app

@@ -21,10 +21,11 @@ from typing import TypeAlias
 
 from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
-from pixelpost.app import healthcheck
+from pixelpost.app import healthcheck, suppression
 from pixelpost.config import Config, lint, load_config
 from pixelpost.core.passwords import hash_password
 from pixelpost.core.stats import StatsQueryError, format_table, parse_query, report
+from pixelpost.core.suppression import Reason
 from pixelpost.core.values import format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
@@ -463,6 +464,57 @@ def _add_stats_command(commands: _Commands) -> None:
     stats.add_argument("--json", action="store_true", help="print the API's JSON")
 
 
+def _add_suppression_commands(commands: _Commands) -> None:
+    """`suppression list|add|remove|import|export`."""
+    reasons = ", ".join(member.value for member in Reason)
+    group = _command(
+        commands,
+        "suppression",
+        None,
+        "the suppression list: addresses no copy is sent to (any case is the same address)",
+    )
+    actions = group.add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
+    listing = _command(actions, "list", suppression.cmd_list, "list the addresses, by address")
+    listing.add_argument(
+        "--reason",
+        type=suppression.reason_option,
+        metavar="REASON",
+        help=f"only this reason ({reasons})",
+    )
+    listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    add = _command(actions, "add", suppression.cmd_add, "put addresses on the list")
+    add.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    add.add_argument(
+        "--reason",
+        type=suppression.reason_option,
+        default=Reason.MANUAL,
+        metavar="REASON",
+        help=f"why ({reasons}; default MANUAL); an address on the list already takes it",
+    )
+    remove = _command(actions, "remove", suppression.cmd_remove, "take addresses off the list")
+    remove.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    load = _command(
+        actions,
+        "import",
+        suppression.cmd_import,
+        "put the addresses of a CSV file on the list: all of them, or none if a row is bad",
+    )
+    load.add_argument(
+        "file",
+        metavar="FILE.csv",
+        help="columns address,reason and optionally created_at (ISO 8601, UTC if no offset; "
+        "default now), named on the first line; - reads standard input",
+    )
+    export = _command(
+        actions, "export", suppression.cmd_export, "write the list as CSV, as import reads it"
+    )
+    export.add_argument(
+        "file", nargs="?", metavar="FILE.csv", help="where to (default: standard output)"
+    )
+    for sub in (listing, add, remove, load, export):
+        _config_option(sub)
+
+
 def _add_secret_commands(commands: _Commands) -> None:
     """keygen and hash-password: they make secrets and read no configuration."""
     keygen = _command(
@@ -522,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_events_commands(commands)
     _add_queue_commands(commands)
     _add_stats_command(commands)
+    _add_suppression_commands(commands)
     _add_secret_commands(commands)
     _add_healthcheck_command(commands)
     return parser

@@ -381,7 +381,14 @@ async def _run_tracker(
         # The built-in defaults: the dashboard works from the first start.
         api_token = load_or_create_api_token(token_file)
     access = Access(api_token, trusted_proxies=config.tracker.trusted_proxies)
-    app = create_app(views=views, metrics=metrics, access=access, stats=store, probes=probes)
+    app = create_app(
+        views=views,
+        metrics=metrics,
+        access=access,
+        stats=store,
+        suppression=store,
+        probes=probes,
+    )
     tracker_server = TrackerServer(app=app, config=config.tracker)
     await tracker_server.start()
     stack.push_async_callback(tracker_server.stop)

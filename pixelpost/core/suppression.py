@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pixelpost.core.addresses import mailbox_problem
+from pixelpost.core.mail import timestamp
 
 DIAGNOSTIC = (
     "pixelpost did not send the message to this address because it is on the suppression "
@@ -63,3 +64,14 @@ def reason(text: str) -> Reason:
     except ValueError:
         names = ", ".join(member.value for member in Reason)
         raise BadEntry(f"unknown reason {text!r}: one of {names}") from None
+
+
+def suppressed_json(entry: Suppressed) -> dict[str, str | None]:
+    """An entry as the API and `pixelpost suppression list --json` write it, in the
+    names of SES's SuppressedDestination."""
+    return {
+        "emailAddress": entry.address,
+        "reason": entry.reason.value,
+        "lastUpdateTime": timestamp(entry.created_at),
+        "messageId": entry.message_id,
+    }

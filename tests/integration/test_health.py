@@ -83,6 +83,7 @@ def start_tracker(serve_app: AppServer) -> TrackerStarter:
             metrics=metrics,
             access=Access(None),
             stats=store,
+            suppression=store,
             probes=probes_for(config, store, relay=relay, tracker=True),
         )
         return await serve_app(app)

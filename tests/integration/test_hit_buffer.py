@@ -52,7 +52,9 @@ async def start_tracker(store: SQLiteStore, serve_app: AppServer) -> AsyncIterat
             metrics=metrics,
             delivered_at=store.delivered_at,
         )
-        app = create_app(views=views, metrics=metrics, access=Access(None), stats=store)
+        app = create_app(
+            views=views, metrics=metrics, access=Access(None), stats=store, suppression=store
+        )
         return await serve_app(app), hits
 
     yield start

@@ -61,7 +61,9 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
             delivered_at=delivered_at or store.delivered_at,
             clock=clock,
         )
-        app = create_app(views=views, metrics=metrics, access=Access(api_token), stats=store)
+        app = create_app(
+            views=views, metrics=metrics, access=Access(api_token), stats=store, suppression=store
+        )
         return await serve_app(app)
 
     return start

@@ -43,7 +43,9 @@ def start_tracker(store: SQLiteStore, serve_app: AppServer) -> TrackerStarter:
             anonymize_ip=False,
             metrics=metrics,
         )
-        app = create_app(views=views, metrics=metrics, access=Access(TOKEN), stats=store)
+        app = create_app(
+            views=views, metrics=metrics, access=Access(TOKEN), stats=store, suppression=store
+        )
         return await serve_app(app, **settings)
 
     return start
