@@ -26,6 +26,7 @@ from aiohttp import web
 
 from pixelpost.core.addresses import ADDRESS_LIMIT
 from pixelpost.core.suppression import (
+    REASONS,
     BadEntry,
     Reason,
     Suppressed,
@@ -33,6 +34,7 @@ from pixelpost.core.suppression import (
     reason,
     suppressed_json,
 )
+from pixelpost.core.values import parse_count
 from pixelpost.logs import fields
 from pixelpost.store import StoreError, SuppressionList
 from tracker.api import API_HEADERS, api_error, refusal
@@ -71,9 +73,8 @@ def _reason(given: object) -> Reason:
             return reason(given)
         except BadEntry as exc:
             raise BadEntry(f"reason: {exc}") from None
-    names = ", ".join(member.value for member in Reason)
     shown = json.dumps(given)[:_ADDRESS_SHOWN]
-    raise BadEntry(f"reason: {shown} is not one of {names}")
+    raise BadEntry(f"reason: {shown} is not one of {REASONS}")
 
 
 def put_reason(body: bytes) -> Reason:
@@ -131,13 +132,14 @@ def page_query(params: Mapping[str, str]) -> tuple[str, int, Reason | None]:
     if len(after) > 2 * ADDRESS_LIMIT:
         raise BadEntry(f"after: {after[:_ADDRESS_SHOWN]!r}… is not an address")
     limit_text = params.get("limit") or str(PAGE_DEFAULT)
-    # ASCII and short: int() refuses other digits, and a string of thousands of them.
-    if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6) or not (
-        1 <= int(limit_text) <= PAGE_MAX
-    ):
-        raise BadEntry(f"limit: {limit_text[:20]!r} is not a number from 1 to {PAGE_MAX}")
+    try:
+        limit = parse_count(limit_text, low=1, high=PAGE_MAX)
+    except ValueError:
+        raise BadEntry(
+            f"limit: {limit_text[:20]!r} is not a number from 1 to {PAGE_MAX}"
+        ) from None
     why = _reason(params["reason"]) if params.get("reason") else None
-    return after, int(limit_text), why
+    return after, limit, why
 
 
 class SuppressionViews:
@@ -229,9 +231,7 @@ class SuppressionViews:
             return api_error(400, str(exc))
         try:
             # One more than asked: whether there is a next page at all.
-            entries = await self._list.suppression_list(
-                after=after, limit=limit + 1, reason=None if why is None else why.value
-            )
+            entries = await self._list.suppression_list(after=after, limit=limit + 1, reason=why)
         except StoreError as exc:
             return _unavailable(exc)
         more = len(entries) > limit

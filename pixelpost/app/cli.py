@@ -25,7 +25,7 @@ from pixelpost.app import healthcheck, suppression
 from pixelpost.config import Config, lint, load_config
 from pixelpost.core.passwords import hash_password
 from pixelpost.core.stats import StatsQueryError, format_table, parse_query, report
-from pixelpost.core.suppression import Reason
+from pixelpost.core.suppression import REASONS, Reason
 from pixelpost.core.values import format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
@@ -466,7 +466,6 @@ def _add_stats_command(commands: _Commands) -> None:
 
 def _add_suppression_commands(commands: _Commands) -> None:
     """`suppression list|add|remove|import|export`."""
-    reasons = ", ".join(member.value for member in Reason)
     group = _command(
         commands,
         "suppression",
@@ -479,7 +478,7 @@ def _add_suppression_commands(commands: _Commands) -> None:
         "--reason",
         type=suppression.reason_option,
         metavar="REASON",
-        help=f"only this reason ({reasons})",
+        help=f"only this reason ({REASONS})",
     )
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
     add = _command(actions, "add", suppression.cmd_add, "put addresses on the list")
@@ -489,7 +488,7 @@ def _add_suppression_commands(commands: _Commands) -> None:
         type=suppression.reason_option,
         default=Reason.MANUAL,
         metavar="REASON",
-        help=f"why ({reasons}; default MANUAL); an address on the list already takes it",
+        help=f"why ({REASONS}; default MANUAL); an address on the list already takes it",
     )
     remove = _command(actions, "remove", suppression.cmd_remove, "take addresses off the list")
     remove.add_argument("addresses", nargs="+", metavar="ADDRESS")

@@ -60,11 +60,7 @@ def _pages(runner: asyncio.Runner, store: Store, why: Reason | None) -> Iterator
     """The suppression list (of reason `why`, or all of it) a page at a time."""
     after = ""
     while True:
-        page = runner.run(
-            store.suppression_list(
-                after=after, limit=PAGE, reason=None if why is None else why.value
-            )
-        )
+        page = runner.run(store.suppression_list(after=after, limit=PAGE, reason=why))
         if page:
             yield page
         if len(page) < PAGE:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from pixelpost.core.values import parse_duration
+from pixelpost.core.values import parse_count, parse_duration
 from pixelpost.errors import PixelpostError
 
 Grouping = Literal["hour", "day", "link", "tag", "config_set"]
@@ -116,21 +116,19 @@ def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
             "(since=24h, since=7d) or ask by=day"
         )
     limit_text = params.get("limit") or str(LIMIT_DEFAULT)
-    # ASCII digits, and few of them: "²" is a digit to str.isdigit and not to int(),
-    # and int() refuses more than 4,300 digits
-    if (
-        not (limit_text.isascii() and limit_text.isdigit())
-        or len(limit_text) > len(str(LIMIT_MAX))
-        or not 1 <= int(limit_text) <= LIMIT_MAX
-    ):
-        raise StatsQueryError(f"limit: {limit_text[:20]!r} is not a number from 1 to {LIMIT_MAX}")
+    try:
+        limit = parse_count(limit_text, low=1, high=LIMIT_MAX)
+    except ValueError:
+        raise StatsQueryError(
+            f"limit: {limit_text[:20]!r} is not a number from 1 to {LIMIT_MAX}"
+        ) from None
     return StatsQuery(
         config_set=config_set,
         tag=tag,
         since=since,
         until=until,
         by=by,  # type: ignore[arg-type]
-        limit=int(limit_text),
+        limit=limit,
     )
 
 

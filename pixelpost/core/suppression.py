@@ -30,6 +30,10 @@ class Reason(StrEnum):
     MANUAL = "MANUAL"
 
 
+REASONS = ", ".join(member.value for member in Reason)
+"""The reasons, for messages that name them."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Suppressed:
     """One address on the list."""
@@ -62,8 +66,7 @@ def reason(text: str) -> Reason:
     try:
         return Reason(text.strip().upper())
     except ValueError:
-        names = ", ".join(member.value for member in Reason)
-        raise BadEntry(f"unknown reason {text!r}: one of {names}") from None
+        raise BadEntry(f"unknown reason {text!r}: one of {REASONS}") from None
 
 
 def suppressed_json(entry: Suppressed) -> dict[str, str | None]:

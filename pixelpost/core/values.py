@@ -37,6 +37,18 @@ class HostPort:
         return f"{self.host}:{self.port}"
 
 
+def parse_count(text: str, *, low: int, high: int) -> int:
+    """A whole number from `low` to `high`, in ASCII digits; ValueError otherwise.
+    (`str.isdigit` takes "²", which `int` refuses, and `int` refuses 4,300 digits.)"""
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text) > len(str(high))
+        or not low <= int(text) <= high
+    ):
+        raise ValueError(f"not a number from {low} to {high}")
+    return int(text)
+
+
 def parse_duration(text: str) -> float:
     """Seconds in `"500ms"`, `"30s"`, `"5m"`, `"2h"` or `"2d"`."""
     match = _DURATION.fullmatch(text.strip())

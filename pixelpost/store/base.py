@@ -28,7 +28,7 @@ from typing import NamedTuple, Protocol
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event
 from pixelpost.core.stats import StatsQuery, StatsTable
-from pixelpost.core.suppression import Suppressed
+from pixelpost.core.suppression import Reason, Suppressed
 from pixelpost.errors import PixelpostError
 
 
@@ -237,7 +237,7 @@ class SuppressionList(Protocol):
         """Take `address` (normalized) off the list; False when it was not on it."""
 
     async def suppression_list(
-        self, *, after: str = "", limit: int = 1000, reason: str | None = None
+        self, *, after: str = "", limit: int = 1000, reason: Reason | None = None
     ) -> list[Suppressed]:
         """Entries in address order, from the first after `after` (a cursor: the last
         address of the previous page); only those of `reason` when given."""

@@ -66,7 +66,7 @@ async def test_the_list_pages_in_address_order_and_by_reason(open_store: StoreOp
         after = page[-1].address
     assert [len(page) for page in pages] == [10, 10, 5]
     assert [address for page in pages for address in page] == addresses
-    manual = await store.suppression_list(reason="MANUAL")
+    manual = await store.suppression_list(reason=Reason.MANUAL)
     assert [e.address for e in manual] == addresses[::5]
 
 

@@ -23,6 +23,7 @@ from pixelpost.core.passwords import hash_password
 from pixelpost.core.values import (
     format_duration,
     interpolate,
+    parse_count,
     parse_duration,
     parse_host_port,
 )
@@ -184,6 +185,15 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_counts_are_ascii_digits_in_range() -> None:
+    assert parse_count("1", low=1, high=1000) == 1
+    assert parse_count("1000", low=1, high=1000) == 1000
+    # "²" is a digit to str.isdigit, not to int(); int() refuses 4,300 digits
+    for text in ("0", "1001", "", "-1", " 5", "5.0", "\u00b2", "\u0665", "9" * 5000):
+        with pytest.raises(ValueError, match="not a number from 1 to 1000"):
+            parse_count(text, low=1, high=1000)
 
 
 @pytest.mark.parametrize(

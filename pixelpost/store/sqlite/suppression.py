@@ -96,7 +96,7 @@ class SQLiteSuppressionList:
         return await self._db.transaction(work, immediate=True)
 
     async def suppression_list(
-        self, *, after: str = "", limit: int = 1000, reason: str | None = None
+        self, *, after: str = "", limit: int = 1000, reason: Reason | None = None
     ) -> list[Suppressed]:
         reader = self._db.reader
         try:
