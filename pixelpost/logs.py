@@ -72,7 +72,8 @@ def setup(level: int, log_format: LogFormat = "text") -> None:
     """Log at `level` on standard error, in `log_format`.
 
     aiosmtpd logs every command it reads at INFO, AUTH lines included: it is kept to
-    warnings unless debugging, so that credentials never reach the log.
+    warnings unless debugging, so that credentials never reach the log. flufl.bounce
+    logs a line per detector per returned message: kept to warnings too.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
@@ -81,6 +82,7 @@ def setup(level: int, log_format: LogFormat = "text") -> None:
     logging.captureWarnings(log_format == "json")
     if level > logging.DEBUG:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
 
 
 def current_format() -> LogFormat:
