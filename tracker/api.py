@@ -8,8 +8,17 @@
     by          hour, day, link, tag or config_set: also answer per group
     limit       most groups (default 100)
 
-The answer is `pixelpost.core.stats.report`'s JSON. A bad parameter gets 400 naming it; a
-wrong token 401 (after a delay), and a client with too many wrong tokens lately 429.
+The answer is `pixelpost.core.stats.report`'s JSON.
+
+`GET /api/v1/reputation`, for the same token: the bounce and complaint rates of each
+configuration set over a rolling window, with their statuses and SES's thresholds
+(`pixelpost.core.reputation.report`'s JSON).
+
+    config_set  one configuration set (default: every set, and all mail together)
+    window      how far back, from 1h to 90d (default 7d); hours are whole
+
+A bad parameter gets 400 naming it; a wrong token 401 (after a delay), and a client
+with too many wrong tokens lately 429.
 Every API route checks its request that way (`refusal`) and answers errors alike
 (`api_error`): the suppression list's too (`tracker.suppression`).
 """
@@ -23,6 +32,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from pixelpost.core import reputation
 from pixelpost.core.stats import StatsQuery, StatsQueryError, StatsTable, parse_query, report
 from pixelpost.store import StoreError
 from tracker.auth import Access, Outcome, Verdict
@@ -83,7 +93,14 @@ def add_api(
     stats: StatsReader,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Serve `/api/v1/stats` from `stats`."""
+    """Serve `/api/v1/stats` and `/api/v1/reputation` from `stats`."""
+
+    async def read(query: StatsQuery) -> StatsTable | web.Response:
+        try:
+            return await stats.stats(query)
+        except StoreError as exc:
+            log.error("api: cannot read statistics: %s", exc)
+            return api_error(503, "the statistics cannot be read now; try again")
 
     async def stats_view(request: web.Request) -> web.Response:
         if (refused := await refusal(access, request)) is not None:
@@ -93,11 +110,23 @@ def add_api(
             query = parse_query(request.query, now=now)
         except StatsQueryError as exc:
             return api_error(400, str(exc))
-        try:
-            table = await stats.stats(query)
-        except StoreError as exc:
-            log.error("api: cannot read statistics: %s", exc)
-            return api_error(503, "the statistics cannot be read now; try again")
+        table = await read(query)
+        if isinstance(table, web.Response):
+            return table
         return web.json_response(report(query, table, now=now), headers=API_HEADERS)
 
+    async def reputation_view(request: web.Request) -> web.Response:
+        if (refused := await refusal(access, request)) is not None:
+            return refused
+        now = clock()
+        try:
+            query = reputation.parse_query(request.query)
+        except StatsQueryError as exc:
+            return api_error(400, str(exc))
+        table = await read(reputation.stats_query(query, now=now))
+        if isinstance(table, web.Response):
+            return table
+        return web.json_response(reputation.report(query, table, now=now), headers=API_HEADERS)
+
     app.router.add_get("/api/v1/stats", stats_view)
+    app.router.add_get("/api/v1/reputation", reputation_view)

@@ -23,10 +23,18 @@ from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
 from pixelpost.app import healthcheck, suppression
 from pixelpost.config import Config, lint, load_config
+from pixelpost.core import reputation
 from pixelpost.core.passwords import hash_password
-from pixelpost.core.stats import StatsQueryError, format_table, parse_query, report
+from pixelpost.core.stats import (
+    StatsQuery,
+    StatsQueryError,
+    StatsTable,
+    format_table,
+    parse_query,
+    report,
+)
 from pixelpost.core.suppression import REASONS, Reason
-from pixelpost.core.values import format_span
+from pixelpost.core.values import format_duration, format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.store import DeadLetter, open_store
@@ -210,35 +218,64 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
 
 
 _STATS_OPTIONS = ("config_set", "tag", "since", "until", "by", "limit")
+_REPUTATION_OPTIONS = ("config_set", "window")
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    config = _load(args)
-    now = time.time()
-    params = {
-        name: str(value) for name in _STATS_OPTIONS if (value := getattr(args, name)) is not None
-    }
-    try:
-        query = parse_query(params, now=now)
-    except StatsQueryError as exc:
-        name, _, message = str(exc).partition(": ")
-        raise PixelpostError(f"--{name.replace('_', '-')}: {message}") from None
+def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
+    """The options among `names` that were given, as the API's parameters."""
+    return {name: str(value) for name in names if (value := getattr(args, name)) is not None}
 
-    async def read() -> dict[str, object]:
+
+def _option_error(exc: StatsQueryError) -> PixelpostError:
+    """A query's error ("since: …") as the command line's ("--since: …")."""
+    name, _, message = str(exc).partition(": ")
+    return PixelpostError(f"--{name.replace('_', '-')}: {message}")
+
+
+def _counted(config: Config, query: StatsQuery) -> StatsTable:
+    """The counters `query` asks for, once every event is counted."""
+
+    async def read() -> StatsTable:
         store = await open_store(config.store, create=False)
         try:
             # Events not counted yet (a tracker that is not running, or just behind)
             # are counted first, so that the answer is complete.
             await catch_up(store)
-            return report(query, await store.stats(query), now=now)
+            return await store.stats(query)
         finally:
             await store.close()
 
-    data = asyncio.run(read())
+    return asyncio.run(read())
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = time.time()
+    try:
+        query = parse_query(_options(args, _STATS_OPTIONS), now=now)
+    except StatsQueryError as exc:
+        raise _option_error(exc) from None
+    data = report(query, _counted(config, query), now=now)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(format_table(data), end="")
+    return 0
+
+
+def cmd_reputation(args: argparse.Namespace) -> int:
+    config = _load(args)
+    now = time.time()
+    try:
+        query = reputation.parse_query(_options(args, _REPUTATION_OPTIONS))
+    except StatsQueryError as exc:
+        raise _option_error(exc) from None
+    table = _counted(config, reputation.stats_query(query, now=now))
+    data = reputation.report(query, table, now=now)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(reputation.format_table(data), end="")
     return 0
 
 
@@ -464,6 +501,24 @@ def _add_stats_command(commands: _Commands) -> None:
     stats.add_argument("--json", action="store_true", help="print the API's JSON")
 
 
+def _add_reputation_command(commands: _Commands) -> None:
+    sub = _command(
+        commands,
+        "reputation",
+        cmd_reputation,
+        "bounce and complaint rates per configuration set over a rolling window, against "
+        "SES's thresholds",
+    )
+    _config_option(sub)
+    sub.add_argument("--config-set", metavar="NAME", help="only this configuration set")
+    sub.add_argument(
+        "--window",
+        metavar="DURATION",
+        help=f"how far back, from 1h to 90d ({format_duration(reputation.WINDOW_DEFAULT)})",
+    )
+    sub.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
 def _add_suppression_commands(commands: _Commands) -> None:
     """`suppression list|add|remove|import|export`."""
     group = _command(
@@ -573,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_events_commands(commands)
     _add_queue_commands(commands)
     _add_stats_command(commands)
+    _add_reputation_command(commands)
     _add_suppression_commands(commands)
     _add_secret_commands(commands)
     _add_healthcheck_command(commands)

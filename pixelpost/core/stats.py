@@ -85,6 +85,15 @@ def parse_time(text: str, *, now: float, name: str) -> float:
     return at
 
 
+def parse_config_set(text: str | None) -> str | None:
+    """The `config_set` parameter: a configuration set's name, or None for all mail."""
+    if not text:
+        return None
+    if not _NAME.fullmatch(text):
+        raise StatsQueryError(f"config_set: {text[:80]!r} is not a configuration set name")
+    return text
+
+
 def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
     """A query from API parameters or command-line options; StatsQueryError names the
     first that is wrong."""
@@ -93,9 +102,7 @@ def parse_query(params: Mapping[str, str], *, now: float) -> StatsQuery:
             raise StatsQueryError(
                 f"{name[:64]}: unknown parameter (known: {', '.join(PARAMETERS)})"
             )
-    config_set = params.get("config_set") or None
-    if config_set is not None and not _NAME.fullmatch(config_set):
-        raise StatsQueryError(f"config_set: {config_set[:80]!r} is not a configuration set name")
+    config_set = parse_config_set(params.get("config_set"))
     tag = params.get("tag") or None
     if tag is not None and not _TAG.fullmatch(tag):
         raise StatsQueryError(f"tag: {tag[:80]!r} is not a tag (write it name:value)")

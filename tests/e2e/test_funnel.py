@@ -297,6 +297,11 @@ SHOWN = (
     "Object.fromEntries([...document.querySelectorAll('[data-metric]')]"
     ".map(n => [n.dataset.metric, n.textContent]))"
 )
+REPUTATION = (
+    "Object.fromEntries([...document.querySelectorAll('#reputation tr[data-config-set]')]"
+    ".map(row => [row.dataset.configSet, Object.fromEntries("
+    "[...row.querySelectorAll('[data-field]')].map(n => [n.dataset.field, n.textContent]))]))"
+)
 ON_THE_PAGE = {
     "sent": 13,
     "delivered": 12,
@@ -332,6 +337,25 @@ async def dashboard_shows_the_funnel(base: str) -> None:
             "[...document.querySelectorAll('#links tr[data-link]')].map(r => r.dataset.link)"
         )
         assert links == [LINK_A, LINK_B]
+        # Reputation: gone@example.org's hard bounce is 1 of 13 sent, past SES's 5 %.
+        reputation = await page.evaluate(REPUTATION)
+        assert reputation == {
+            "newsletter": {
+                "bounce.sent": "13",
+                "bounce.permanent": "1",
+                "bounce.rate": "7.69%",
+                "bounce.status": "Warning",
+                "complaint.delivered": "12",
+                "complaint.complained": "0",
+                "complaint.rate": "0.00%",
+                "complaint.status": "Healthy",
+            }
+        }
+        thresholds = await page.evaluate(
+            "document.getElementById('reputation-thresholds').textContent"
+        )
+        assert "warning from 5%, at risk from 10%" in thresholds
+        assert "warning from 0.1%, at risk from 0.5%" in thresholds
         path = Path(os.environ.get("PIXELPOST_ARTIFACTS") or ROOT / "artifacts") / SCREENSHOT
         await page.screenshot(path, full_page=True)
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

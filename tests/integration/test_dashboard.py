@@ -21,15 +21,18 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from pixelpost.core.event_types import EventType
 from pixelpost.core.events import (
     Event,
     bounce_event,
     click_event,
     delivery_delay_event,
     delivery_event,
+    dumps,
     open_event,
     send_event,
 )
+from pixelpost.core.ids import new_event_id
 from pixelpost.core.throttle import FAILURE_WINDOW, Throttle
 from pixelpost.store import MessageRecord, SQLiteStore
 from tests.browser import Chromium
@@ -93,7 +96,7 @@ def _message(message_id: str, config_set: str, tags: dict[str, list[str]]) -> Me
 async def seed(store: SQLiteStore) -> None:
     """Eight copies over the last three days: sent 8, delivered 7, one bounce; people
     open m1 (twice), m2 (through Gmail's proxy) and m4, machines m3, m4 and m5; people
-    click in m1 (twice) and m2, bots in m3 and m4."""
+    click in m1 (twice) and m2, bots in m3 and m4; m2's recipient complains."""
     now = datetime.now(UTC)
     days_ago = now - timedelta(days=3)
     spring = {"campaign": ["spring"]}
@@ -165,6 +168,13 @@ async def seed(store: SQLiteStore) -> None:
         clicked("m1", "https://shop.example/", now - timedelta(days=1)),
         opened("m4", now - timedelta(hours=3)),
         clicked("m2", "https://shop.example/help", now - timedelta(hours=3)),
+        Event(
+            id=new_event_id(),
+            type=EventType.COMPLAINT,
+            message_id="m2",
+            created_at=now - timedelta(hours=2),
+            detail=dumps({"complainedRecipients": [{"emailAddress": "r2@example.org"}]}),
+        ),
     ]
     await store.record(messages=messages, events=events)
     while await store.rollup():
@@ -585,6 +595,34 @@ SHOWN = (
     ".map(n => [n.dataset.metric, n.textContent]))"
 )
 STATE = "document.body.dataset.state !== 'loading' && document.body.dataset.state"
+REPUTATION = (
+    "Object.fromEntries([...document.querySelectorAll('#reputation tr')]"
+    ".filter(row => row.querySelector('[data-field]'))"
+    ".map(row => ['configSet' in row.dataset ? row.dataset.configSet : 'total',"
+    " Object.fromEntries([...row.querySelectorAll('[data-field]')]"
+    ".map(n => [n.dataset.field, n.textContent]))]))"
+)
+"""The reputation panel's rows, by configuration set (and 'total'): each figure as shown."""
+
+
+def reputation_shown(figures: dict[str, Any]) -> dict[str, str]:
+    """How the panel shows one set's figures from the reputation API."""
+    bounce, complaint = figures["bounce"], figures["complaint"]
+    words = {"healthy": "Healthy", "warning": "Warning", "at_risk": "At risk"}
+
+    def fine(rate: float | None) -> str:
+        return "\u2013" if rate is None else f"{rate * 100:.2f}%"
+
+    return {
+        "bounce.sent": str(bounce["sent"]),
+        "bounce.permanent": str(bounce["permanent"]),
+        "bounce.rate": fine(bounce["rate"]),
+        "bounce.status": words[bounce["status"]],
+        "complaint.delivered": str(complaint["delivered"]),
+        "complaint.complained": str(complaint["complained"]),
+        "complaint.rate": fine(complaint["rate"]),
+        "complaint.status": words[complaint["status"]],
+    }
 
 
 async def test_the_dashboard_in_chromium(
@@ -660,6 +698,37 @@ async def test_the_dashboard_in_chromium(
         )
         assert choices == ["", "marketing", "transactional"]
 
+        # Reputation: each set's rates and statuses in words, all mail's, the thresholds.
+        async with http.get(f"{base}/api/v1/reputation", headers=bearer) as response:
+            assert response.status == 200
+            standing = await response.json()
+        panel = await page.evaluate(REPUTATION)
+        assert panel == {
+            **{entry["config_set"]: reputation_shown(entry) for entry in standing["config_sets"]},
+            "total": reputation_shown(standing["total"]),
+        }
+        assert {name: row["bounce.rate"] for name, row in panel.items()} == {
+            "marketing": "0.00%",
+            "transactional": "50.00%",  # m8's hard bounce, of 2 sent
+            "total": "12.50%",
+        }
+        assert {name: row["bounce.status"] for name, row in panel.items()} == {
+            "marketing": "Healthy",
+            "transactional": "At risk",
+            "total": "At risk",
+        }
+        assert panel["marketing"]["complaint.rate"] == "16.67%"  # 1 of 6 delivered
+        assert panel["marketing"]["complaint.status"] == "At risk"
+        assert panel["transactional"]["complaint.rate"] == "0.00%"
+        thresholds = await page.evaluate(
+            "document.getElementById('reputation-thresholds').textContent"
+        )
+        assert "warning from 5%, at risk from 10%" in thresholds
+        assert "warning from 0.1%, at risk from 0.5%" in thresholds
+        assert "last 7d" in await page.evaluate(
+            "document.getElementById('reputation-window').textContent"
+        )
+
         path = artifacts() / SCREENSHOT
         await page.screenshot(path, full_page=True)
         png = path.read_bytes()
@@ -680,5 +749,8 @@ async def test_the_dashboard_in_chromium(
         assert digits(shown["sent"]) == narrowed["sent"] == 2
         assert digits(shown["delivered"]) == narrowed["delivered"] == 1
         assert digits(shown["bounced.Permanent"]) == narrowed["bounced"]["Permanent"] == 1
+        narrowed_panel = await page.evaluate(REPUTATION)
+        assert list(narrowed_panel) == ["transactional"]
+        assert narrowed_panel["transactional"]["bounce.status"] == "At risk"
 
         assert page.errors == []  # no script errors, failed loads or CSP violations

@@ -93,7 +93,17 @@ def test_hash_password_refuses_an_empty_password(
 
 @pytest.mark.parametrize(
     "command",
-    ["serve", "relay", "tracker", "check-config", "keygen", "hash-password", "stats", "queue"],
+    [
+        "serve",
+        "relay",
+        "tracker",
+        "check-config",
+        "keygen",
+        "hash-password",
+        "stats",
+        "reputation",
+        "queue",
+    ],
 )
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

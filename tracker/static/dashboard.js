@@ -1,6 +1,7 @@
-// pixelpost dashboard: reads /api/v1/stats with the session cookie and draws the
-// funnel, the rates, opens and clicks over time, the top links and why hits were
-// counted as machines'. Plain DOM and SVG, no libraries. Text from the API only ever
+// pixelpost dashboard: reads /api/v1/stats and /api/v1/reputation with the session
+// cookie and draws the funnel, the rates, each configuration set's reputation, opens
+// and clicks over time, the top links and why hits were counted as machines'. Plain
+// DOM and SVG, no libraries. Text from the API only ever
 // goes in through textContent and setAttribute, never as markup.
 //
 // document.body.dataset.state is "loading", "ready" or "error" (with dataset.error),
@@ -10,6 +11,7 @@
 
 (() => {
   const API = "/api/v1/stats";
+  const REPUTATION_API = "/api/v1/reputation";
   const SVG = "http://www.w3.org/2000/svg";
   const TOP_LINKS = 10;
   const MAX_BUCKETS = 2000;
@@ -26,6 +28,10 @@
   const numbers = new Intl.NumberFormat();
   const count = (n) => numbers.format(n);
   const percent = (rate) => (rate === null || rate === undefined ? "–" : `${(rate * 100).toFixed(1)}%`);
+  // Reputation rates to a hundredth of a percent: the complaint thresholds are tenths of one.
+  const finePercent = (rate) => (rate === null || rate === undefined ? "–" : `${(rate * 100).toFixed(2)}%`);
+  const thresholdPercent = (rate) => `${Number((rate * 100).toPrecision(6))}%`;
+  const STATUS_TEXT = { healthy: "Healthy", warning: "Warning", at_risk: "At risk" };
 
   class ApiError extends Error {}
 
@@ -66,10 +72,10 @@
   }
   // ---- Fetching ----------------------------------------------------------------------
 
-  async function stats(params) {
+  async function stats(params, path = API) {
     const query = new URLSearchParams();
     for (const [name, value] of Object.entries(params)) if (value) query.set(name, value);
-    const response = await fetch(`${API}?${query}`, {
+    const response = await fetch(`${path}?${query}`, {
       credentials: "same-origin",
       headers: { Accept: "application/json" },
     });
@@ -495,6 +501,55 @@
     );
   }
 
+  // ---- Reputation --------------------------------------------------------------------
+
+  function statusBadge(field, status) {
+    return el("span", {
+      cls: `status ${status}`,
+      text: STATUS_TEXT[status] ?? status,
+      attrs: { "data-field": field, "data-status": status },
+    });
+  }
+
+  // One row: a set's (or all mail's) two rates, their parts, and their statuses in words.
+  function reputationRow(name, figures, attrs, cls) {
+    const { bounce, complaint } = figures;
+    const cell = (field, text) => el("td", { cls: "num", text, attrs: { "data-field": field } });
+    return el("tr", { cls, attrs }, [
+      el("th", { text: name, attrs: { scope: "row" } }),
+      cell("bounce.sent", count(bounce.sent)),
+      cell("bounce.permanent", count(bounce.permanent)),
+      cell("bounce.rate", finePercent(bounce.rate)),
+      el("td", {}, [statusBadge("bounce.status", bounce.status)]),
+      cell("complaint.delivered", count(complaint.delivered)),
+      cell("complaint.complained", count(complaint.complained)),
+      cell("complaint.rate", finePercent(complaint.rate)),
+      el("td", {}, [statusBadge("complaint.status", complaint.status)]),
+    ]);
+  }
+
+  function showReputation(response) {
+    const body = document.getElementById("reputation");
+    const sets = response.config_sets;
+    const rows = sets.map((entry) =>
+      reputationRow(entry.config_set ?? "(no configuration set)", entry, { "data-config-set": entry.config_set ?? "" }),
+    );
+    if (sets.length > 1) rows.push(reputationRow("All mail", response.total, { "data-total": "" }, "total"));
+    if (rows.length === 0) {
+      rows.push(el("tr", {}, [el("td", { cls: "empty", text: "No mail in this window.", attrs: { colspan: "9" } })]));
+    }
+    body.replaceChildren(...rows);
+    const { bounce, complaint } = response.thresholds;
+    document.getElementById("reputation-window").textContent =
+      `Over the last ${response.window}, rolling (since ${response.since.replace("T", " ").replace("Z", "")} UTC); ` +
+      "the period and tag filters do not apply.";
+    document.getElementById("reputation-thresholds").textContent =
+      `Bounce rate = hard (Permanent) bounces / sent: warning from ${thresholdPercent(bounce.warning)}, ` +
+      `at risk from ${thresholdPercent(bounce.at_risk)}. ` +
+      `Complaint rate = complaints / delivered: warning from ${thresholdPercent(complaint.warning)}, ` +
+      `at risk from ${thresholdPercent(complaint.at_risk)}.`;
+  }
+
   // ---- Page --------------------------------------------------------------------------
 
   const message = document.getElementById("message");
@@ -509,8 +564,9 @@
 
   function render() {
     if (!shown) return;
-    const { series, links, bucket } = shown;
+    const { series, links, bucket, reputation } = shown;
     showFigures(series.totals);
+    showReputation(reputation);
     drawFunnel(document.getElementById("funnel"), series.totals);
     const points = buckets(series, bucket);
     drawSeries(document.getElementById("opens-chart"), points, bucket, "opened");
@@ -533,9 +589,13 @@
     const bucket = filters.period === "24h" ? "hour" : "day";
     document.body.dataset.state = "loading";
     try {
-      const [series, links] = await Promise.all([stats({ ...params, by: bucket }), stats({ ...params, by: "link" })]);
+      const [series, links, reputation] = await Promise.all([
+        stats({ ...params, by: bucket }),
+        stats({ ...params, by: "link" }),
+        stats({ config_set: filters.config_set }, REPUTATION_API),
+      ]);
       if (current !== generation) return; // a newer choice of filters is on its way
-      shown = { series, links, bucket };
+      shown = { series, links, bucket, reputation };
       render();
       message.hidden = true;
       const query = new URLSearchParams();
