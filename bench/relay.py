@@ -12,7 +12,7 @@ system in turn to Postfix's `smtp-sink` (Debian's postfix package provides all t
   untracked     pixelpost (tracking off)   the same relay, a set that tracks nothing
   passthrough   aiosmtpd -> aiosmtplib     bench/passthrough.py, the plain proxy
   postfix       postfix                    a throwaway Postfix relaying everything
-                                           (bench/postfix.py; needs root)
+                                           (tests/postfix.py; needs root)
   sink          smtp-sink alone            smtp-source straight to smtp-sink: the
                                            ceiling of the measurement itself
 
@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import IO
 
 from bench.messages import html_message, text_message
-from bench.postfix import throwaway_postfix
 from tests.net import free_port
+from tests.postfix import throwaway_postfix
 from tests.relay_config import relay_config
 
 BIN = Path(sys.executable).parent

@@ -116,6 +116,19 @@ def malformed_tag(header: str, entry: str) -> str:
     )
 
 
+# The intake (`relay.intake`): mail that comes back.
+
+
+NOT_A_RETURN_DOMAIN = "550 5.7.1 Relay access denied: this server takes only returned mail"
+"""To a recipient outside the return-path domains: the intake never relays."""
+NO_SUCH_RETURN_PATH = "550 5.1.1 No such return path"
+"""To a return path whose token does not verify (forged, damaged, or its key retired)."""
+REPORT_ACCEPTED = "250 2.0.0 Ok: report taken"
+"""The report's events and suppressions are in the store (or there were none to make)."""
+CANNOT_TAKE_REPORT = "451 4.3.0 Cannot take the report now; please try again later"
+"""The store could not take the report's events; the reporting server retries."""
+
+
 def _shown(text: str) -> str:
     """What the client wrote, quoted back on one line: unprintable characters become
     `?`, and 64 characters at most."""

@@ -76,10 +76,11 @@ def decide(content: bytes, config_set: ConfigSet | None) -> Decision:
 
 
 def copies_for(
-    recipients: Sequence[str], *, tracked: bool, new_id: Callable[[], str]
+    recipients: Sequence[str], *, per_recipient: bool, new_id: Callable[[], str]
 ) -> tuple[Copy, ...]:
-    """The copies of a message: one per recipient when tracked, else one for all."""
-    if tracked:
+    """The copies of a message: one per recipient when tracked or sent from a return
+    path of its own (VERP), else one for all."""
+    if per_recipient:
         return tuple(Copy(id=new_id(), recipients=(recipient,)) for recipient in recipients)
     return (Copy(id=new_id(), recipients=tuple(recipients)),)
 
@@ -114,6 +115,14 @@ def render_copy(
     )
 
 
+def return_path(envelope: Envelope, copy: Copy, codec: TokenCodec) -> str:
+    """The envelope sender of `copy`: its own return path (VERP) when its configuration
+    set has a return-path domain, else the message's."""
+    if envelope.return_path is None:
+        return envelope.mail_from
+    return codec.return_address(copy.id, envelope.return_path)
+
+
 def _received(envelope: Envelope) -> datetime:
     return datetime.fromtimestamp(envelope.received_at, UTC)
 
@@ -145,6 +154,10 @@ class Rewriter:
         if size <= self._inline_bytes:
             return work()
         return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    def return_path(self, envelope: Envelope, copy: Copy) -> str:
+        """The envelope sender `copy` goes out from (see `return_path`)."""
+        return return_path(envelope, copy, self._codec)
 
     async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
         if not _tracks(config_set):

@@ -277,7 +277,9 @@ async def start_relay(store: SQLiteStore) -> AsyncIterator[RelayStarter]:
     async def start(config: Config) -> RunningRelay:
         stack = contextlib.AsyncExitStack()
         try:
-            server, queue, _ = await start_relay_services(config, stack, store, suppression=store)
+            server, queue, _ = await start_relay_services(
+                config, stack, store, suppression=store, copies=store
+            )
         except BaseException:
             await stack.aclose()
             raise

@@ -1,4 +1,4 @@
-"""A throwaway Postfix instance for the benchmarks, configured in a directory of its own.
+"""A throwaway Postfix instance for the tests and the benchmarks, in a directory of its own.
 
     with throwaway_postfix(workdir, port, relay_to_port) as postfix:
         ...  # SMTP on 127.0.0.1:port, everything relayed to [127.0.0.1]:relay_to_port
@@ -23,7 +23,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,8 @@ class Postfix:
     log_file: Path
 
 
-def main_cf(workdir: Path, relay_to_port: int) -> str:
+def main_cf(workdir: Path, relay_to_port: int, overrides: Mapping[str, str] | None = None) -> str:
+    """main.cf; `overrides` replace or add settings (a test's local domain, say)."""
     settings = {
         "compatibility_level": "3.6",
         "queue_directory": str(workdir / "queue"),
@@ -68,6 +69,7 @@ def main_cf(workdir: Path, relay_to_port: int) -> str:
         # Other than that, Postfix's defaults: 20 deliveries in parallel to the relay
         # host, every queue file fsync'd, in_flow_delay.
     }
+    settings.update(overrides or {})
     return "".join(f"{name} = {value}\n" for name, value in settings.items())
 
 
@@ -163,9 +165,12 @@ def _wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def throwaway_postfix(workdir: Path, port: int, relay_to_port: int) -> Iterator[Postfix]:
+def throwaway_postfix(
+    workdir: Path, port: int, relay_to_port: int, settings: Mapping[str, str] | None = None
+) -> Iterator[Postfix]:
     """Postfix listening on 127.0.0.1:`port` and relaying everything to
-    [127.0.0.1]:`relay_to_port`, stopped (and its processes gone) on exit.
+    [127.0.0.1]:`relay_to_port` (unless `settings`, main.cf's, say otherwise), stopped
+    (and its processes gone) on exit.
 
     `workdir` is created if need be; the `postfix` user must be able to reach it (every
     directory above it searchable by others)."""
@@ -187,7 +192,7 @@ def throwaway_postfix(workdir: Path, port: int, relay_to_port: int) -> Iterator[
     for directory in (workdir, config_directory, queue_directory):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)
-    (config_directory / "main.cf").write_text(main_cf(workdir, relay_to_port))
+    (config_directory / "main.cf").write_text(main_cf(workdir, relay_to_port, settings))
     (config_directory / "master.cf").write_text(master_cf(INSTALLED_MASTER_CF.read_text(), port))
     # `check` creates the queue's subdirectories and the data directory, owned by the
     # postfix user, and fails on anything Postfix would refuse to start with.

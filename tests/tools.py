@@ -17,6 +17,7 @@ PACKAGES = {
     "systemd-analyze": "systemd",
     "systemd-sysusers": "systemd",
     "pipx": "pipx",
+    "postfix": "postfix",
 }
 """Each tool's Debian package."""
 SWAKS_TLS_MODULES = ("Net::SSLeay", "IO::Socket::SSL")

@@ -19,10 +19,13 @@ import functools
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pipeline.dispatch import Dispatcher, run_dispatcher
 from pipeline.jobs import Jobs
@@ -47,6 +50,9 @@ from relay.frontdoor.access import AccessPolicy
 from relay.frontdoor.auth import Accounts
 from relay.frontdoor.handler import RelayHandler
 from relay.frontdoor.server import Listener, RelayServer
+from relay.intake.handler import IntakeHandler
+from relay.intake.returns import Copies, Returns
+from relay.intake.server import intake_server
 from relay.outbound.handoff import SpoolingDelivery
 from relay.outbound.queue import DeliveryQueue
 from relay.outbound.spool import Spool
@@ -185,20 +191,26 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+def _codec(config: Config) -> TokenCodec:
+    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    return TokenCodec([decode_signing_key(key) for key in keys])
+
+
 async def start_relay(
     config: Config,
     stack: contextlib.AsyncExitStack,
     recorder: Recorder,
     *,
     suppression: SuppressionList,
+    copies: Copies,
     listeners: Sequence[Listener] = (),
 ) -> tuple[RelayServer, DeliveryQueue, Transport]:
     """The relay's listener (on `listeners` when a parent process made them), spool and
     delivery queue, stopped by `stack` in order: the listener first (messages being
     handed over may finish), then the deliveries. Copies are checked against
-    `suppression` before they go."""
-    keys = signing_keys(config.signing.keys, config.signing.key_file)
-    codec = TokenCodec([decode_signing_key(key) for key in keys])
+    `suppression` before they go; a notification that reports on one of them finds it
+    in `copies`."""
+    codec = _codec(config)
     relay = config.relay
     spool = Spool(relay.spool)
     stack.callback(spool.close)
@@ -229,6 +241,13 @@ async def start_relay(
         delivery=SpoolingDelivery(spool=spool, queue=queue),
         rewriter=rewriter,
         accounts=accounts,
+        returns=Returns(
+            config=config,
+            codec=codec,
+            copies=copies,
+            recorder=recorder,
+            suppression=suppression,
+        ),
     )
     server = RelayServer(config=relay, handler=handler, accounts=accounts, listeners=listeners)
     await server.start()
@@ -270,7 +289,7 @@ def relay_worker_process(
             store = await open_store(config.store)
             stack.push_async_callback(store.close)
             server, _, _ = await start_relay(
-                config, stack, store, suppression=store, listeners=listeners
+                config, stack, store, suppression=store, copies=store, listeners=listeners
             )
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server)
@@ -295,7 +314,9 @@ async def _run_relay(
     # Unwound last: the further relays are waited for after this one has stopped, and
     # were told to stop first (below), so that all of them stop side by side.
     stack.push_async_callback(_stop_all, children)
-    server, queue, transport = await start_relay(config, stack, recorder, suppression=store)
+    server, queue, transport = await start_relay(
+        config, stack, recorder, suppression=store, copies=store
+    )
     stack.push_async_callback(_cancel, asyncio.create_task(_check_upstream(transport)))
     # The further relays serve this one's sockets: they share its port, and a second
     # installation cannot (it fails to bind, as anything else would).
@@ -325,13 +346,58 @@ async def _run_relay(
     ]
 
 
+async def start_intake(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    recorder: Recorder,
+) -> tuple[RelayServer, IntakeHandler] | None:
+    """The intake's listener (`[intake]`), stopped by `stack`; None when there is none."""
+    intake = config.intake
+    if intake is None:
+        return None
+    codec = _codec(config)
+    returns = Returns(
+        config=config, codec=codec, copies=store, recorder=recorder, suppression=store
+    )
+    handler = IntakeHandler(domains=config.return_path_domains(), codec=codec, returns=returns)
+    server = intake_server(config, intake, handler)
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server, handler
+
+
+class IntakeCollector(Collector):
+    """The intake's counts on /metrics: returned messages by what they were."""
+
+    def __init__(self, handler: IntakeHandler) -> None:
+        self._handler = handler
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pixelpost_intake_messages",
+            "Returned messages taken by the intake, by what they were; forged: return"
+            " paths refused because their token does not verify",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self._handler.counts.items()):
+            family.add_metric([outcome], count)
+        yield family
+
+
 async def start_relay_http(
-    config: Config, stack: contextlib.AsyncExitStack, probes: Sequence[Probe]
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    probes: Sequence[Probe],
+    collectors: Sequence[Collector] = (),
 ) -> TrackerServer:
-    """The relay's own HTTP listener (`relay.http_listen`): /metrics with its queue and
-    the process, /healthz, and /readyz running `probes`; stopped by `stack`."""
+    """The relay's own HTTP listener (`relay.http_listen`): /metrics with its queue, the
+    process and `collectors`, /healthz, and /readyz running `probes`; stopped by
+    `stack`."""
     assert config.relay.http_listen is not None
     metrics = RelayMetrics()
+    for collector in collectors:
+        metrics.registry.register(collector)
     refresher = asyncio.create_task(
         metrics.keep_refreshed(functools.partial(spool_counts, config.relay.spool))
     )
@@ -353,10 +419,14 @@ async def _run_tracker(
     recorder: Recorder,
     *,
     probes: Sequence[Probe],
+    collectors: Sequence[Collector] = (),
 ) -> list[tuple[str, str]]:
-    """Start the tracker (pixel, redirects, API and dashboard); its banner lines."""
+    """Start the tracker (pixel, redirects, API and dashboard, /metrics with
+    `collectors` too); its banner lines."""
     lines: list[tuple[str, str]] = []
     metrics = Metrics()
+    for collector in collectors:
+        metrics.registry.register(collector)
     refresher = asyncio.create_task(
         metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
     )
@@ -489,15 +559,25 @@ async def run(
         lines: list[tuple[str, str]] = []
         # Every listener of this process answers /readyz alike: for what runs here.
         probes = probes_for(config, store, relay=relay, tracker=tracker)
+        collectors: list[Collector] = []
         if relay:
             lines += await _run_relay(
                 config, stack, store, recorder, log_level=log_level, log_format=log_format
             )
+            intake = await start_intake(config, stack, store, recorder)
+            if intake is not None:
+                server, handler = intake
+                domains = ", ".join(sorted(config.return_path_domains())) or "no domain"
+                lines.append(("intake", f"{server.address} (mail for {domains})"))
+                collectors.append(IntakeCollector(handler))
         if relay and config.relay.http_listen is not None:
-            relay_http = await start_relay_http(config, stack, probes)
+            relay_http = await start_relay_http(config, stack, probes, collectors)
             lines.append(("relay http", f"http://{relay_http.address} (metrics, health)"))
+            collectors = []  # on the relay's /metrics; a registry takes a collector once
         if tracker:
-            lines += await _run_tracker(config, stack, store, recorder, probes=probes)
+            lines += await _run_tracker(
+                config, stack, store, recorder, probes=probes, collectors=collectors
+            )
         if not relay:
             _ignore_sighup(stack)
         lines += _setting_lines(config, dispatch)

@@ -24,6 +24,7 @@ from pixelpost.config.records import (
     ConfigSet,
     Destination,
     FileDestination,
+    IntakeConfig,
     MaildirUpstream,
     RelayConfig,
     RelayTLS,
@@ -31,6 +32,7 @@ from pixelpost.config.records import (
     SigningConfig,
     SMTPUpstream,
     StoreConfig,
+    SuppressOn,
     TrackerConfig,
     Upstream,
     WebhookDestination,
@@ -40,6 +42,7 @@ from pixelpost.core.event_types import ALL, EventType
 from pixelpost.core.passwords import check_hash
 from pixelpost.core.values import (
     DAY,
+    HostPort,
     format_duration,
     interpolate,
     parse_duration,
@@ -61,6 +64,10 @@ defaults apply."""
 
 BUILTIN_DEFAULTS: Final = """
 default_config_set = "default"
+
+[intake]
+listen = "127.0.0.1:2526"
+domains = ["bounces.localhost"]
 
 [config_sets.default]
 destinations = ["events"]
@@ -642,9 +649,73 @@ def _config_set(name: str, table: _Table) -> ConfigSet:
         click_tracking=table.get("click_tracking", bool, d["click_tracking"]),
         tracking_url=table.parsed("tracking_url", d["tracking_url"], parse_http_url),
         destinations=table.strings("destinations", d["destinations"]),
+        return_path_domain=table.parsed("return_path_domain", None, _domain),
+        suppress_on=_suppress_on(table, d["suppress_on"]),
     )
     table.finish()
     return config_set
+
+
+def _domain(text: str) -> str:
+    """A mail domain, lowercased: a host name with at least one dot."""
+    if not _HOSTNAME.fullmatch(text) or "." not in text.strip("."):
+        raise ValueError("not a domain name (bounces.example.com)")
+    return text.rstrip(".").lower()
+
+
+_SUPPRESS_ON: Final[dict[str, SuppressOn]] = {"bounce": "bounce", "complaint": "complaint"}
+
+
+def _suppress_on(table: _Table, default: frozenset[SuppressOn]) -> frozenset[SuppressOn]:
+    names = table.strings("suppress_on", tuple(sorted(default)))
+    chosen: set[SuppressOn] = set()
+    for index, name in enumerate(names):
+        if name in _SUPPRESS_ON:
+            chosen.add(_SUPPRESS_ON[name])
+        else:
+            table.problem(
+                f"suppress_on[{index}]",
+                f"{_show(name)} is not one of {', '.join(_SUPPRESS_ON)} ([] for neither)",
+            )
+    return frozenset(chosen)
+
+
+def _intake(root: _Table) -> IntakeConfig | None:
+    table = root.table("intake")
+    if table is None:
+        return None
+    d = field_defaults(IntakeConfig)
+    listen = table.parsed_optional("listen", parse_host_port)
+    domains = tuple(
+        domain
+        for index, text in enumerate(table.strings("domains", d["domains"]))
+        if (domain := _checked_domain(table, f"domains[{index}]", text)) is not None
+    )
+    config = IntakeConfig(
+        listen=listen or HostPort(host="127.0.0.1", port=0),
+        domains=domains,
+        max_message_bytes=table.integer("max_message_bytes", d["max_message_bytes"], minimum=1024),
+        max_connections=table.integer(
+            "max_connections", d["max_connections"], minimum=1, maximum=100_000
+        ),
+        max_connections_per_ip=table.integer(
+            "max_connections_per_ip", d["max_connections_per_ip"], minimum=1, maximum=100_000
+        ),
+        timeout=table.duration("timeout", d["timeout"], minimum=1, maximum=DAY),
+        proxy_protocol=table.get("proxy_protocol", bool, d["proxy_protocol"]),
+    )
+    if listen is None and "listen" not in table.data:
+        table.problem("listen", 'missing: where the intake listens ("0.0.0.0:25")')
+    table.finish()
+    return config
+
+
+def _checked_domain(table: _Table, key: str, text: str) -> str | None:
+    try:
+        return _domain(text)
+    except ValueError as exc:
+        table.problem(key, f"{_show(text)} is {exc}")
+        return None
 
 
 def _events(table: _Table) -> frozenset[EventType]:
@@ -723,6 +794,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
     store = _store(root)
     signing = _signing(root)
     classify = _classify(root)
+    intake = _intake(root)
     config_sets = {name: _config_set(name, t) for name, t in root.subtables("config_sets").items()}
     destinations = {
         name: destination
@@ -738,6 +810,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
         config_sets=config_sets,
         destinations=destinations,
         classify=classify,
+        intake=intake,
         default_config_set=default_set,
         source=source,
     )

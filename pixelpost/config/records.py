@@ -189,6 +189,9 @@ class SigningConfig:
     """Where a key is generated and kept when `keys` is empty."""
 
 
+SuppressOn = Literal["bounce", "complaint"]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConfigSet:
     """A configuration set: what to track and where its events go."""
@@ -199,6 +202,27 @@ class ConfigSet:
     tracking_url: str | None = None
     """Base URL of this set's pixel and redirects; None uses `tracker.public_url`."""
     destinations: tuple[str, ...] = ()
+    return_path_domain: str | None = None
+    """Each copy goes out with envelope sender `b-<token>@<this domain>` (VERP), whose
+    mail comes back to the intake; None keeps the sender's own."""
+    suppress_on: frozenset[SuppressOn] = frozenset(("bounce", "complaint"))
+    """What puts a recipient on the suppression list: a Permanent bounce, a complaint."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IntakeConfig:
+    """The SMTP listener for mail that comes back (`[intake]`): delivery status
+    notifications, complaint reports."""
+
+    listen: HostPort
+    domains: tuple[str, ...] = ()
+    """Domains taken besides every configuration set's return_path_domain (where a
+    feedback loop or a forwarded bounce mailbox sends)."""
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_connections: int = 100
+    max_connections_per_ip: int = 10
+    timeout: float = 5 * MINUTE
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -247,10 +271,18 @@ class Config:
     config_sets: Mapping[str, ConfigSet]
     destinations: Mapping[str, Destination]
     classify: ClassifyConfig = ClassifyConfig()
+    intake: IntakeConfig | None = None
+    """None: no intake listener."""
     default_config_set: str | None = None
     """The set for mail without `X-Config-Set`; None leaves such mail untracked."""
     source: Path | None = None
     """The file this was read from; None for the built-in defaults."""
+
+    def return_path_domains(self) -> frozenset[str]:
+        """The domains the intake takes mail for, lowercased."""
+        domains = {s.return_path_domain for s in self.config_sets.values()}
+        domains.update(self.intake.domains if self.intake else ())
+        return frozenset(d.lower() for d in domains if d)
 
     def tracking_url(self, config_set: ConfigSet) -> str:
         """The base URL under which `config_set`'s pixel and redirects are served."""

@@ -140,31 +140,58 @@ def bounce_event(
     bounce_type: str,
     bounce_subtype: str,
     recipients: Sequence[tuple[str, str, str]],
-    reporting_mta: str,
+    reporting_mta: str | None,
+    now: datetime,
+    remote_mta_ip: str | None = None,
+) -> Event:
+    """The message cannot be delivered; `recipients` are (address, status, diagnostic).
+    `reporting_mta` is a host name, or a returned report's field as given ("dns; host");
+    None for a bounce that names none (SES leaves the field out then)."""
+    detail: dict[str, object] = {
+        "bounceType": bounce_type,
+        "bounceSubType": bounce_subtype,
+        "bouncedRecipients": [
+            {
+                "emailAddress": address,
+                "action": "failed",
+                "status": status,
+                "diagnosticCode": diagnostic,
+            }
+            for address, status, diagnostic in recipients
+        ],
+        "timestamp": timestamp(now),
+        "feedbackId": str(uuid.uuid4()),
+    }
+    if reporting_mta:
+        detail["reportingMTA"] = reporting_mta if ";" in reporting_mta else f"dns; {reporting_mta}"
+    if remote_mta_ip is not None:
+        detail["remoteMtaIp"] = remote_mta_ip
+    return _event(EventType.BOUNCE, message_id, now, detail)
+
+
+def complaint_event(
+    message_id: str,
+    *,
+    recipients: Sequence[str],
+    feedback_type: str | None,
+    user_agent: str | None,
+    arrival_date: datetime | None,
     now: datetime,
 ) -> Event:
-    """The message cannot be delivered; `recipients` are (address, status, diagnostic)."""
-    return _event(
-        EventType.BOUNCE,
-        message_id,
-        now,
-        {
-            "bounceType": bounce_type,
-            "bounceSubType": bounce_subtype,
-            "bouncedRecipients": [
-                {
-                    "emailAddress": address,
-                    "action": "failed",
-                    "status": status,
-                    "diagnosticCode": diagnostic,
-                }
-                for address, status, diagnostic in recipients
-            ],
-            "timestamp": timestamp(now),
-            "feedbackId": str(uuid.uuid4()),
-            "reportingMTA": f"dns; {reporting_mta}",
-        },
-    )
+    """A recipient reported the message as spam (an ARF feedback report, RFC 5965)."""
+    detail: dict[str, object] = {
+        "complainedRecipients": [{"emailAddress": address} for address in recipients],
+        "timestamp": timestamp(now),
+        "feedbackId": str(uuid.uuid4()),
+        "complaintSubType": None,
+    }
+    if user_agent is not None:
+        detail["userAgent"] = user_agent
+    if feedback_type is not None:
+        detail["complaintFeedbackType"] = feedback_type
+    if arrival_date is not None:
+        detail["arrivalDate"] = timestamp(arrival_date)
+    return _event(EventType.COMPLAINT, message_id, now, detail)
 
 
 def _hit(ip: str, user_agent: str, now: datetime, extra: JSON | None) -> str:

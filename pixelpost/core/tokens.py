@@ -17,6 +17,12 @@ recipient and set with it, so a token that verifies binds all of them. Everythin
 redirect needs is in the token, so links keep working without the store, after
 retention purges and on any tracker instance that holds the key.
 
+A return-path token names a copy in the local part of its envelope sender (VERP), so
+that a report returned to that address says which copy failed. Local parts must survive
+mail systems that change their case, so it is base32, lowercase:
+
+    kind+version (1) | key id (1) | message id (16) | MAC (10)          -> 45 characters
+
 Keys rotate: the first configured key signs, every configured key verifies. Each token
 names its key by an 8-bit id derived from the key. Verification compares MACs in
 constant time and accepts only the canonical spelling of a token.
@@ -40,8 +46,14 @@ from pixelpost.errors import PixelpostError
 _VERSION = 1
 _KIND_OPEN = 0
 _KIND_CLICK = 1
+_KIND_RETURN = 2
 _HTTPS = 0x08
 _MAC_BYTES = 16
+_RETURN_MAC_BYTES = 10
+"""80 bits: a forged return path earns a bounce for someone else's copy, not a redirect."""
+_RETURN_TOKEN_CHARS = 45
+RETURN_PREFIX = "b-"
+"""What a return path's local part starts with, before its token."""
 _DOMAIN = b"pixelpost tracking token\x00"
 _URLSAFE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _BASE64_VALUES = {char: value for value, char in enumerate(_URLSAFE_ALPHABET)}
@@ -236,6 +248,47 @@ class TokenCodec:
     ) -> str:
         """The path of a link's redirect, `<signature>/<destination>`, for one copy."""
         return self.signer(message_id).click_token(link_index, url, tags)
+
+    def return_token(self, message_id: str) -> str:
+        """The local part (after its prefix) of the return path of one copy."""
+        header = bytes([_VERSION << 4 | _KIND_RETURN, self._signing_id]) + message_id_to_bytes(
+            message_id
+        )
+        mac = self._signing.mac(header, b"")[:_RETURN_MAC_BYTES]
+        return base64.b32encode(header + mac).decode("ascii").rstrip("=").lower()
+
+    def return_address(self, message_id: str, domain: str) -> str:
+        """The envelope sender of one copy whose reports come back to `domain`."""
+        return f"{RETURN_PREFIX}{self.return_token(message_id)}@{domain}"
+
+    def read_return_address(self, address: str) -> str:
+        """The message id that a return path (`b-<token>@domain`, any case) names;
+        InvalidToken unless it is one and verifies."""
+        local = address.rpartition("@")[0] if "@" in address else address
+        if local[: len(RETURN_PREFIX)].lower() != RETURN_PREFIX:
+            raise InvalidToken
+        return self.read_return(local[len(RETURN_PREFIX) :])
+
+    def read_return(self, token: str) -> str:
+        """The message id a return-path token names, in any case; InvalidToken unless it
+        verifies."""
+        if len(token) != _RETURN_TOKEN_CHARS or not token.isascii():
+            raise InvalidToken
+        try:
+            raw = base64.b32decode(token.upper() + "===")
+        except binascii.Error:
+            raise InvalidToken from None
+        if base64.b32encode(raw).decode("ascii").rstrip("=") != token.upper():
+            raise InvalidToken  # unused low bits set: not the canonical spelling
+        header, mac = raw[:-_RETURN_MAC_BYTES], raw[-_RETURN_MAC_BYTES:]
+        if header[0] != _VERSION << 4 | _KIND_RETURN:
+            raise InvalidToken
+        ok = False
+        for key in self._keys.get(header[1], []):
+            ok |= hmac.compare_digest(key.mac(header, b"")[:_RETURN_MAC_BYTES], mac)
+        if not ok:
+            raise InvalidToken
+        return message_id_from_bytes(header[2:])
 
     def read_open(self, token: str) -> OpenToken:
         """What a pixel token says; InvalidToken unless it verifies."""

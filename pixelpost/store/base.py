@@ -140,6 +140,10 @@ class MessageLog(Recorder, Protocol):
     async def event_counts(self) -> dict[EventType, int]:
         """Events recorded so far, by type."""
 
+    async def message(self, message_id: str) -> MessageRecord | None:
+        """The record of one copy (a stub once retention has cut it), or None for a
+        copy the store does not know."""
+
     async def delivered_at(self, message_id: str) -> tuple[float, bool] | None:
         """(when, delivered): when the copy was delivered, or, while no delivery is
         known, when it was accepted (a Unix time); None for a copy the store does not

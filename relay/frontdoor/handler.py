@@ -30,6 +30,7 @@ from pixelpost.logs import fields
 from relay import replies
 from relay.frontdoor.access import AccessPolicy, client_address, format_peer
 from relay.frontdoor.auth import Accounts
+from relay.intake.returns import Returns
 from relay.outbound.handoff import Delivery, Submission
 from relay.outbound.spoolfile import Copy, Trace, Tracking
 from relay.outbound.spoolfile import Envelope as SpooledEnvelope
@@ -55,8 +56,10 @@ class RelayHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = new_message_id,
         accounts: Accounts | None = None,
+        returns: Returns | None = None,
     ) -> None:
         self._config = config
+        self._returns = returns
         self._accounts = accounts or Accounts(config.relay.users)
         self._access = access
         self._delivery = delivery
@@ -163,9 +166,14 @@ class RelayHandler:
             return _refuse_tag(session, *controls.rejected_tags[0])
         now = self._clock()
         client_ip = _client_ip(session)
+        if not sender:
+            return await self._accept_notification(session, envelope, controls, client_ip)
         decision = await self._rewriter.decide(controls.content, config_set)
+        own_return_path = config_set is not None and config_set.return_path_domain is not None
         copies = copies_for(
-            envelope.rcpt_tos, tracked=decision.plan is not None, new_id=self._new_id
+            envelope.rcpt_tos,
+            per_recipient=decision.plan is not None or own_return_path,
+            new_id=self._new_id,
         )
         spooled = self._spooled(
             session,
@@ -188,6 +196,43 @@ class RelayHandler:
             )
         return await self._delivery.submit(
             Submission(envelope=spooled, content=controls.content, plan=decision.plan)
+        )
+
+    async def _accept_notification(
+        self, session: Session, envelope: Envelope, controls: Controls, client_ip: str
+    ) -> str:
+        """Mail from the null reverse path: a notification (a Postfix in front sends its
+        DSNs through its relay host), relayed as it came, never tracked, no Send. When
+        it reports on a copy pixelpost sent, that copy's Bounce is recorded first, as
+        the intake would (and the client told to retry when the store cannot)."""
+        message_id = self._new_id()
+        if self._returns is not None:
+            try:
+                await self._returns.process(
+                    recipients=(), content=controls.original, about=message_id
+                )
+            except Exception as exc:  # the report is the point: the client sends it again
+                log.error(
+                    "%s: a notification's report not recorded: %s",
+                    message_id,
+                    exc,
+                    extra=fields(message_id=message_id),
+                )
+                return replies.CANNOT_QUEUE
+        received_at = self._clock().timestamp()
+        spooled = SpooledEnvelope(
+            id=message_id,
+            mail_from="",
+            copies=(Copy(id=message_id, recipients=tuple(envelope.rcpt_tos)),),
+            mail_options=tuple(envelope.mail_options),
+            received_at=received_at,
+            expires_at=received_at + self._config.relay.max_queue_lifetime,
+            notification=True,
+            trace=self._trace(session, envelope, client_ip),
+        )
+        _log_accepted(session, envelope, spooled, client_ip)
+        return await self._delivery.submit(
+            Submission(envelope=spooled, content=controls.content, plan=None)
         )
 
     def _spooled(
@@ -229,6 +274,7 @@ class RelayHandler:
             rendering_failure=decision.failure,
             tracking=self._tracking(config_set) if decision.plan is not None else None,
             trace=self._trace(session, envelope, client_ip),
+            return_path=config_set.return_path_domain if config_set else None,
         )
 
     def _tracking(self, config_set: ConfigSet | None) -> Tracking | None:

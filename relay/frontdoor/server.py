@@ -17,7 +17,7 @@ from asyncio import sslproto
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, AnyStr
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import (
@@ -44,7 +44,6 @@ from relay.frontdoor.data import (
     read_data,
     remove_nul,
 )
-from relay.frontdoor.handler import RelayHandler
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,13 @@ LARGE_MESSAGES_AT_ONCE = 8
 """Messages over 1 MB (`relay.frontdoor.data.LARGE_MESSAGE`) read and processed at once; more
 wait, held back by TCP, so that memory stays bounded however many clients send big
 messages together. Small messages never wait for these."""
+
+
+class Handler(Protocol):
+    """aiosmtpd's hooks (`handle_RCPT`, `handle_DATA` …), and a wait for the messages
+    being taken when the listener stops: the relay's, or the intake's."""
+
+    async def drain(self, grace: float) -> bool: ...
 
 
 class _Session(Session):
@@ -90,7 +96,7 @@ class _Connection(SMTP):
 
     def __init__(
         self,
-        handler: RelayHandler,
+        handler: Handler,
         live: set[_Connection],
         large: asyncio.Semaphore,
         accounts: Accounts,
@@ -400,11 +406,13 @@ class RelayServer:
         self,
         *,
         config: RelayConfig,
-        handler: RelayHandler,
+        handler: Handler,
         accounts: Accounts | None = None,
         listeners: Sequence[Listener] = (),
+        name: str = "relay",
     ) -> None:
         self._config = config
+        self._name = name
         self._handler = handler
         self._accounts = accounts or Accounts(config.users)
         self._inherited = listeners
@@ -491,7 +499,8 @@ class RelayServer:
             ) from exc
         self._servers.append((server, implicit_tls))
         log.info(
-            "relay listening on %s%s",
+            "%s listening on %s%s",
+            self._name,
             _address(server),
             " (implicit TLS)" if implicit_tls else " (STARTTLS)" if self._tls else "",
         )
@@ -539,7 +548,7 @@ class RelayServer:
         for server, _ in self._servers:
             server.close()
         if not await self._handler.drain(grace):
-            log.warning("relay: messages still being handed over after %.0fs; closing", grace)
+            log.warning("%s: messages still being taken after %.0fs; closing", self._name, grace)
         for connection in list(self._live):
             connection.shut_down()
         for server, _ in self._servers:

@@ -256,7 +256,7 @@ class Attempt:
         outcome = Outcome(copy=copy)
         try:
             result = await self._transport.send(
-                mail_from=self._envelope.mail_from,
+                mail_from=self._rewriter.return_path(self._envelope, copy),
                 rcpt_tos=todo,
                 payload=payload,
                 mail_options=self._envelope.mail_options,

@@ -93,6 +93,9 @@ class Envelope:
     """None: every copy is the message as stored."""
     trace: Trace | None = None
     """None: nothing is added on top (notifications, and files of version 1)."""
+    return_path: str | None = None
+    """The domain of each copy's own envelope sender (VERP, `b-<token>@<domain>`);
+    None: every copy goes out from `mail_from`."""
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -113,6 +116,7 @@ def _json(envelope: Envelope) -> dict[str, Any]:
         "rendering_failure": envelope.rendering_failure,
         "tracking": None,
         "trace": None,
+        "return_path": envelope.return_path,
     }
     if (tracking := envelope.tracking) is not None:
         values["tracking"] = [tracking.base_url, tracking.open, tracking.click]
@@ -200,6 +204,7 @@ def _common(values: dict[str, Any]) -> dict[str, Any]:
         "mail": _text(values.get("mail"), optional=True),
         "notification": _flag(values.get("notification", False)),
         "rendering_failure": _text(values.get("rendering_failure"), optional=True),
+        "return_path": _text(values.get("return_path"), optional=True),
     }
 
 

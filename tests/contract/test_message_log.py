@@ -31,3 +31,12 @@ async def test_delivery_time_is_known_to_the_tracker(open_store: StoreOpener) ->
         assert await store.delivered_at("unknown") is None
     finally:
         await store.close()
+
+
+async def test_a_copy_record_is_read_back_whole(open_store: StoreOpener) -> None:
+    """The intake finds the copy a returned report names, with its set and mail object."""
+    store = await open_store()
+    recorded = message("m2", "marketing")
+    await store.record(messages=[recorded])
+    assert await store.message("m2") == recorded
+    assert await store.message("m3") is None

@@ -18,7 +18,7 @@ import pytest
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
 from tests.conftest import config_text
-from tests.e2e.conftest import BIN, Running, delivered, start
+from tests.e2e.conftest import BIN, Running, delivered, start, until
 from tests.sink import ThreadedSink
 
 MESSAGE = (
@@ -122,6 +122,18 @@ def test_relay_and_tracker_run_as_separate_processes(
     assert_clean_exit(tracker, signal.SIGTERM)
 
 
+def complaint_about(copy: bytes) -> bytes:
+    """A feedback report (RFC 5965) that returns `copy` whole."""
+    return (
+        b"From: feedback@fbl.example.net\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n"
+        b"--b\r\nContent-Type: message/feedback-report\r\n\r\n"
+        b"Feedback-Type: abuse\r\nUser-Agent: test-fbl/1.0\r\nVersion: 1\r\n"
+        b"\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n" + copy + b"\r\n--b--\r\n"
+    )
+
+
 def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
     tmp_path: Path, processes: list[Running]
 ) -> None:
@@ -143,6 +155,17 @@ def test_serve_with_no_configuration_runs_on_the_builtin_defaults(
     [message] = delivered(tmp_path / "var" / "outbox")
     assert message.read_bytes().endswith(b"\r\nHello from the end-to-end test.\r\n")
     assert b"X-Config-Set" not in message.read_bytes()
+    # The intake takes reports on loopback: one on the delivered copy is its Complaint.
+    assert running.value("intake") == "127.0.0.1:2526"
+    with smtplib.SMTP("127.0.0.1", 2526, timeout=10) as client:
+        client.sendmail("", ["fbl@bounces.localhost"], complaint_about(message.read_bytes()))
+        with pytest.raises(smtplib.SMTPRecipientsRefused):  # never a relay
+            client.sendmail("", ["someone@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
+    events = tmp_path / "var" / "events.jsonl"
+    until(
+        lambda: events.exists() and b'"eventType":"Complaint"' in events.read_bytes(),
+        "the Complaint",
+    )
     assert healthz("http://127.0.0.1:8080")["status"] == "ok"
     # The dashboard's token is made on the first start, kept, and works for the API.
     assert running.value("dashboard") == "http://127.0.0.1:8080/dashboard"

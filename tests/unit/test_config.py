@@ -448,3 +448,52 @@ def test_health_keys_default_off_and_five_minutes_and_are_checked() -> None:
         "[::1]:2525)",
         'tracker.ready_max_outbox_lag: "31d" is out of range (it must be from 0ms to 30d)',
     ]
+
+
+def test_return_paths_and_the_intake() -> None:
+    config = parse_config_text(
+        """
+[intake]
+listen = "0.0.0.0:25"
+domains = ["FBL.Example.com"]
+[config_sets.marketing]
+return_path_domain = "Bounces.Example.com."
+suppress_on = ["complaint"]
+[config_sets.quiet]
+suppress_on = []
+[config_sets.plain]
+""",
+        environ={},
+    )
+    assert config.intake is not None
+    assert str(config.intake.listen) == "0.0.0.0:25"
+    assert config.intake.max_message_bytes == 10 * 1024 * 1024
+    assert config.return_path_domains() == {"bounces.example.com", "fbl.example.com"}
+    sets = config.config_sets
+    assert sets["marketing"].return_path_domain == "bounces.example.com"
+    assert sets["marketing"].suppress_on == {"complaint"}
+    assert sets["quiet"].suppress_on == frozenset()
+    assert sets["plain"].suppress_on == {"bounce", "complaint"}
+    assert sets["plain"].return_path_domain is None
+    assert parse_config_text("", environ={}).intake is None  # off unless configured
+    assert parse_config_text(BUILTIN_DEFAULTS, environ={}).intake is not None
+
+
+def test_return_path_and_intake_problems_name_the_key() -> None:
+    assert problems(
+        """
+[intake]
+domains = ["localhost", "a b.example"]
+max_message_bytes = 10
+[config_sets.x]
+return_path_domain = "bounces"
+suppress_on = ["bounces"]
+"""
+    ) == [
+        'intake.domains[0]: "localhost" is not a domain name (bounces.example.com)',
+        'intake.domains[1]: "a b.example" is not a domain name (bounces.example.com)',
+        "intake.max_message_bytes: 10 is out of range (it must be >= 1024)",
+        'intake.listen: missing: where the intake listens ("0.0.0.0:25")',
+        'config_sets.x.return_path_domain: "bounces" is not a domain name (bounces.example.com)',
+        'config_sets.x.suppress_on[0]: "bounces" is not one of bounce, complaint ([] for neither)',
+    ]

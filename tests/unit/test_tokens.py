@@ -144,3 +144,35 @@ def test_the_mac_is_hmac_sha256(key: bytes, header: bytes, rest: bytes) -> None:
 
     expected = hmac.digest(key, _DOMAIN + header + b"\x00" + rest, "sha256")[:16]
     assert _Hmac(key).mac(header, rest) == expected
+
+
+@given(message_id=message_ids)
+def test_return_paths_name_their_copy_in_any_case(message_id: str) -> None:
+    address = codec.return_address(message_id, "bounces.example.com")
+    local, _, domain = address.partition("@")
+    assert domain == "bounces.example.com"
+    assert len(local) <= 64  # RFC 5321's limit on a local part
+    assert set(local[2:]) <= set(string.ascii_lowercase + "234567")
+    assert codec.read_return_address(address) == message_id
+    assert codec.read_return_address(address.upper()) == message_id  # a case-folding MTA
+
+
+def test_return_paths_verify_only_as_signed_and_survive_rotation() -> None:
+    message_id = new_message_id()
+    token = TokenCodec([OLD_KEY]).return_token(message_id)
+    assert TokenCodec([KEY, OLD_KEY]).read_return(token) == message_id
+    with pytest.raises(InvalidToken):
+        codec.read_return(token)  # the old key no longer configured
+    mine = codec.return_token(message_id)
+    for position in range(len(mine)):
+        changed = mine[:position] + ("a" if mine[position] != "a" else "b") + mine[position + 1 :]
+        with pytest.raises(InvalidToken):
+            codec.read_return(changed)
+    for bad in ("", mine[:-1], mine + "a", mine[:-1] + "9", "é" * 45):
+        with pytest.raises(InvalidToken):
+            codec.read_return(bad)
+    with pytest.raises(InvalidToken):
+        codec.read_return_address(f"x-{mine}@bounces.example.com")  # not the prefix
+    # An open token's bytes under the return path's spelling are not a return token.
+    with pytest.raises(InvalidToken):
+        codec.read_return(codec.open_token(message_id).lower()[:45])

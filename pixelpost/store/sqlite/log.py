@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import aiosqlite
 
@@ -34,6 +35,22 @@ class SQLiteMessageLog:
 
     def record_hits(self, hits: Sequence[Hit]) -> asyncio.Future[None]:
         return self._db.writer.write(hits=hits)
+
+    async def message(self, message_id: str) -> MessageRecord | None:
+        lookups = self._db.lookups
+        try:
+            async with lookups.execute(queries.MESSAGE, (message_id,)) as cursor:
+                row = await cursor.fetchone()
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
+            raise self._db.error(exc) from exc
+        if row is None:
+            return None
+        return MessageRecord(
+            id=row[0],
+            config_set=row[1],
+            created_at=datetime.fromtimestamp(float(row[2]), UTC),
+            mail=row[3],
+        )
 
     async def event_counts(self) -> dict[EventType, int]:
         async def work(connection: aiosqlite.Connection) -> dict[EventType, int]:

@@ -69,6 +69,7 @@ DELIVERED_AT = (
     "SELECT coalesce(delivered_at, created_at), delivered_at IS NOT NULL"
     " FROM main.messages WHERE id = ?"
 )
+MESSAGE = "SELECT id, config_set, created_at, mail FROM main.messages WHERE id = ?"
 EVENT_COUNTS = "SELECT name, value FROM main.counters"
 NEWEST_EVENT = "SELECT coalesce(max(seq), 0) FROM main.events"
 

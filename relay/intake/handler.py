@@ -1,0 +1,160 @@
+"""The intake's aiosmtpd handler: mail for the return-path domains only, from anyone.
+
+The intake is the MX of the return-path domains, so any server on the Internet may
+connect, and none may relay through it: a recipient outside those domains is refused
+at RCPT, and a return path whose token does not verify too. A returned message is read
+and its events recorded before the 250 (`relay.intake.returns`), so that what the
+intake accepts is in the store; when the store cannot take it the reporting server
+is told to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from aiosmtpd.proxy_protocol import ProxyData
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from pixelpost.core.addresses import mailbox_problem
+from pixelpost.core.ids import new_message_id
+from pixelpost.core.tokens import RETURN_PREFIX, InvalidToken, TokenCodec
+from pixelpost.logs import fields
+from pixelpost.store import StoreError
+from relay import replies
+from relay.frontdoor.access import format_peer
+from relay.intake.returns import Returns
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 50
+"""Return paths per returned message; a report names one."""
+
+
+class IntakeHandler:
+    """aiosmtpd hooks for the intake."""
+
+    def __init__(self, *, domains: frozenset[str], codec: TokenCodec, returns: Returns) -> None:
+        self._domains = domains
+        self._codec = codec
+        self._returns = returns
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self.counts: collections.Counter[str] = collections.Counter()
+        """Returned messages by outcome (`relay.intake.returns.Outcome.kind`), and
+        `forged` return paths refused, for the metrics."""
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [line for line in responses if line.rstrip() != replies.AUTH_WITHOUT_MECHANISMS]
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
+    ) -> bool:
+        proxied = getattr(server, "proxied", None)
+        return bool(await proxied(proxy_data)) if proxied is not None else False
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        # Reports come from the null reverse path (`<>`), feedback loops from anyone.
+        if address != "<>" and (problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8)):
+            return replies.bad_sender(problem)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        peer = format_peer(session.peer)
+        if problem := mailbox_problem(address, smtputf8=envelope.smtp_utf8):
+            return replies.bad_recipient(problem)
+        local, _, domain = address.rpartition("@")
+        if domain.lower().rstrip(".") not in self._domains:
+            log.warning(
+                "%s: intake: refused <%s>: not a return-path domain",
+                peer,
+                address,
+                extra=fields(peer=peer),
+            )
+            return replies.NOT_A_RETURN_DOMAIN
+        if local[: len(RETURN_PREFIX)].lower() == RETURN_PREFIX:
+            try:
+                self._codec.read_return_address(address)
+            except InvalidToken:
+                self.counts["forged"] += 1
+                log.warning(
+                    "%s: intake: refused <%s>: its token does not verify",
+                    peer,
+                    address,
+                    extra=fields(peer=peer),
+                )
+                return replies.NO_SUCH_RETURN_PATH
+        if address in envelope.rcpt_tos:
+            return replies.RECIPIENT_OK
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return replies.TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            return await self._take(session, envelope)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _take(self, session: Session, envelope: Envelope) -> str:
+        assert envelope.original_content is not None
+        peer = format_peer(session.peer)
+        about = f"intake {new_message_id()}"
+        log.info(
+            "%s: from=<%s> to=%s size=%d client=%s",
+            about,
+            "" if envelope.mail_from == "<>" else envelope.mail_from,
+            ",".join(f"<{r}>" for r in envelope.rcpt_tos),
+            len(envelope.original_content),
+            peer,
+            extra=fields(peer=peer),
+        )
+        try:
+            outcome = await self._returns.process(
+                recipients=envelope.rcpt_tos, content=envelope.original_content, about=about
+            )
+        except StoreError as exc:
+            log.error("%s: not taken: %s", about, exc, extra=fields(peer=peer))
+            return replies.CANNOT_TAKE_REPORT
+        except Exception:  # a bug must not cost the report: the server sends it again
+            log.exception("%s: not taken", about, extra=fields(peer=peer))
+            return replies.CANNOT_TAKE_REPORT
+        self.counts[outcome.kind] += 1
+        return replies.REPORT_ACCEPTED
+
+    async def drain(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for returned messages being taken."""
+        if not self._in_flight:
+            return True
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+        return not pending
