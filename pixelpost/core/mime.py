@@ -38,6 +38,10 @@ _LONG_LINE = MAX_LINE + 2
 """Octets before a LF that make a line too long (the line, its CR, one more)."""
 _CACHED_VALUE = 200
 """Longest Content-Type value kept in the cache (a header can be as long as a message)."""
+MAX_CONTENT_TYPE = 8192
+"""Characters of a Content-Type value read; the rest is left out. The standard library's
+parameter parser is quadratic in the value's length (a 200 KB value of empty parameters
+took 1.5 s), and a real value is a few hundred characters."""
 
 
 class TransferEncodingError(ValueError):
@@ -79,7 +83,7 @@ def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
     library's lenient parameter parser (RFC 2231 included); short values, which come
     with message after message, from a cache."""
     if value is not None and len(value) > _CACHED_VALUE:
-        return _parse_content_type(value)
+        return _parse_content_type(value[:MAX_CONTENT_TYPE])
     return _cached_content_type(value)
 
 

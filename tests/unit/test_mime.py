@@ -108,6 +108,23 @@ def test_nesting_is_bounded() -> None:
     assert len(root.walk()) == mime.MAX_DEPTH + 1
 
 
+def test_a_content_type_as_long_as_a_message_is_read_in_bounded_time() -> None:
+    """The standard library's parameter parser is quadratic: a megabyte of empty
+    parameters would take minutes. Only its first MAX_CONTENT_TYPE characters are read."""
+    data = (
+        b'Content-Type: multipart/alternative; boundary="b"'
+        + b";" * 1_000_000
+        + b"\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n"
+    )
+    started = time.perf_counter()
+    root = mime.parse(data)
+    assert time.perf_counter() - started < 2  # about 0.05 s; unbounded, minutes
+    assert [entity.content_type for entity in root.walk()] == [
+        "multipart/alternative",
+        "text/html",
+    ]
+
+
 @settings(max_examples=500)
 @given(octets=st.binary(max_size=400), crlf=st.booleans())
 def test_quoted_printable_round_trip(octets: bytes, crlf: bool) -> None:
