@@ -121,7 +121,11 @@ def assess(metrics: Mapping[str, int]) -> Reputation:
     """The reputation figures from the statistics' counters by metric name."""
     return Reputation(
         sent=metrics.get("sent", 0),
-        permanent_bounces=metrics.get("bounced:Permanent", 0),
+        # A copy not sent because its recipient is suppressed is a Permanent bounce
+        # (OnAccountSuppressionList) that no mailbox provider saw: SES leaves it out.
+        permanent_bounces=max(
+            0, metrics.get("bounced:Permanent", 0) - metrics.get("suppressed", 0)
+        ),
         delivered=metrics.get("delivered", 0),
         complaints=metrics.get("complained", 0),
     )

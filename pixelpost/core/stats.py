@@ -30,7 +30,17 @@ _LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 BOUNCE_TYPES = ("Permanent", "Transient", "Undetermined")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TAG = re.compile(r"[^:\s]{1,128}:\S{1,256}")
-_PLAIN = ("sent", "delivered", "delayed", "rejected", "rendering_failures", "complained")
+_PLAIN = (
+    "sent",
+    "delivered",
+    "delayed",
+    "rejected",
+    "rendering_failures",
+    "complained",
+    "suppressed",
+)
+"""Counted as they are; `suppressed`: copies not sent because their recipient is on the
+suppression list (among the Permanent bounces too, as SES reports them)."""
 
 
 class StatsQueryError(PixelpostError):

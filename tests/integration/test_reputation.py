@@ -280,3 +280,40 @@ async def test_a_store_that_cannot_be_read_is_a_503(
         async with http.get(f"{base}{path}", headers=BEARER) as response:
             assert response.status == 503, path
             assert (await response.json())["error"].startswith("the statistics cannot be read")
+
+
+async def test_copies_not_sent_to_suppressed_recipients_do_not_count_as_hard_bounces(
+    store: SQLiteStore, serve_app: AppServer, http: aiohttp.ClientSession
+) -> None:
+    """SES leaves bounces for its suppression list out of the bounce rate: no mailbox
+    provider saw those copies. The funnel counts them apart as `suppressed`."""
+    app = web.Application()
+    add_api(app, access=Access(TOKEN), stats=store)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    messages = [_message(f"s{n}", "news", now) for n in range(10)]
+    events = [send_event(m.id, now=now) for m in messages]
+    events += [_delivered(m.id, now) for m in messages[:8]]
+    events.append(_bounced("s8", "Permanent", now))
+    events.append(
+        bounce_event(
+            "s9",
+            bounce_type="Permanent",
+            bounce_subtype="OnAccountSuppressionList",
+            recipients=[("s9@example.org", "5.7.1", "on the suppression list")],
+            reporting_mta="relay.test",
+            now=now,
+        )
+    )
+    await store.record(messages=messages, events=events)
+    while await store.rollup():
+        pass
+    base = await serve_app(app)
+
+    found = await reputation(http, base, "config_set=news")
+    [news] = found["config_sets"]
+    assert news["bounce"]["permanent"] == 1
+    assert news["bounce"]["rate"] == 0.1
+    async with http.get(f"{base}/api/v1/stats?config_set=news", headers=BEARER) as response:
+        totals = (await response.json())["totals"]
+    assert totals["suppressed"] == 1
+    assert totals["bounced"]["Permanent"] == 2
