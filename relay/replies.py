@@ -125,6 +125,8 @@ NO_SUCH_RETURN_PATH = "550 5.1.1 No such return path"
 """To a return path whose token does not verify (forged, damaged, or its key retired)."""
 REPORT_ACCEPTED = "250 2.0.0 Ok: report taken"
 """The report's events and suppressions are in the store (or there were none to make)."""
+REPORT_TOO_SOON = "451 4.3.0 The message reported on is still being sent; try again later"
+"""A report on a copy whose delivery is not recorded yet (its upstream bounced at once)."""
 CANNOT_TAKE_REPORT = "451 4.3.0 Cannot take the report now; please try again later"
 """The store could not take the report's events; the reporting server retries."""
 

@@ -25,7 +25,7 @@ from pixelpost.logs import fields
 from pixelpost.store import StoreError
 from relay import replies
 from relay.frontdoor.access import format_peer
-from relay.intake.returns import Returns
+from relay.intake.returns import NotRecordedYet, Returns
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ class IntakeHandler:
             outcome = await self._returns.process(
                 recipients=envelope.rcpt_tos, content=envelope.original_content, about=about
             )
+        except NotRecordedYet as exc:
+            self.counts["deferred"] += 1
+            log.info("%s: deferred: %s", about, exc, extra=fields(peer=peer))
+            return replies.REPORT_TOO_SOON
         except StoreError as exc:
             log.error("%s: not taken: %s", about, exc, extra=fields(peer=peer))
             return replies.CANNOT_TAKE_REPORT

@@ -11,7 +11,10 @@ A report names its copy in one of two ways:
                               the original's header section that the report returns
 
 Auto-replies and mail that is no report are taken and recorded as nothing, counted by
-what they were; so is a report whose copy the store does not know.
+what they were; so is a report whose copy the store does not know (purged, or never
+pixelpost's), except a copy its signed return path names that may still be in flight:
+that report is deferred (`NotRecordedYet`), since a copy's record is written only once
+its delivery attempt is over, and a fast upstream bounces sooner.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Protocol
 
 from pixelpost.config import Config
 from pixelpost.core.events import Event, bounce_event, complaint_event
+from pixelpost.core.ids import message_id_time
 from pixelpost.core.reports import (
     AutoReply,
     DeliveryReport,
@@ -40,6 +44,7 @@ from pixelpost.core.reports import (
 )
 from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize
 from pixelpost.core.tokens import InvalidToken, TokenCodec
+from pixelpost.errors import PixelpostError
 from pixelpost.logs import fields
 from pixelpost.store import MessageRecord, Recorder, SuppressionList
 
@@ -52,8 +57,16 @@ MAX_COPIES = 8
 """Copies one report may name through its returned headers (a message relayed by
 several pixelposts names one each)."""
 _COPY_ID = re.compile(rb"\(pixelpost\)\s+with\s+[A-Z0-9]{1,16}\s+id\s+([0-9a-f]{32})\b")
+IN_FLIGHT_MARGIN = 3600.0
+"""Seconds past relay.max_queue_lifetime during which a signed copy the store does not
+know yet is taken for one still being sent, not for one purged."""
 _UNSPAMMED = "not-spam"
 """The one feedback type that is no complaint about the mail."""
+
+
+class NotRecordedYet(PixelpostError):
+    """A report names (by its signed return path) a copy whose record the relay has not
+    written yet: it is to be taken again later, not dropped."""
 
 
 class Copies(Protocol):
@@ -161,19 +174,22 @@ class Returns:
             kind = "auto_reply" if isinstance(report, AutoReply) else "not_a_report"
             log.info("%s: %s (%s): nothing recorded", about, kind, report.reason)
             return Outcome(kind=kind)
-        named = return_path_copies(self._codec, recipients) or header_copies(
-            report.original_headers
-        )
+        signed = return_path_copies(self._codec, recipients)
+        named = signed or header_copies(report.original_headers)
         if not named:
-            log.warning("%s: a report that names no copy pixelpost sent", about)
+            log.info("%s: a report that names no copy pixelpost sent", about)
             return Outcome(kind="unmatched")
         records = [r for message_id in named if (r := await self._copies.message(message_id))]
+        now = self._clock()
+        if not records and any(self._in_flight(message_id, now) for message_id in signed):
+            # A copy's record is written once its attempt is over, and a fast upstream's
+            # bounce can come back before that: the reporting server tries again later.
+            raise NotRecordedYet(f"copies not recorded yet: {', '.join(signed)}")
         if not records:
             log.warning(
                 "%s: a report on copies the store does not know: %s", about, ", ".join(named)
             )
             return Outcome(kind="unknown_copy")
-        now = self._clock()
         events: list[Event] = []
         entries: list[Suppressed] = []
         for record in records:
@@ -198,6 +214,11 @@ class Returns:
                 extra=fields(message_id=event.message_id),
             )
         return Outcome(kind=kind, events=len(events), suppressed=len(entries))
+
+    def _in_flight(self, message_id: str, now: datetime) -> bool:
+        """Whether the relay may still be sending (or recording) the copy."""
+        age = now.timestamp() - message_id_time(message_id)
+        return age < self._config.relay.max_queue_lifetime + IN_FLIGHT_MARGIN
 
     def _suppress_on(self, record: MessageRecord, what: str) -> bool:
         config_set = self._config.config_sets.get(record.config_set or "")

@@ -112,6 +112,11 @@ def test_a_real_postfix_dsn_becomes_a_bounce_and_suppresses_the_next_message(
         "relayhost": "",
         "transport_maps": f"inline:{{ {RETURN_DOMAIN}=smtp:[127.0.0.1]:{intake_port} }}",
         "myhostname": "postfix.test",
+        # The DSN can reach the intake before pixelpost has recorded the copy (Postfix
+        # bounces within milliseconds): deferred, it is tried again a second later.
+        "queue_run_delay": "1s",
+        "minimal_backoff_time": "1s",
+        "maximal_backoff_time": "2s",
     }
     with throwaway_postfix(postfix_dir, postfix_port, 0, settings) as postfix:
         running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)

@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -401,12 +402,13 @@ async def test_a_report_on_a_copy_the_store_does_not_know_makes_no_event(
     tmp_path: Path,
     store: SQLiteStore,
 ) -> None:
-    """A copy purged from the store (or never recorded): its token verifies, but there is
-    no configuration set to route an event by."""
+    """A copy purged from the store long ago (or never recorded): its token verifies,
+    but there is no configuration set to route an event by."""
     _, port = sink
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     intake, counts = await start_intake_server(config)
-    path = codec_for(config).return_address(new_message_id(), RETURN_DOMAIN)
+    long_ago = time.time() - config.relay.max_queue_lifetime - 2 * 3600
+    path = codec_for(config).return_address(new_message_id(long_ago), RETURN_DOMAIN)
 
     reply = await submit(
         intake.address.port, [path], dsn_for(MESSAGE, to=path, recipient="a@example.org")
@@ -416,6 +418,43 @@ async def test_a_report_on_a_copy_the_store_does_not_know_makes_no_event(
     assert counts.counts == {"unknown_copy": 1}
     assert recorded(store) == []
     assert await store.suppression("a@example.org") is None
+
+
+async def test_a_report_that_outruns_its_copys_record_is_deferred_then_taken(
+    sink: tuple[SinkHandler, int],
+    start_intake_server: IntakeStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    """An upstream that bounces at once can return its report before the relay has
+    recorded the copy (that happens once the delivery attempt is over): the report is
+    deferred with a 451, and taken when the reporting server tries again."""
+    _, port = sink
+    config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
+    intake, counts = await start_intake_server(config)
+    copy_id = new_message_id()
+    path = codec_for(config).return_address(copy_id, RETURN_DOMAIN)
+    report = dsn_for(MESSAGE, to=path, recipient="fast@example.org")
+
+    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+        await submit(intake.address.port, [path], report)
+    assert deferred.value.code == 451
+    assert counts.counts == {"deferred": 1}
+
+    mail = {"messageId": copy_id, "destination": ["fast@example.org"]}
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=copy_id,
+                config_set="marketing",
+                created_at=datetime.now(UTC),
+                mail=json.dumps(mail),
+            )
+        ]
+    )
+    assert (await submit(intake.address.port, [path], report)).startswith("250")
+    [(_, message_id, _)] = [e for e in await events_of(store, bounce=1) if e[0] == "bounce"]
+    assert message_id == copy_id
 
 
 async def test_a_report_over_the_size_limit_is_refused_and_a_store_failure_deferred(
