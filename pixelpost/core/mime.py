@@ -19,6 +19,9 @@ from email.message import Message
 from pixelpost.core.headers import HeaderSection, parse_header_section
 
 MAX_DEPTH = 32
+MAX_PARTS = 500
+"""Entities read in one message (each costs its header's reading, and a part can be a
+few bytes); parts past them are left as they are, untracked."""
 """Deeper nesting than this is treated as an opaque leaf."""
 
 SEALED = frozenset(
@@ -38,10 +41,10 @@ _LONG_LINE = MAX_LINE + 2
 """Octets before a LF that make a line too long (the line, its CR, one more)."""
 _CACHED_VALUE = 200
 """Longest Content-Type value kept in the cache (a header can be as long as a message)."""
-MAX_CONTENT_TYPE = 8192
+MAX_CONTENT_TYPE = 1024
 """Characters of a Content-Type value read; the rest is left out. The standard library's
 parameter parser is quadratic in the value's length (a 200 KB value of empty parameters
-took 1.5 s), and a real value is a few hundred characters."""
+took 1.5 s, 1 KB 2.6 ms), and a real value is a few hundred characters."""
 
 
 class TransferEncodingError(ValueError):
@@ -138,8 +141,13 @@ def _line_start_before(data: bytes, start: int, at: int) -> int:
 
 
 def parse(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -> Entity:
-    """The entity in `data[start:end]` and, for multiparts, its parts."""
-    end = len(data) if end is None else end
+    """The entity in `data[start:end]` and, for multiparts, its parts (`MAX_PARTS` in
+    all at most)."""
+    return _parse(data, start, len(data) if end is None else end, depth, [MAX_PARTS])
+
+
+def _parse(data: bytes, start: int, end: int, depth: int, left: list[int]) -> Entity:
+    left[0] -= 1
     header = parse_header_section(data, start, end)
     content_type, charset, boundary = _content_type(_header_value(data, header, "content-type"))
     disposition = (_header_value(data, header, "content-disposition") or "").lower()
@@ -154,13 +162,13 @@ def parse(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -
             data, header.body_offset, end, boundary.encode("utf-8", "replace")
         )
         for number, (_, part_start, closing) in enumerate(delimiters):
-            if closing:
+            if closing or left[0] <= 0:
                 break
             following = delimiters[number + 1][0] if number + 1 < len(delimiters) else None
             part_end = (
                 end if following is None else _line_start_before(data, part_start, following)
             )
-            children.append(parse(data, part_start, part_end, depth + 1))
+            children.append(_parse(data, part_start, part_end, depth + 1, left))
     return Entity(
         start=start,
         body_start=header.body_offset,

@@ -125,6 +125,18 @@ def test_a_content_type_as_long_as_a_message_is_read_in_bounded_time() -> None:
     ]
 
 
+def test_the_parts_read_are_bounded_in_number() -> None:
+    """A message of thousands of tiny parts, each with the longest Content-Type read:
+    MAX_PARTS entities are read, the rest left as they are, in bounded time."""
+    part = b"--b\r\nContent-Type: text/html; " + b";" * 2000 + b"\r\n\r\n<p>x</p>\r\n"
+    data = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + part * 3000 + b"--b--\r\n"
+    started = time.perf_counter()
+    root = mime.parse(data)
+    assert time.perf_counter() - started < 10  # about 1.5 s; unbounded, 3000 parts' worth
+    assert len(root.walk()) == mime.MAX_PARTS
+    assert root.children[-1].end < len(data) - len(part)
+
+
 @settings(max_examples=500)
 @given(octets=st.binary(max_size=400), crlf=st.booleans())
 def test_quoted_printable_round_trip(octets: bytes, crlf: bool) -> None:
