@@ -33,6 +33,7 @@ from pixelpost import __version__, logs
 from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.config import Config
 from pixelpost.core.events import Event
+from pixelpost.core.suppression import Suppressed
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.errors import DeliveryError, PixelpostError
 from pixelpost.health import Probe, probes_for
@@ -96,9 +97,13 @@ class NotifyingRecorder:
         self._notify = notify
 
     async def record(
-        self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
+        self,
+        *,
+        messages: Sequence[MessageRecord] = (),
+        events: Sequence[Event] = (),
+        suppressions: Sequence[Suppressed] = (),
     ) -> None:
-        await self._store.record(messages=messages, events=events)
+        await self._store.record(messages=messages, events=events, suppressions=suppressions)
         self._notify()
 
     def record_hits(self, hits: Sequence[Hit]) -> Awaitable[None]:
@@ -235,19 +240,15 @@ async def start_relay(
     await queue.start()
     stack.push_async_callback(queue.stop)
     accounts = Accounts(relay.users)
+    returns = Returns(config=config, codec=codec, copies=copies, recorder=recorder)
+    stack.callback(returns.close)
     handler = RelayHandler(
         config=config,
         access=AccessPolicy(allow_networks=relay.allow_networks),
         delivery=SpoolingDelivery(spool=spool, queue=queue),
         rewriter=rewriter,
         accounts=accounts,
-        returns=Returns(
-            config=config,
-            codec=codec,
-            copies=copies,
-            recorder=recorder,
-            suppression=suppression,
-        ),
+        returns=returns,
     )
     server = RelayServer(config=relay, handler=handler, accounts=accounts, listeners=listeners)
     await server.start()
@@ -357,9 +358,8 @@ async def start_intake(
     if intake is None:
         return None
     codec = _codec(config)
-    returns = Returns(
-        config=config, codec=codec, copies=store, recorder=recorder, suppression=store
-    )
+    returns = Returns(config=config, codec=codec, copies=store, recorder=recorder)
+    stack.callback(returns.close)
     handler = IntakeHandler(domains=config.return_path_domains(), codec=codec, returns=returns)
     server = intake_server(config, intake, handler)
     await server.start()

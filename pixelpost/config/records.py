@@ -220,7 +220,7 @@ class IntakeConfig:
     feedback loop or a forwarded bounce mailbox sends)."""
     max_message_bytes: int = 10 * 1024 * 1024
     max_connections: int = 100
-    max_connections_per_ip: int = 10
+    max_connections_per_ip: int = 20
     timeout: float = 5 * MINUTE
     proxy_protocol: bool = False
 

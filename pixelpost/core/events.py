@@ -151,13 +151,7 @@ def bounce_event(
         "bounceType": bounce_type,
         "bounceSubType": bounce_subtype,
         "bouncedRecipients": [
-            {
-                "emailAddress": address,
-                "action": "failed",
-                "status": status,
-                "diagnosticCode": diagnostic,
-            }
-            for address, status, diagnostic in recipients
+            _bounced(address, status, diagnostic) for address, status, diagnostic in recipients
         ],
         "timestamp": timestamp(now),
         "feedbackId": str(uuid.uuid4()),
@@ -167,6 +161,17 @@ def bounce_event(
     if remote_mta_ip is not None:
         detail["remoteMtaIp"] = remote_mta_ip
     return _event(EventType.BOUNCE, message_id, now, detail)
+
+
+def _bounced(address: str, status: str, diagnostic: str) -> dict[str, str]:
+    """One of bouncedRecipients; without the status and diagnostic when none is known
+    (an Undetermined bounce), as SES leaves them out."""
+    recipient = {"emailAddress": address}
+    if status:
+        recipient |= {"action": "failed", "status": status}
+    if diagnostic:
+        recipient["diagnosticCode"] = diagnostic
+    return recipient
 
 
 def complaint_event(

@@ -129,9 +129,15 @@ class Recorder(HitRecorder, Protocol):
     """Where the relay and the tracker record what happened."""
 
     async def record(
-        self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
+        self,
+        *,
+        messages: Sequence[MessageRecord] = (),
+        events: Sequence[Event] = (),
+        suppressions: Sequence[Suppressed] = (),
     ) -> None:
-        """Durably record copies and events (committed when this returns)."""
+        """Durably record copies and events, and put addresses on the suppression list
+        (as `SuppressionList.suppress` does), all in one commit, done when this
+        returns."""
 
 
 class MessageLog(Recorder, Protocol):

@@ -206,10 +206,14 @@ class RelayHandler:
         it reports on a copy pixelpost sent, that copy's Bounce is recorded first, as
         the intake would (and the client told to retry when the store cannot)."""
         message_id = self._new_id()
-        if self._returns is not None:
+        # One for a return path goes on to the intake, which takes it there.
+        if self._returns is not None and not self._returns.addressed_to_intake(envelope.rcpt_tos):
             try:
                 await self._returns.process(
-                    recipients=(), content=controls.original, about=message_id
+                    recipients=envelope.rcpt_tos,
+                    content=controls.original,
+                    about=message_id,
+                    sender="",
                 )
             except Exception as exc:  # the report is the point: the client sends it again
                 log.error(

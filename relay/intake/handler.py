@@ -141,7 +141,10 @@ class IntakeHandler:
         )
         try:
             outcome = await self._returns.process(
-                recipients=envelope.rcpt_tos, content=envelope.original_content, about=about
+                recipients=envelope.rcpt_tos,
+                content=envelope.original_content,
+                about=about,
+                sender="" if envelope.mail_from == "<>" else envelope.mail_from,
             )
         except NotRecordedYet as exc:
             self.counts["deferred"] += 1

@@ -10,11 +10,18 @@ A report names its copy in one of two ways:
                               (`by <host> (pixelpost) with ESMTP id <copy id>`), found in
                               the original's header section that the report returns
 
+Only the signed return path is proof. A report found by its headers could be written by
+anyone who saw the copy, so it suppresses only the recipient of a copy of one (who alone
+saw that copy id), and a DSN is taken that way only for a copy without a return path.
+Addresses come from the copy's record, never from the report: a copy past retention,
+whose record no longer names them, gets no event.
+
 Auto-replies and mail that is no report are taken and recorded as nothing, counted by
-what they were; so is a report whose copy the store does not know (purged, or never
-pixelpost's), except a copy its signed return path names that may still be in flight:
-that report is deferred (`NotRecordedYet`), since a copy's record is written only once
-its delivery attempt is over, and a fast upstream bounces sooner.
+what they were (unreadable mail from the null sender to a copy's return path is an
+Undetermined bounce); so is a report whose copy the store does not know (purged, or
+never pixelpost's), except a copy its signed return path names that may still be in
+flight: that report is deferred (`NotRecordedYet`), since a copy's record is written
+only once its delivery attempt is over, and a fast upstream bounces sooner.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,13 +54,15 @@ from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize
 from pixelpost.core.tokens import InvalidToken, TokenCodec
 from pixelpost.errors import PixelpostError
 from pixelpost.logs import fields
-from pixelpost.store import MessageRecord, Recorder, SuppressionList
+from pixelpost.store import MessageRecord, Recorder
 
 log = logging.getLogger(__name__)
 
-INLINE_BYTES = 256 * 1024
-"""Reports up to this size are read on the event loop; larger ones (a whole original
-returned) on a thread, so that no other session waits for them."""
+INLINE_BYTES = 16 * 1024
+"""Reports up to this size (a DSN that returns headers only) are read on the event loop;
+larger ones on a thread of their own, so that no other session waits for them."""
+READERS_WAITING = 8
+"""Large reports read or waiting for the reader at once; more wait to be let in."""
 MAX_COPIES = 8
 """Copies one report may name through its returned headers (a message relayed by
 several pixelposts names one each)."""
@@ -80,8 +90,9 @@ class Outcome:
     """What became of one returned message."""
 
     kind: str
-    """bounce, complaint, delayed (a report of a delay or a delivery: no event),
-    auto_reply, not_a_report, unmatched (no copy named), unknown_copy."""
+    """bounce, complaint, no_failure (a report of a delay or a delivery, or one that a
+    copy's return path should have had: no event), auto_reply, not_a_report, unmatched
+    (no copy named), unknown_copy, past_retention (its copy's record is a stub)."""
     events: int = 0
     suppressed: int = 0
 
@@ -140,6 +151,17 @@ def _arrival(text: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Copy:
+    """A copy a report names, as the store knows it."""
+
+    record: MessageRecord
+    destination: list[str]
+    """Its recipients; none once retention has cut its record to a stub."""
+    signed: bool
+    """Named by its signed return path, not by headers anyone could copy."""
+
+
 class Returns:
     """Reads returned mail and records what it says about the copies it names."""
 
@@ -150,61 +172,68 @@ class Returns:
         codec: TokenCodec,
         copies: Copies,
         recorder: Recorder,
-        suppression: SuppressionList,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
         self._codec = codec
         self._copies = copies
         self._recorder = recorder
-        self._suppression = suppression
         self._clock = clock
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="reports")
+        self._reading = asyncio.Semaphore(READERS_WAITING)
 
     async def read(self, content: bytes) -> Report:
         if len(content) <= INLINE_BYTES:
             return read_report(content)
-        return await asyncio.to_thread(read_report, content)
+        async with self._reading:  # one at a time: a flood waits, the loop does not
+            return await asyncio.get_running_loop().run_in_executor(
+                self._reader, read_report, content
+            )
 
-    async def process(self, *, recipients: Sequence[str], content: bytes, about: str) -> Outcome:
-        """Record the events of one returned message sent to `recipients`; raises
-        StoreError when the store cannot take them (the sender is told to retry).
-        `about` names the message in the log."""
+    def close(self) -> None:
+        self._reader.shutdown(wait=True)
+
+    def addressed_to_intake(self, recipients: Sequence[str]) -> bool:
+        """Whether mail to `recipients` goes to the intake (a return-path domain's)."""
+        domains = self._config.return_path_domains()
+        return any(r.rpartition("@")[2].lower().rstrip(".") in domains for r in recipients)
+
+    async def process(
+        self, *, recipients: Sequence[str], content: bytes, about: str, sender: str | None = None
+    ) -> Outcome:
+        """Record the events of one returned message from `sender` ("" for the null
+        reverse path) to `recipients`; raises StoreError when the store cannot take
+        them, NotRecordedYet for a report that came too soon (the sender is told to
+        retry). `about` names the message in the log."""
         report = await self.read(content)
-        if isinstance(report, AutoReply | NotAReport):
-            kind = "auto_reply" if isinstance(report, AutoReply) else "not_a_report"
-            log.info("%s: %s (%s): nothing recorded", about, kind, report.reason)
-            return Outcome(kind=kind)
+        if isinstance(report, AutoReply):
+            log.info("%s: auto_reply (%s): nothing recorded", about, report.reason)
+            return Outcome(kind="auto_reply")
         signed = return_path_copies(self._codec, recipients)
-        named = signed or header_copies(report.original_headers)
+        if isinstance(report, NotAReport) and not (signed and sender == ""):
+            log.info("%s: not_a_report (%s): nothing recorded", about, report.reason)
+            return Outcome(kind="not_a_report")
+        # From the null reverse path to a copy's own return path, unreadable: a bounce of
+        # a kind nobody can tell (SES's Undetermined), named by the signed return path.
+        named = signed or (
+            header_copies(report.original_headers) if not isinstance(report, NotAReport) else []
+        )
         if not named:
             log.info("%s: a report that names no copy pixelpost sent", about)
             return Outcome(kind="unmatched")
-        records = [r for message_id in named if (r := await self._copies.message(message_id))]
         now = self._clock()
-        if not records and any(self._in_flight(message_id, now) for message_id in signed):
-            # A copy's record is written once its attempt is over, and a fast upstream's
-            # bounce can come back before that: the reporting server tries again later.
-            raise NotRecordedYet(f"copies not recorded yet: {', '.join(signed)}")
+        records = await self._records(named, signed, now, about)
         if not records:
-            log.warning(
-                "%s: a report on copies the store does not know: %s", about, ", ".join(named)
-            )
             return Outcome(kind="unknown_copy")
-        events: list[Event] = []
         entries: list[Suppressed] = []
-        for record in records:
-            if isinstance(report, DeliveryReport):
-                made = self._bounce(record, report, now, entries)
-            else:
-                made = self._complaint(record, report, now, entries)
-            events += made
+        events, stubs = self._events(report, records, bool(signed), now, entries)
         if not events:
-            log.info("%s: a report of no failure (delayed or delivered)", about)
-            return Outcome(kind="delayed")
-        await self._recorder.record(events=events)
-        if entries:
-            await self._suppression.suppress(entries)
-        kind = "bounce" if isinstance(report, DeliveryReport) else "complaint"
+            kind = "past_retention" if stubs == len(records) else "no_failure"
+            log.info("%s: %s: nothing recorded (copies %s)", about, kind, ", ".join(named))
+            return Outcome(kind=kind)
+        # One commit: a report is taken whole or not at all (and then sent again).
+        await self._recorder.record(events=events, suppressions=entries)
+        kind = "complaint" if isinstance(report, FeedbackReport) else "bounce"
         for event in events:
             log.info(
                 "%s: %s of %s recorded",
@@ -215,85 +244,134 @@ class Returns:
             )
         return Outcome(kind=kind, events=len(events), suppressed=len(entries))
 
+    async def _records(
+        self, named: list[str], signed: list[str], now: datetime, about: str
+    ) -> list[MessageRecord]:
+        """The records of the copies named that the store knows; NotRecordedYet when
+        none is known yet but a signed one may still be in flight."""
+        records = [r for message_id in named if (r := await self._copies.message(message_id))]
+        if not records and any(self._in_flight(message_id, now) for message_id in signed):
+            # A copy's record is written once its attempt is over, and a fast upstream's
+            # bounce can come back before that: the reporting server tries again later.
+            raise NotRecordedYet(f"copies not recorded yet: {', '.join(signed)}")
+        if not records:
+            log.warning(
+                "%s: a report on copies the store does not know: %s", about, ", ".join(named)
+            )
+        return records
+
+    def _events(
+        self,
+        report: Report,
+        records: list[MessageRecord],
+        signed: bool,
+        now: datetime,
+        entries: list[Suppressed],
+    ) -> tuple[list[Event], int]:
+        """The events of `report` on each copy, and how many copies were stubs."""
+        events: list[Event] = []
+        stubs = 0
+        for record in records:
+            copy = _Copy(record=record, destination=_destination(record), signed=signed)
+            if not copy.destination:
+                stubs += 1  # past retention: whom it went to is no longer known
+            elif isinstance(report, DeliveryReport):
+                if copy.signed or not self._has_return_path(record):
+                    events += self._bounces(copy, report, now, entries)
+                # else: its bounces come to its return path, signed; not by headers
+            elif isinstance(report, FeedbackReport):
+                events += self._complaint(copy, report, now, entries)
+            elif isinstance(report, NotAReport):
+                events += self._undetermined(copy, now)
+        return events, stubs
+
     def _in_flight(self, message_id: str, now: datetime) -> bool:
         """Whether the relay may still be sending (or recording) the copy."""
         age = now.timestamp() - message_id_time(message_id)
         return age < self._config.relay.max_queue_lifetime + IN_FLIGHT_MARGIN
 
-    def _suppress_on(self, record: MessageRecord, what: str) -> bool:
+    def _has_return_path(self, record: MessageRecord) -> bool:
         config_set = self._config.config_sets.get(record.config_set or "")
+        return config_set is not None and config_set.return_path_domain is not None
+
+    def _suppress_on(self, copy: _Copy, what: str) -> bool:
+        """Whether a report on `copy` may put its recipients on the list: its set says so,
+        and the report is one nobody else could have written (the copy's signed return
+        path, or a copy of one recipient, whose copy id only that recipient has seen)."""
+        if not copy.signed and len(copy.destination) > 1:
+            return False
+        config_set = self._config.config_sets.get(copy.record.config_set or "")
         return config_set is None or what in config_set.suppress_on
 
-    def _bounce(
-        self,
-        record: MessageRecord,
-        report: DeliveryReport,
-        now: datetime,
-        entries: list[Suppressed],
-    ) -> list[Event]:
-        """The copy's Bounce: one event for the failed recipients that the report names
-        (its one recipient, for a copy of one), typed by the first of them."""
-        failed = [r for r in report.recipients if r.action == "failed"]
-        if not failed:
-            return []
-        destination = _destination(record)
-        bounced: list[tuple[str, RecipientStatus]] = []
-        for status in failed:
-            if len(destination) == 1:
-                address = destination[0]
-            elif matched := _matching(destination, (status.address, status.original)):
-                address = matched[0]
-            elif not destination:
-                address = status.address  # a stub: the report's word is all there is
-            else:
-                continue  # another copy's recipient
-            if all(address != seen for seen, _ in bounced):
-                bounced.append((address, status))
-        if not bounced:
-            return []
-        first = bounced[0][1]
-        kind = bounce_kind_of(report, first)
-        if kind.type == "Permanent" and self._suppress_on(record, "bounce"):
-            entries += self._entries(
-                (address for address, _ in bounced), Reason.BOUNCE, record, now
-            )
+    def _undetermined(self, copy: _Copy, now: datetime) -> list[Event]:
         return [
             bounce_event(
-                record.id,
-                bounce_type=kind.type,
-                bounce_subtype=kind.subtype,
-                recipients=[
-                    (address, status.status, status.diagnostic or "")
-                    for address, status in bounced
-                ],
-                reporting_mta=report.reporting_mta,
-                remote_mta_ip=report.remote_mta_ip,
+                copy.record.id,
+                bounce_type="Undetermined",
+                bounce_subtype="Undetermined",
+                recipients=[(address, "", "") for address in copy.destination],
+                reporting_mta=None,
                 now=now,
             )
         ]
 
-    def _complaint(
-        self,
-        record: MessageRecord,
-        report: FeedbackReport,
-        now: datetime,
-        entries: list[Suppressed],
+    def _bounces(
+        self, copy: _Copy, report: DeliveryReport, now: datetime, entries: list[Suppressed]
     ) -> list[Event]:
-        """The copy's Complaint, naming its recipient (all of them, when a copy of
-        several is reported with its recipient left out, as SES does)."""
-        destination = _destination(record)
-        recipients = (
-            _matching(destination, report.original_rcpt_to)
-            or destination
-            or list(report.original_rcpt_to)
-        )
-        if not recipients:
-            return []
-        if report.feedback_type != _UNSPAMMED and self._suppress_on(record, "complaint"):
-            entries += self._entries(recipients, Reason.COMPLAINT, record, now)
+        """The copy's Bounces for the failed recipients that the report names (its one
+        recipient, for a copy of one): one event per bounce type, as SES has one type
+        per event; only the Permanent ones are suppressed."""
+        destination = copy.destination
+        by_kind: dict[tuple[str, str], list[tuple[str, RecipientStatus]]] = {}
+        seen: set[str] = set()
+        for status in report.recipients:
+            if status.action != "failed":
+                continue
+            if len(destination) == 1:
+                address = destination[0]
+            elif matched := _matching(destination, (status.address, status.original)):
+                address = matched[0]
+            else:
+                continue  # another copy's recipient
+            if address in seen:
+                continue
+            seen.add(address)
+            kind = bounce_kind_of(report, status)
+            by_kind.setdefault((kind.type, kind.subtype), []).append((address, status))
+        events = []
+        for (bounce_type, subtype), bounced in by_kind.items():
+            if bounce_type == "Permanent" and self._suppress_on(copy, "bounce"):
+                entries += self._entries(
+                    (address for address, _ in bounced), Reason.BOUNCE, copy.record, now
+                )
+            events.append(
+                bounce_event(
+                    copy.record.id,
+                    bounce_type=bounce_type,
+                    bounce_subtype=subtype,
+                    recipients=[
+                        (address, status.status, status.diagnostic or "")
+                        for address, status in bounced
+                    ],
+                    reporting_mta=report.reporting_mta,
+                    remote_mta_ip=report.remote_mta_ip,
+                    now=now,
+                )
+            )
+        return events
+
+    def _complaint(
+        self, copy: _Copy, report: FeedbackReport, now: datetime, entries: list[Suppressed]
+    ) -> list[Event]:
+        """The copy's Complaint, naming the recipients the report names (all of the
+        copy's, when it leaves them out, as SES does); never an address the copy did not
+        go to."""
+        recipients = _matching(copy.destination, report.original_rcpt_to) or copy.destination
+        if report.feedback_type != _UNSPAMMED and self._suppress_on(copy, "complaint"):
+            entries += self._entries(recipients, Reason.COMPLAINT, copy.record, now)
         return [
             complaint_event(
-                record.id,
+                copy.record.id,
                 recipients=recipients,
                 feedback_type=report.feedback_type,
                 user_agent=report.user_agent,

@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pixelpost.core.event_types import EventType
+from pixelpost.core.events import bounce_event
 from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize, reason
+from tests.contract.campaign import message
 from tests.contract.conftest import StoreOpener
 
 T0 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -110,3 +113,30 @@ def test_reasons_are_read_in_any_case_and_a_wrong_one_is_named() -> None:
     assert reason("bounce") is Reason.BOUNCE
     with pytest.raises(BadEntry, match="unknown reason 'spam': one of BOUNCE, COMPLAINT"):
         reason("spam")
+
+
+async def test_suppressions_are_recorded_in_one_commit_with_events(
+    open_store: StoreOpener,
+) -> None:
+    """A returned report's Bounce and its suppression go in together (the intake), and
+    taking the report again replaces the entry rather than adding one."""
+    store = await open_store()
+    await store.record(messages=[message("m1", "marketing")])
+    bounce = bounce_event(
+        "m1",
+        bounce_type="Permanent",
+        bounce_subtype="NoEmail",
+        recipients=[("gone@example.org", "5.1.1", "smtp; 550 5.1.1 gone")],
+        reporting_mta="mx.example.org",
+        now=T0,
+    )
+    listed = Suppressed(
+        address="gone@example.org", reason=Reason.BOUNCE, created_at=T0, message_id="m1"
+    )
+
+    await store.record(events=[bounce], suppressions=[listed])
+    await store.record(suppressions=[listed])
+
+    assert await store.suppression("gone@example.org") == listed
+    assert await store.suppression_list() == [listed]
+    assert (await store.event_counts())[EventType.BOUNCE] == 1

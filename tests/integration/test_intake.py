@@ -497,7 +497,8 @@ async def test_a_notification_through_the_relay_is_relayed_untracked_and_bounces
     handler, port = sink
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
-    await send_plain(relay.address.port, MESSAGE, rcpts=["lost@example.org"])
+    plain = MESSAGE.replace(b"X-Config-Set: marketing", b"X-Config-Set: default")
+    await send_plain(relay.address.port, plain, rcpts=["lost@example.org"])
     await events_of(store, delivery=1)
     [arrival] = handler.arrivals
     [copy_id] = [m for kind, m, _ in recorded(store) if kind == "send"]
@@ -518,7 +519,7 @@ async def test_a_notification_through_the_relay_is_relayed_untracked_and_bounces
     )
 
 
-async def test_a_report_on_a_copy_past_retention_still_bounces_it(
+async def test_a_report_on_a_copy_past_retention_names_nobody(
     sink: tuple[SinkHandler, int],
     start_relay: RelayStarter,
     start_intake_server: IntakeStarter,
@@ -526,11 +527,12 @@ async def test_a_report_on_a_copy_past_retention_still_bounces_it(
     store: SQLiteStore,
 ) -> None:
     """Retention has cut the copy's record to a stub (no recipients, no headers): the
-    report's own recipient is the one bounced and suppressed."""
+    addresses a report names can no longer be checked against the copy's, so nobody is
+    bounced or suppressed on its word (it could name anyone)."""
     handler, port = sink
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
-    intake, _ = await start_intake_server(config)
+    intake, counts = await start_intake_server(config)
     await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["old@example.org"])
     await events_of(store, delivery=1)
     [arrival] = handler.arrivals
@@ -542,16 +544,16 @@ async def test_a_report_on_a_copy_past_retention_still_bounces_it(
     assert stub is not None
     assert json.loads(stub.mail) == {"messageId": copy_id}
 
-    await submit(
+    reply = await submit(
         intake.address.port,
         [arrival.mail_from],
-        dsn_for(arrival.content, to=arrival.mail_from, recipient="old@example.org"),
+        dsn_for(arrival.content, to=arrival.mail_from, recipient="victim@example.org"),
     )
 
-    [(_, message_id, bounce)] = [e for e in await events_of(store, bounce=1) if e[0] == "bounce"]
-    assert message_id == copy_id
-    assert bounce["bouncedRecipients"][0]["emailAddress"] == "old@example.org"
-    assert await store.suppression("old@example.org") is not None
+    assert reply.startswith("250")
+    assert counts.counts == {"past_retention": 1}
+    assert "bounce" not in [kind for kind, _, _ in recorded(store)]
+    assert await store.suppression("victim@example.org") is None
 
 
 async def test_a_report_that_returns_a_9_mb_original_bounces_its_copy(
@@ -652,7 +654,8 @@ async def test_reports_as_providers_send_them_reach_their_copy(
     kind: str,
 ) -> None:
     """Each provider's format, as its documentation shows it, to a feedback-loop or
-    bounce mailbox address: matched by the copy id the returned headers carry."""
+    bounce mailbox address: matched by the copy id the returned headers carry (a copy
+    of a set without a return path, of one recipient)."""
     _, port = sink
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     intake, counts = await start_intake_server(config)
@@ -669,7 +672,7 @@ async def test_reports_as_providers_send_them_reach_their_copy(
         messages=[
             MessageRecord(
                 id=copy_id,
-                config_set="marketing",
+                config_set="default",
                 created_at=datetime.now(UTC),
                 mail=json.dumps(mail),
             )
@@ -694,3 +697,155 @@ async def test_reports_as_providers_send_them_reach_their_copy(
         assert detail["bouncedRecipients"][0]["emailAddress"] == recipient
         listed = await store.suppression(recipient)
         assert (listed is not None) == (detail["bounceType"] == "Permanent")
+
+
+async def test_a_dsn_relayed_to_a_return_path_is_taken_once_by_the_intake(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    start_intake_server: IntakeStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    """A Postfix in front sends its DSN for a copy with a return path through the relay:
+    the relay passes it on to the return path (here: to the upstream, whose MX for the
+    bounce domain would be the intake) and records nothing; the intake takes it once."""
+    handler, port = sink
+    config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
+    relay = await start_relay(config)
+    intake, _ = await start_intake_server(config)
+    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["t@example.org"])
+    await events_of(store, delivery=1)
+    [arrival] = handler.arrivals
+    report = dsn_for(arrival.content, to=arrival.mail_from, recipient="t@example.org")
+
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.address.port) as client:
+        await client.sendmail("", [arrival.mail_from], report)
+    await until(lambda: len(handler.arrivals) == 2, "the DSN passed on")
+    await until(relay.idle, "the relay idle")
+    assert "bounce" not in [kind for kind, _, _ in recorded(store)]
+
+    relayed = handler.arrivals[1]
+    assert relayed.rcpt_tos == [arrival.mail_from]
+    await submit(intake.address.port, relayed.rcpt_tos, relayed.content)
+    events = await events_of(store, bounce=1)
+    assert [kind for kind, _, _ in events].count("bounce") == 1
+
+
+async def test_a_report_by_headers_suppresses_only_the_recipient_of_a_copy_of_one(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    start_intake_server: IntakeStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    """A copy to several recipients (untracked, no return path) is seen by all of them:
+    a report that names it by its headers could come from any, so it is published but
+    suppresses nobody; a DSN naming an address the copy did not go to names nobody."""
+    handler, port = sink
+    config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
+    relay = await start_relay(config)
+    intake, _ = await start_intake_server(config)
+    shared = MESSAGE.replace(b"X-Config-Set: marketing", b"X-Config-Set: untracked")
+    await send_plain(relay.address.port, shared, rcpts=["boss@example.org", "me@example.org"])
+    await events_of(store, delivery=1)
+    [arrival] = handler.arrivals
+    assert sorted(arrival.rcpt_tos) == ["boss@example.org", "me@example.org"]
+
+    forged = dsn_for(arrival.content, to="sender@example.com", recipient="boss@example.org")
+    await submit(intake.address.port, [f"bounces@{FEEDBACK_DOMAIN}"], forged)
+    stranger = dsn_for(arrival.content, to="sender@example.com", recipient="x@example.net")
+    await submit(intake.address.port, [f"bounces@{FEEDBACK_DOMAIN}"], stranger)
+    complaint = arf_for(arrival.content, recipient=None)
+    await submit(intake.address.port, [f"fbl@{FEEDBACK_DOMAIN}"], complaint)
+
+    events = await events_of(store, bounce=1, complaint=1)
+    [bounce] = [detail for kind, _, detail in events if kind == "bounce"]
+    assert [r["emailAddress"] for r in bounce["bouncedRecipients"]] == ["boss@example.org"]
+    [complained] = [detail for kind, _, detail in events if kind == "complaint"]
+    assert len(complained["complainedRecipients"]) == 2
+    assert await store.suppression_list() == []
+
+
+async def test_one_report_with_two_kinds_of_failure_is_two_bounces(
+    sink: tuple[SinkHandler, int],
+    start_intake_server: IntakeStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    """SES has one bounce type per event: a mailbox full (Transient) and an unknown
+    user (Permanent) in one DSN are two events, and only the Permanent one suppresses,
+    whichever comes first."""
+    _, port = sink
+    config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
+    intake, _ = await start_intake_server(config)
+    copy_id = new_message_id()
+    mail = {"messageId": copy_id, "destination": ["full@example.org", "gone@example.org"]}
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=copy_id,
+                config_set="default",
+                created_at=datetime.now(UTC),
+                mail=json.dumps(mail),
+            )
+        ]
+    )
+    path = codec_for(config).return_address(copy_id, RETURN_DOMAIN)
+    report = notification(
+        original=MESSAGE,
+        sender=path,
+        failures=[
+            Failure(recipient="full@example.org", status="5.2.2", diagnostic="552 5.2.2 full"),
+            Failure(recipient="gone@example.org", status="5.1.1", diagnostic="550 5.1.1 gone"),
+        ],
+        reporting_mta="mx.example.org",
+        arrival=datetime.now(UTC),
+    )
+
+    await submit(intake.address.port, [path], report)
+
+    events = await events_of(store, bounce=2)
+    kinds = {
+        (d["bounceType"], d["bounceSubType"]): [r["emailAddress"] for r in d["bouncedRecipients"]]
+        for kind, _, d in events
+        if kind == "bounce"
+    }
+    assert kinds == {
+        ("Transient", "MailboxFull"): ["full@example.org"],
+        ("Permanent", "NoEmail"): ["gone@example.org"],
+    }
+    assert [e.address for e in await store.suppression_list()] == ["gone@example.org"]
+
+
+async def test_unreadable_mail_from_the_null_sender_to_a_return_path_is_undetermined(
+    sink: tuple[SinkHandler, int],
+    start_intake_server: IntakeStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+) -> None:
+    _, port = sink
+    config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
+    intake, _ = await start_intake_server(config)
+    copy_id = new_message_id()
+    mail = {"messageId": copy_id, "destination": ["who@example.org"]}
+    await store.record(
+        messages=[
+            MessageRecord(
+                id=copy_id,
+                config_set="marketing",
+                created_at=datetime.now(UTC),
+                mail=json.dumps(mail),
+            )
+        ]
+    )
+    path = codec_for(config).return_address(copy_id, RETURN_DOMAIN)
+    unreadable = b"Subject: ???\r\n\r\nSomething went wrong with your message.\r\n"
+
+    await submit(intake.address.port, [path], unreadable, sender="")
+    await submit(intake.address.port, [path], unreadable, sender="someone@example.net")
+
+    [(_, _, bounce)] = [e for e in await events_of(store, bounce=1) if e[0] == "bounce"]
+    assert (bounce["bounceType"], bounce["bounceSubType"]) == ("Undetermined", "Undetermined")
+    assert bounce["bouncedRecipients"] == [{"emailAddress": "who@example.org"}]
+    assert "reportingMTA" not in bounce
+    assert await store.suppression("who@example.org") is None

@@ -988,3 +988,16 @@ def test_the_corpus_messages_are_read_and_none_of_them_bounces(corpus: Path) -> 
         lowered = data.lower()
         if b"multipart/report" not in lowered and b"mailer-daemon" not in lowered:
             assert not isinstance(report, DeliveryReport | FeedbackReport), path.name
+
+
+def test_the_remote_servers_address_is_never_the_one_a_refusal_names_as_its_client() -> None:
+    """`Client host [ip] blocked`: that address is the sender's own, not the remote
+    MTA's; a server written `host[ip]` or `host [ip]` is the remote one."""
+    from pixelpost.core.reports.delivery import server_ip_in  # noqa: PLC0415
+
+    blocked = "smtp; 554 5.7.1 Client host [198.51.100.7] blocked using zen.spamhaus.org"
+    assert server_ip_in(blocked) is None
+    assert server_ip_in("connect to mx.example.org[192.0.2.26]:25: timed out") == "192.0.2.26"
+    assert server_ip_in("host mx.example.org [192.0.2.70]: 550 5.1.1") == "192.0.2.70"
+    assert server_ip_in("192.0.2.50 does not like recipient.", bare=True) == "192.0.2.50"
+    assert server_ip_in(f"{blocked}; then mx.example.org[192.0.2.9]") == "192.0.2.9"

@@ -30,6 +30,9 @@ _ACTION_OF_CLASS = {"2": "delivered", "4": "delayed", "5": "failed"}
 _UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _BRACKETED_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]{2,45})\]", re.I)
 _BARE_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_CLIENT = re.compile(r"client\b[^\[\]]{0,24}$", re.I)
+"""What precedes an address that is the sender's own, not the remote server's
+(`Client host [198.51.100.7] blocked using zen.spamhaus.org`)."""
 
 
 def delivery_report(data: bytes, report: Part) -> DeliveryReport:
@@ -56,7 +59,7 @@ def delivery_report(data: bytes, report: Part) -> DeliveryReport:
             (
                 ip
                 for r in recipients
-                if (ip := ip_in(r.remote_mta, bare=True) or ip_in(r.diagnostic, bare=False))
+                if (ip := ip_in(r.remote_mta, bare=True) or server_ip_in(r.diagnostic))
             ),
             None,
         ),
@@ -139,6 +142,24 @@ def bare(address: str) -> str:
     if address.endswith(">") and opening >= 0:
         address = address[opening + 1 : -1].strip()
     return address
+
+
+def server_ip_in(text: str | None, *, bare: bool = False) -> str | None:
+    """The first address in `text` that names the remote server (`ip_in`), passing
+    over one that a refusal names as its client (the sender's own)."""
+    if not text:
+        return None
+    found = [(m.start(), m[1]) for m in _BRACKETED_IP.finditer(text)]
+    if bare:
+        found += [(m.start(), m[0]) for m in _BARE_IPV4.finditer(text)]
+    for at, candidate in sorted(found):
+        if _CLIENT.search(text[max(0, at - 40) : at]):
+            continue
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 def ip_in(text: str | None, *, bare: bool) -> str | None:

@@ -212,9 +212,17 @@ def subject(data: bytes, part: Part) -> str:
     return "".join(decoded)
 
 
+FIELDS_LIMIT = 256 * 1024
+"""Bytes of a delivery-status or feedback-report part read (a thousand recipients'
+fields fit): its fields are read line by line, and a hostile part of megabytes of
+lines that are no field would cost seconds."""
+
+
 def groups(body: bytes) -> Iterator[dict[str, list[str]]]:
-    """The groups of fields of a delivery-status or feedback-report body, separated by
-    blank lines, by lowercase name; a line that is no field is skipped."""
+    """The groups of fields of a delivery-status or feedback-report body (its first
+    `FIELDS_LIMIT` bytes), separated by blank lines, by lowercase name; a line that is
+    no field is skipped."""
+    body = body[:FIELDS_LIMIT]
     pos = 0
     while pos < len(body):
         section = section_at(body, pos)

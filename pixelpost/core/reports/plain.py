@@ -22,7 +22,7 @@ from flufl.bounce import all_failures
 from pixelpost.core.bounces import find_status
 from pixelpost.core.headers import parse_header_section as section_at
 from pixelpost.core.mime import MAX_LINE
-from pixelpost.core.reports.delivery import STATUS_OF_ACTION, ip_in
+from pixelpost.core.reports.delivery import STATUS_OF_ACTION, server_ip_in
 from pixelpost.core.reports.parts import (
     SUBJECT_LIMIT,
     Part,
@@ -115,7 +115,7 @@ def plain_bounce(data: bytes, start: int, root: Part) -> DeliveryReport | None:
         or _inline_original(data, start),
         standard=False,
         remote_mta_ip=next(
-            (ip for r in recipients if (ip := ip_in(r.diagnostic, bare=True))), None
+            (ip for r in recipients if (ip := server_ip_in(r.diagnostic, bare=True))), None
         ),
     )
 

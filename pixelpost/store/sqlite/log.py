@@ -12,6 +12,7 @@ import aiosqlite
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event
+from pixelpost.core.suppression import Suppressed
 from pixelpost.store.base import Hit, MessageRecord
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
@@ -28,10 +29,14 @@ class SQLiteMessageLog:
     _db: Database
 
     async def record(
-        self, *, messages: Sequence[MessageRecord] = (), events: Sequence[Event] = ()
+        self,
+        *,
+        messages: Sequence[MessageRecord] = (),
+        events: Sequence[Event] = (),
+        suppressions: Sequence[Suppressed] = (),
     ) -> None:
-        if messages or events:
-            await self._db.writer.write(messages, events)
+        if messages or events or suppressions:
+            await self._db.writer.write(messages, events, suppressions=suppressions)
 
     def record_hits(self, hits: Sequence[Hit]) -> asyncio.Future[None]:
         return self._db.writer.write(hits=hits)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event, dumps
+from pixelpost.core.suppression import Suppressed
 from pixelpost.store.base import Hit, MessageRecord, StoreError
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.schema import PRAGMAS
@@ -56,6 +57,7 @@ class GroupCommit:
         self._messages: list[tuple[object, ...]] = []
         self._events: list[tuple[object, ...]] = []
         self._hits: list[tuple[object, ...]] = []
+        self._suppressions: list[tuple[object, ...]] = []
         self._batch: _Batch | None = None
         self._committing = False
         self._scheduled = False
@@ -81,6 +83,7 @@ class GroupCommit:
         messages: Sequence[MessageRecord] = (),
         events: Sequence[Event] = (),
         hits: Sequence[Hit] = (),
+        suppressions: Sequence[Suppressed] = (),
     ) -> asyncio.Future[None]:
         """Queue rows for a commit; the future is done once they are on disk."""
         loop = asyncio.get_running_loop()
@@ -99,6 +102,11 @@ class GroupCommit:
             ]
         if hits:
             self._hits += [(TYPE_NAMES[hit[0]], *hit[1:]) for hit in hits]
+        if suppressions:
+            self._suppressions += [
+                (e.address, e.reason.value, e.created_at.timestamp(), e.message_id)
+                for e in suppressions
+            ]
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch(loop=loop)
@@ -120,8 +128,10 @@ class GroupCommit:
     def _start(self) -> None:
         self._scheduled = False
         batch, messages, events, hits = self._batch, self._messages, self._events, self._hits
+        suppressions = self._suppressions
         assert batch is not None
         self._batch, self._messages, self._events, self._hits = None, [], [], []
+        self._suppressions = []
         loop = asyncio.get_running_loop()
         self._last_start = loop.time()
         self._committing = True
@@ -132,8 +142,9 @@ class GroupCommit:
             dumps(messages) if messages else None,
             dumps(events) if events else None,
             dumps(hits) if hits else None,
+            dumps(suppressions) if suppressions else None,
         )
-        size = len(messages) + len(events) + len(hits)
+        size = len(messages) + len(events) + len(hits) + len(suppressions)
         running.add_done_callback(lambda done: self._committed(done, batch, size))
 
     def _committed(self, done: asyncio.Future[None], batch: _Batch, size: int) -> None:
@@ -149,7 +160,13 @@ class GroupCommit:
         else:
             self._idle.set()
 
-    def _commit(self, messages: str | None, events: str | None, hits: str | None) -> None:
+    def _commit(
+        self,
+        messages: str | None,
+        events: str | None,
+        hits: str | None,
+        suppressions: str | None,
+    ) -> None:
         connection = self._connection
         assert connection is not None
         statements = [
@@ -161,6 +178,7 @@ class GroupCommit:
                 (queries.COUNT_EVENTS, events),
                 (queries.INSERT_HITS, hits),
                 (queries.COUNT_HITS, hits),
+                (queries.SUPPRESS, suppressions),
             )
             if payload is not None
         ]
