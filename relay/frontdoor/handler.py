@@ -6,13 +6,10 @@ Outcomes are SMTP replies, returned as strings, as aiosmtpd's hooks expect.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
@@ -30,6 +27,7 @@ from pixelpost.logs import fields
 from relay import replies
 from relay.frontdoor.access import AccessPolicy, client_address, format_peer
 from relay.frontdoor.auth import Accounts
+from relay.frontdoor.hooks import Hooks
 from relay.intake.returns import Returns
 from relay.outbound.handoff import Delivery, Submission
 from relay.outbound.spoolfile import Copy, Trace, Tracking
@@ -43,7 +41,7 @@ class UnknownConfigSet(LookupError):
     """A message named a configuration set that is not configured."""
 
 
-class RelayHandler:
+class RelayHandler(Hooks):
     """aiosmtpd hooks for the relay."""
 
     def __init__(
@@ -58,6 +56,7 @@ class RelayHandler:
         accounts: Accounts | None = None,
         returns: Returns | None = None,
     ) -> None:
+        super().__init__()
         self._config = config
         self._returns = returns
         self._accounts = accounts or Accounts(config.relay.users)
@@ -67,27 +66,6 @@ class RelayHandler:
         self._clock = clock
         self._new_id = new_id
         self._recipients_limit = config.relay.max_recipients
-        self._in_flight: set[asyncio.Task[Any]] = set()
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        # aiosmtpd lists AUTH after TLS even with no mechanism left (no accounts).
-        return [line for line in responses if line.rstrip() != replies.AUTH_WITHOUT_MECHANISMS]
-
-    async def handle_PROXY(
-        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
-    ) -> bool:
-        """Called only with relay.proxy_protocol on: the real client is the PROXY
-        header's (see `relay.frontdoor.server`)."""
-        proxied: Callable[[ProxyData], Awaitable[bool]] | None = getattr(server, "proxied", None)
-        return await proxied(proxy_data) if proxied is not None else False
 
     async def handle_MAIL(
         self,
@@ -132,24 +110,9 @@ class RelayHandler:
                 "%s: bad recipient %r: %s", peer, address, problem, extra=fields(peer=peer)
             )
             return replies.bad_recipient(problem)
-        if address in envelope.rcpt_tos:
-            return replies.RECIPIENT_OK  # one copy per recipient, as Postfix's duplicate filter
-        if len(envelope.rcpt_tos) >= self._recipients_limit:
-            return replies.TOO_MANY_RECIPIENTS
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
+        return self.add_recipient(envelope, address, rcpt_options, limit=self._recipients_limit)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
-        try:
-            return await self._accept(session, envelope)
-        finally:
-            self._in_flight.discard(task)
-
-    async def _accept(self, session: Session, envelope: Envelope) -> str:
+    async def take(self, session: Session, envelope: Envelope) -> str:
         """The stages of taking a message in: its control headers checked, its tracking
         planned and its copies named, then the handover to delivery, whose reply is the
         client's (250 only once the message is safe on disk)."""
@@ -314,14 +277,6 @@ class RelayHandler:
         if config_set is None:
             raise UnknownConfigSet(name)
         return config_set
-
-    async def drain(self, grace: float) -> bool:
-        """Wait up to `grace` seconds for messages being handed over; False if some
-        are still going when it runs out."""
-        if not self._in_flight:
-            return True
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
-        return not pending
 
 
 def _client_ip(session: Session) -> str:

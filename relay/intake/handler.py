@@ -10,12 +10,9 @@ is told to try again.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
-from typing import Any
 
-from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.core.addresses import mailbox_problem
@@ -25,6 +22,7 @@ from pixelpost.logs import fields
 from pixelpost.store import StoreError
 from relay import replies
 from relay.frontdoor.access import format_peer
+from relay.frontdoor.hooks import Hooks
 from relay.intake.returns import NotRecordedYet, Returns
 
 log = logging.getLogger(__name__)
@@ -33,34 +31,17 @@ MAX_RECIPIENTS = 50
 """Return paths per returned message; a report names one."""
 
 
-class IntakeHandler:
+class IntakeHandler(Hooks):
     """aiosmtpd hooks for the intake."""
 
     def __init__(self, *, domains: frozenset[str], codec: TokenCodec, returns: Returns) -> None:
+        super().__init__()
         self._domains = domains
         self._codec = codec
         self._returns = returns
-        self._in_flight: set[asyncio.Task[Any]] = set()
         self.counts: collections.Counter[str] = collections.Counter()
         """Returned messages by outcome (`relay.intake.returns.Outcome.kind`), and
         `forged` return paths refused, for the metrics."""
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return [line for line in responses if line.rstrip() != replies.AUTH_WITHOUT_MECHANISMS]
-
-    async def handle_PROXY(
-        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: ProxyData
-    ) -> bool:
-        proxied = getattr(server, "proxied", None)
-        return bool(await proxied(proxy_data)) if proxied is not None else False
 
     async def handle_MAIL(
         self,
@@ -109,24 +90,9 @@ class IntakeHandler:
                     extra=fields(peer=peer),
                 )
                 return replies.NO_SUCH_RETURN_PATH
-        if address in envelope.rcpt_tos:
-            return replies.RECIPIENT_OK
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return replies.TOO_MANY_RECIPIENTS
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
+        return self.add_recipient(envelope, address, rcpt_options, limit=MAX_RECIPIENTS)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
-        try:
-            return await self._take(session, envelope)
-        finally:
-            self._in_flight.discard(task)
-
-    async def _take(self, session: Session, envelope: Envelope) -> str:
+    async def take(self, session: Session, envelope: Envelope) -> str:
         assert envelope.original_content is not None
         peer = format_peer(session.peer)
         about = f"intake {new_message_id()}"
@@ -158,10 +124,3 @@ class IntakeHandler:
             return replies.CANNOT_TAKE_REPORT
         self.counts[outcome.kind] += 1
         return replies.REPORT_ACCEPTED
-
-    async def drain(self, grace: float) -> bool:
-        """Wait up to `grace` seconds for returned messages being taken."""
-        if not self._in_flight:
-            return True
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
-        return not pending

@@ -31,6 +31,7 @@ from relay.intake.returns import header_copies
 from tests.conftest import (
     FIXTURES,
     RelayStarter,
+    RunningRelay,
     codec_for,
     config_text,
     events_of,
@@ -42,7 +43,7 @@ from tests.integration.test_relay_passthrough import MESSAGE
 from tests.integration.test_relay_passthrough import send as send_plain
 from tests.integration.test_tracking_relay import newsletter
 from tests.integration.test_tracking_relay import send as send_tracked
-from tests.sink import SinkHandler
+from tests.sink import Arrival, SinkHandler
 
 RETURN_DOMAIN = "bounces.example.com"
 FEEDBACK_DOMAIN = "fbl.example.com"
@@ -147,6 +148,34 @@ def arf_for(
     )
 
 
+async def record_copy(
+    store: SQLiteStore, copy_id: str, destination: list[str], *, config_set: str
+) -> None:
+    """A copy's record, as the relay writes it once the copy has gone out."""
+    mail = {"messageId": copy_id, "destination": destination, "tags": {}}
+    record = MessageRecord(
+        id=copy_id, config_set=config_set, created_at=datetime.now(UTC), mail=json.dumps(mail)
+    )
+    await store.record(messages=[record])
+
+
+async def send_one(
+    relay: RunningRelay,
+    handler: SinkHandler,
+    store: SQLiteStore,
+    recipient: str,
+    *,
+    config_set: str = "marketing",
+) -> Arrival:
+    """Send the newsletter to one recipient through `relay`; its copy as the upstream
+    got it, once its Delivery is recorded."""
+    delivered = [kind for kind, _, _ in recorded(store)].count("delivery")
+    await send_tracked(relay.address.port, newsletter(config_set=config_set), [recipient])
+    await events_of(store, delivery=delivered + 1)
+    [arrival] = [a for a in handler.arrivals if recipient in a.rcpt_tos]
+    return arrival
+
+
 def return_paths(handler: SinkHandler) -> dict[str, str]:
     """Each recipient's envelope sender, as the upstream saw it."""
     return {a.rcpt_tos[0]: a.mail_from for a in handler.arrivals}
@@ -236,9 +265,7 @@ async def test_a_feedback_report_matched_by_the_returned_headers_is_a_complaint(
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
 
-    await send_tracked(relay.address.port, newsletter(config_set="default"), ["jane@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "jane@example.org", config_set="default")
     assert arrival.mail_from == "news@example.com"  # the sender's own, kept
     copy = arrival.content
 
@@ -276,9 +303,7 @@ async def test_a_redacted_report_names_the_copys_recipient_and_not_spam_suppress
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["r@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "r@example.org", config_set="marketing")
 
     await submit(
         intake.address.port,
@@ -303,9 +328,7 @@ async def test_a_set_that_suppresses_on_nothing_records_the_bounce_only(
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path, marketing="suppress_on = []")
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["x@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "x@example.org", config_set="marketing")
 
     await submit(
         intake.address.port,
@@ -441,17 +464,7 @@ async def test_a_report_that_outruns_its_copys_record_is_deferred_then_taken(
     assert deferred.value.code == 451
     assert counts.counts == {"deferred": 1}
 
-    mail = {"messageId": copy_id, "destination": ["fast@example.org"]}
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=copy_id,
-                config_set="marketing",
-                created_at=datetime.now(UTC),
-                mail=json.dumps(mail),
-            )
-        ]
-    )
+    await record_copy(store, copy_id, ["fast@example.org"], config_set="marketing")
     assert (await submit(intake.address.port, [path], report)).startswith("250")
     [(_, message_id, _)] = [e for e in await events_of(store, bounce=1) if e[0] == "bounce"]
     assert message_id == copy_id
@@ -468,9 +481,7 @@ async def test_a_report_over_the_size_limit_is_refused_and_a_store_failure_defer
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["y@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "y@example.org", config_set="marketing")
     report = dsn_for(arrival.content, to=arrival.mail_from, recipient="y@example.org")
 
     huge = report + b"x" * (10 * 1024 * 1024)
@@ -533,9 +544,7 @@ async def test_a_report_on_a_copy_past_retention_names_nobody(
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
     intake, counts = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["old@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "old@example.org", config_set="marketing")
     copy_id = codec_for(config).read_return_address(arrival.mail_from)
     await store.route([])  # routed (to no destination) and counted: retention may cut
     await store.rollup()
@@ -568,9 +577,7 @@ async def test_a_report_that_returns_a_9_mb_original_bounces_its_copy(
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["big@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "big@example.org", config_set="marketing")
     report = (
         dsn_for(arrival.content, to=arrival.mail_from, recipient="big@example.org")
         .replace(b"text/rfc822-headers", b"message/rfc822")
@@ -667,17 +674,7 @@ async def test_reports_as_providers_send_them_reach_their_copy(
         if found
         else (with_copy_id(report, copy_id, recipient))
     )
-    mail = {"messageId": copy_id, "destination": [recipient], "tags": {}}
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=copy_id,
-                config_set="default",
-                created_at=datetime.now(UTC),
-                mail=json.dumps(mail),
-            )
-        ]
-    )
+    await record_copy(store, copy_id, [recipient], config_set="default")
 
     assert (await submit(intake.address.port, [f"fbl@{FEEDBACK_DOMAIN}"], report)).startswith(
         "250"
@@ -713,9 +710,7 @@ async def test_a_dsn_relayed_to_a_return_path_is_taken_once_by_the_intake(
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     relay = await start_relay(config)
     intake, _ = await start_intake_server(config)
-    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["t@example.org"])
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
+    arrival = await send_one(relay, handler, store, "t@example.org", config_set="marketing")
     report = dsn_for(arrival.content, to=arrival.mail_from, recipient="t@example.org")
 
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.address.port) as client:
@@ -779,16 +774,8 @@ async def test_one_report_with_two_kinds_of_failure_is_two_bounces(
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     intake, _ = await start_intake_server(config)
     copy_id = new_message_id()
-    mail = {"messageId": copy_id, "destination": ["full@example.org", "gone@example.org"]}
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=copy_id,
-                config_set="default",
-                created_at=datetime.now(UTC),
-                mail=json.dumps(mail),
-            )
-        ]
+    await record_copy(
+        store, copy_id, ["full@example.org", "gone@example.org"], config_set="default"
     )
     path = codec_for(config).return_address(copy_id, RETURN_DOMAIN)
     report = notification(
@@ -827,17 +814,7 @@ async def test_unreadable_mail_from_the_null_sender_to_a_return_path_is_undeterm
     config = intake_config(f"smtp://127.0.0.1:{port}", tmp_path)
     intake, _ = await start_intake_server(config)
     copy_id = new_message_id()
-    mail = {"messageId": copy_id, "destination": ["who@example.org"]}
-    await store.record(
-        messages=[
-            MessageRecord(
-                id=copy_id,
-                config_set="marketing",
-                created_at=datetime.now(UTC),
-                mail=json.dumps(mail),
-            )
-        ]
-    )
+    await record_copy(store, copy_id, ["who@example.org"], config_set="marketing")
     path = codec_for(config).return_address(copy_id, RETURN_DOMAIN)
     unreadable = b"Subject: ???\r\n\r\nSomething went wrong with your message.\r\n"
 
