@@ -3,6 +3,10 @@
     PixelpostError
     ├── ConfigError            the configuration is invalid (carries one line per problem)
     ├── KeyFileError           the signing key file cannot be read or created
+    ├── DkimError              a DKIM key does not load, or is too short
+    │                          (pixelpost.core.dkim)
+    ├── InvalidToken           a tracking or return-path token does not verify
+    │                          (pixelpost.core.tokens)
     └── DeliveryError          the upstream did not take a message
         ├── TemporaryDeliveryError   4xx, timeout or no connection: try again later
         └── PermanentDeliveryError   5xx: the upstream will never take it
