@@ -18,6 +18,8 @@ PACKAGES = {
     "systemd-sysusers": "systemd",
     "pipx": "pipx",
     "postfix": "postfix",
+    "dnsmasq": "dnsmasq",
+    "opendkim": "opendkim",
 }
 """Each tool's Debian package."""
 SWAKS_TLS_MODULES = ("Net::SSLeay", "IO::Socket::SSL")
