@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from pixelpost.config import ConfigSet
+from pixelpost.config.records import SignedInput
+from pixelpost.core.dkim import SignatureInfo, Signer, dkim_signatures, without_signatures
 from pixelpost.core.headers import received_field
 from pixelpost.core.html import Link
 from pixelpost.core.rewrite import MessagePlan, RewriteFailure, plan_message
@@ -53,26 +55,89 @@ class Decision:
     """None: every copy is the message as it came."""
     failure: str | None = None
     """Why tracking was left out, for a Rendering Failure event; None when it was not."""
+    content: bytes | None = None
+    """The message to keep instead of the one that came: its DKIM signatures removed,
+    for pixelpost to sign each copy again ("resign"). None: the one that came."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Signing:
+    """DKIM: what signs each copy last (None without keys), and what becomes of a
+    message that arrives signed already (`dkim.signed_input`)."""
+
+    signer: Signer | None = None
+    signed_input: SignedInput | None = None
+
+    def policy(self, content: bytes) -> SignedInput:
+        """`dkim.signed_input`, or by default "resign" when there is a key for the From
+        domain, else "skip-tracking"."""
+        if self.signed_input is not None:
+            return self.signed_input
+        if self.signer is not None and self.signer.key_domain(content) is not None:
+            return "resign"
+        return "skip-tracking"
 
 
 def _tracks(config_set: ConfigSet | None) -> bool:
     return config_set is not None and (config_set.open_tracking or config_set.click_tracking)
 
 
-def decide(content: bytes, config_set: ConfigSet | None) -> Decision:
-    """Plan the tracking of `content` for its configuration set."""
-    if config_set is None or not _tracks(config_set):
-        return Decision(plan=None)
+def _plan(content: bytes, config_set: ConfigSet) -> MessagePlan | str:
+    """The tracking plan of `content`, or why there is none."""
     try:
-        plan = plan_message(
+        return plan_message(
             content, links=config_set.click_tracking, pixel=config_set.open_tracking
         )
     except RewriteFailure as exc:
-        return Decision(plan=None, failure=str(exc))
+        return str(exc)
     except Exception as exc:  # a bug in the rewrite must not cost the mail
         log.exception("tracking rewrite failed unexpectedly; delivering the original")
-        return Decision(plan=None, failure=f"internal error: {exc!r}")
-    return Decision(plan=plan if plan.changes else None)
+        return f"internal error: {exc!r}"
+
+
+def decide(
+    content: bytes, config_set: ConfigSet | None, signing: Signing | None = None
+) -> Decision:
+    """Plan the tracking of `content` for its configuration set. A message that a DKIM
+    signature covers is tracked only as `signing` says (the rewrite breaks the
+    signature); one that tracking would not change keeps its signature as it is."""
+    if config_set is None or not _tracks(config_set):
+        return Decision(plan=None)
+    plan = _plan(content, config_set)
+    if isinstance(plan, str):
+        return Decision(plan=None, failure=plan)
+    if not plan.changes:
+        return Decision(plan=None)
+    signatures = dkim_signatures(content)
+    if not signatures:
+        return Decision(plan=plan)
+    return _signed_input(content, plan, config_set, signatures, signing or Signing())
+
+
+def _signed_input(
+    content: bytes,
+    plan: MessagePlan,
+    config_set: ConfigSet,
+    signatures: list[SignatureInfo],
+    signing: Signing,
+) -> Decision:
+    """The decision for a message that tracking would change and a DKIM signature
+    covers (any body change breaks it), by `dkim.signed_input`."""
+    policy = signing.policy(content)
+    if policy == "track":
+        return Decision(plan=plan)  # the signature breaks, as configured
+    if policy == "skip-tracking":
+        signers = ", ".join(sorted({signature.domain for signature in signatures}))
+        return Decision(
+            plan=None,
+            failure=f"DKIM-signed by {signers}: sent untouched, without tracking "
+            "(dkim.signed_input = skip-tracking)",
+        )
+    unsigned = without_signatures(content)
+    replanned = _plan(unsigned, config_set)
+    if isinstance(replanned, str):
+        return Decision(plan=None, failure=replanned)  # sent as it came, signature and all
+    return Decision(plan=replanned if replanned.changes else None, content=unsigned)
 
 
 def copies_for(
@@ -144,8 +209,15 @@ class Rewriter:
     """Plans and renders a large message on threads of its own; a small one (most mail)
     at once, where a thread's hand-over would cost more than the work."""
 
-    def __init__(self, *, codec: TokenCodec, inline_bytes: int = INLINE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        codec: TokenCodec,
+        signing: Signing | None = None,
+        inline_bytes: int = INLINE_BYTES,
+    ) -> None:
         self._codec = codec
+        self._signing = signing or Signing()
         self._inline_bytes = inline_bytes
         self._planning = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="plan")
         self._rendering = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
@@ -162,7 +234,9 @@ class Rewriter:
     async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
         if not _tracks(config_set):
             return Decision(plan=None)  # no thread for a set that tracks nothing
-        return await self._run(self._planning, len(content), lambda: decide(content, config_set))
+        return await self._run(
+            self._planning, len(content), lambda: decide(content, config_set, self._signing)
+        )
 
     async def replan(self, envelope: Envelope, content: bytes) -> Decision:
         """The plan of a tracked message read back from the spool, as it was made when
@@ -208,7 +282,9 @@ class Rewriter:
                 )
                 made = render_copy(envelope, content, copy, plan=None, codec=self._codec)
                 failure = f"internal error: {exc!r}"
-            return finish(made), failure
+            signer = self._signing.signer
+            # Signed last, after every field pixelpost adds or removes.
+            return finish(made if signer is None else signer.sign(made)), failure
 
         return await self._run(self._rendering, len(content), render)
 

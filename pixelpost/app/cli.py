@@ -21,7 +21,8 @@ from typing import TypeAlias
 
 from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
-from pixelpost.app import healthcheck, suppression
+from pixelpost.app import dkim, healthcheck, suppression
+from pixelpost.app.dkim_keys import dkim_keys
 from pixelpost.config import Config, lint, load_config
 from pixelpost.core import reputation
 from pixelpost.core.passwords import hash_password
@@ -83,6 +84,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         config = _load(args)
     except ConfigError as exc:
         for problem in exc.problems:
+            print(problem)
+        return 1
+    _, dkim_problems = dkim_keys(config.dkim)
+    if dkim_problems:
+        for problem in dkim_problems:
             print(problem)
         return 1
     print(f"{config.source or 'built-in defaults'}: ok")
@@ -569,6 +575,84 @@ def _add_suppression_commands(commands: _Commands) -> None:
         _config_option(sub)
 
 
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    out = args.out or Path(f"{args.domain}.{args.selector}.pem")
+    return dkim.keygen(
+        domain=args.domain,
+        selector=args.selector,
+        algorithm=args.type,
+        bits=args.bits,
+        out=out,
+        force=args.force,
+        stdout=sys.stdout,
+    )
+
+
+def cmd_dkim_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    domain = args.domain.lower().rstrip(".")
+    entry = config.dkim.domains.get(domain)
+    if entry is None:
+        known = ", ".join(sorted(config.dkim.domains)) or "none"
+        raise PixelpostError(
+            f"--domain {domain!r} has no [dkim.domains] entry (configured: {known})"
+        )
+    pairs = [(entry.selector, entry.key)]
+    if entry.ed25519_selector is not None and entry.ed25519_key is not None:
+        pairs.append((entry.ed25519_selector, entry.ed25519_key))
+    results = [
+        dkim.check(
+            domain=domain,
+            selector=selector,
+            key=key,
+            nameserver=args.nameserver,
+            stdout=sys.stdout,
+        )
+        for selector, key in pairs
+    ]
+    return max(results)
+
+
+def _add_dkim_commands(commands: _Commands) -> None:
+    """`dkim keygen|check`."""
+    group = _command(
+        commands,
+        "dkim",
+        None,
+        "DKIM keys: make one and print the DNS record to publish, or check the published one",
+    )
+    actions = group.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
+    keygen = _command(
+        actions,
+        "keygen",
+        cmd_dkim_keygen,
+        "write a new private key (mode 0600) and print its DNS TXT record and configuration",
+    )
+    keygen.add_argument("--domain", required=True, help="the signing domain (d=)")
+    keygen.add_argument("--selector", required=True, help="the selector (s=), e.g. s1")
+    keygen.add_argument(
+        "--type", choices=["rsa", "ed25519"], default="rsa", help="the key's kind (rsa)"
+    )
+    keygen.add_argument(
+        "--bits", type=int, default=2048, metavar="N", help="an RSA key's size (2048 or more)"
+    )
+    keygen.add_argument(
+        "--out", type=Path, metavar="FILE", help="where (default: DOMAIN.SELECTOR.pem here)"
+    )
+    keygen.add_argument("--force", action="store_true", help="replace a file that exists")
+    check = _command(
+        actions,
+        "check",
+        cmd_dkim_check,
+        "look up a configured domain's published DNS records and say whether they match its keys",
+    )
+    _config_option(check)
+    check.add_argument("--domain", required=True, help="a domain of [dkim.domains]")
+    check.add_argument(
+        "--nameserver", metavar="HOST[:PORT]", help="ask this DNS server (default: the system's)"
+    )
+
+
 def _add_secret_commands(commands: _Commands) -> None:
     """keygen and hash-password: they make secrets and read no configuration."""
     keygen = _command(
@@ -630,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats_command(commands)
     _add_reputation_command(commands)
     _add_suppression_commands(commands)
+    _add_dkim_commands(commands)
     _add_secret_commands(commands)
     _add_healthcheck_command(commands)
     return parser

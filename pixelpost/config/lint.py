@@ -69,9 +69,27 @@ def warnings(config: Config) -> list[str]:
                     f"destinations.{name}.url: the endpoint's host {host!r} is on {domain}, "
                     "a name reserved for examples: its events would end as dead letters"
                 )
+    found += _dkim_warnings(config)
     if domain := _placeholder(config.relay.hostname):
         found.append(
             f"relay.hostname: {config.relay.hostname!r} is on {domain}, a name reserved for "
             "examples: it names this relay in Received headers and SMTP greetings"
         )
     return found
+
+
+def _dkim_warnings(config: Config) -> list[str]:
+    """What `dkim.signed_input` does to mail that arrives signed, when that is harm."""
+    dkim = config.dkim
+    if dkim.signed_input == "track":
+        return [
+            'dkim.signed_input: "track" breaks the DKIM signature of every tracked message '
+            "that arrives signed: such mail fails DMARC unless pixelpost signs it too "
+            '(a key in [dkim.domains] for its From domain); "resign" does that'
+        ]
+    if dkim.signed_input == "resign" and not dkim.domains:
+        return [
+            'dkim.signed_input: "resign" removes the signature of tracked mail that arrives '
+            "signed, and without [dkim.domains] nothing signs it again"
+        ]
+    return []

@@ -23,12 +23,15 @@ from pixelpost.config.records import (
     Config,
     ConfigSet,
     Destination,
+    DkimConfig,
+    DkimDomain,
     FileDestination,
     IntakeConfig,
     MaildirUpstream,
     RelayConfig,
     RelayTLS,
     RelayUser,
+    SignedInput,
     SigningConfig,
     SMTPUpstream,
     StoreConfig,
@@ -656,10 +659,10 @@ def _config_set(name: str, table: _Table) -> ConfigSet:
     return config_set
 
 
-def _domain(text: str) -> str:
+def _domain(text: str, example: str = "bounces.example.com") -> str:
     """A mail domain, lowercased: a host name with at least one dot."""
     if not _HOSTNAME.fullmatch(text) or "." not in text.strip("."):
-        raise ValueError("not a domain name (bounces.example.com)")
+        raise ValueError(f"not a domain name ({example})")
     return text.rstrip(".").lower()
 
 
@@ -678,6 +681,68 @@ def _suppress_on(table: _Table, default: frozenset[SuppressOn]) -> frozenset[Sup
                 f"{_show(name)} is not one of {', '.join(_SUPPRESS_ON)} ([] for neither)",
             )
     return frozenset(chosen)
+
+
+_SIGNED_INPUT: Final[dict[str, SignedInput]] = {
+    "resign": "resign",
+    "skip-tracking": "skip-tracking",
+    "track": "track",
+}
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*"
+)
+
+
+def _dkim(root: _Table) -> DkimConfig:
+    table = root.section("dkim")
+    signed_input = None
+    if (text := table.optional("signed_input", str)) is not None:
+        signed_input = _SIGNED_INPUT.get(text)
+        if signed_input is None:
+            table.problem(
+                "signed_input", f"{_show(text)} is not one of {', '.join(_SIGNED_INPUT)}"
+            )
+    domains = {}
+    for name, domain_table in table.subtables("domains").items():
+        try:
+            domain = _domain(name, "example.com")
+        except ValueError as exc:
+            domain_table.problems.append(f"dkim.domains.{_show(name)}: {_show(name)} is {exc}")
+            continue
+        domains[domain] = _dkim_domain(domain, domain_table)
+    table.finish()
+    return DkimConfig(signed_input=signed_input, domains=domains)
+
+
+def _selector(table: _Table, key: str) -> str | None:
+    selector = table.optional(key, str)
+    if selector is not None and not _SELECTOR.fullmatch(selector):
+        table.problem(key, f"{_show(selector)} is not a selector (letters, digits, - and .)")
+    return selector
+
+
+def _dkim_domain(domain: str, table: _Table) -> DkimDomain:
+    selector = _selector(table, "selector")
+    key = table.optional("key", str)
+    for name, value in (("selector", selector), ("key", key)):
+        if value is None and name not in table.data:
+            table.problem(name, "missing: a DKIM key needs a selector and a key file")
+    ed25519_selector = _selector(table, "ed25519_selector")
+    ed25519_key = table.optional("ed25519_key", str)
+    if (ed25519_selector is None) != (ed25519_key is None):
+        table.problem(
+            "ed25519_key" if ed25519_key is None else "ed25519_selector",
+            "missing: an Ed25519 key needs both ed25519_selector and ed25519_key",
+        )
+    config = DkimDomain(
+        domain=domain,
+        selector=selector or "",
+        key=table.anchored(key or ""),
+        ed25519_selector=ed25519_selector,
+        ed25519_key=table.anchored(ed25519_key) if ed25519_key else None,
+    )
+    table.finish()
+    return config
 
 
 def _intake(root: _Table) -> IntakeConfig | None:
@@ -795,6 +860,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
     signing = _signing(root)
     classify = _classify(root)
     intake = _intake(root)
+    dkim = _dkim(root)
     config_sets = {name: _config_set(name, t) for name, t in root.subtables("config_sets").items()}
     destinations = {
         name: destination
@@ -811,6 +877,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
         destinations=destinations,
         classify=classify,
         intake=intake,
+        dkim=dkim,
         default_config_set=default_set,
         source=source,
     )

@@ -259,6 +259,36 @@ class WebhookDestination:
 Destination = FileDestination | WebhookDestination
 
 
+SignedInput = Literal["resign", "skip-tracking", "track"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DkimDomain:
+    """The keys that sign mail from a domain and its subdomains
+    (`[dkim.domains."example.com"]`)."""
+
+    domain: str
+    """Lowercased."""
+    selector: str
+    key: Path
+    """An RSA private key (PEM), 2048 bits or more advised."""
+    ed25519_selector: str | None = None
+    ed25519_key: Path | None = None
+    """A second, Ed25519 key (RFC 8463) for dual signing, with its own selector."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DkimConfig:
+    """DKIM signing (`[dkim]`): each copy is signed last, after its tracking."""
+
+    signed_input: SignedInput | None = None
+    """What becomes of a tracked message that arrives signed already: "resign" (its
+    signature removed, pixelpost's added), "skip-tracking" (sent untouched), "track"
+    (its signature broken knowingly). None: "resign" when there is a key for its From
+    domain, else "skip-tracking"."""
+    domains: Mapping[str, DkimDomain] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """The whole configuration."""
@@ -273,6 +303,7 @@ class Config:
     classify: ClassifyConfig = ClassifyConfig()
     intake: IntakeConfig | None = None
     """None: no intake listener."""
+    dkim: DkimConfig = DkimConfig()
     default_config_set: str | None = None
     """The set for mail without `X-Config-Set`; None leaves such mail untracked."""
     source: Path | None = None

@@ -157,8 +157,9 @@ class RelayHandler(Hooks):
                 controls.dropped[:80],
                 extra=fields(message_id=spooled.id),
             )
+        content = controls.content if decision.content is None else decision.content
         return await self._delivery.submit(
-            Submission(envelope=spooled, content=controls.content, plan=decision.plan)
+            Submission(envelope=spooled, content=content, plan=decision.plan)
         )
 
     async def _accept_notification(

@@ -144,7 +144,7 @@ def test_example_file_documents_every_key_with_a_comment() -> None:
     uncommented = []
     for number, line in enumerate(lines):
         text = line.removeprefix("# ").strip()
-        header = re.fullmatch(r"\[\[?([a-z_.]+)\]\]?", text)
+        header = re.fullmatch(r"\[\[?([a-z_.\"]+)\]\]?", text)
         if header:
             table = re.sub(r"^(config_sets|destinations)\.[a-z_]+", r"\1.*", header[1])
             uncommented.append(text)
