@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -173,6 +175,16 @@ def sink() -> Iterator[ThreadedSink]:
     sink.start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+def postfix_dir() -> Iterator[Path]:
+    """A directory for a throwaway Postfix (tests/postfix.py) that the postfix user can
+    reach: pytest's own are private to root."""
+    path = Path(tempfile.mkdtemp(prefix="pixelpost-postfix-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

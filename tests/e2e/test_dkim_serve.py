@@ -10,11 +10,8 @@ import email
 import email.policy
 import os
 import re
-import shutil
 import smtplib
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -29,23 +26,6 @@ from tests.sink import ThreadedSink
 from tests.tools import need
 
 DOMAIN = "example.com"
-
-
-@pytest.fixture
-def postfix_dir() -> Iterator[Path]:
-    """A directory the postfix user can reach (pytest's own are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="pixelpost-postfix-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def sink() -> Iterator[ThreadedSink]:
-    found = ThreadedSink()
-    found.start()
-    yield found
-    found.stop()
 
 
 def keygen(tmp_path: Path, selector: str, kind: str) -> tuple[str, str]:

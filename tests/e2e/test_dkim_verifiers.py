@@ -10,9 +10,7 @@ import base64
 import email
 import email.policy
 import os
-import shutil
 import smtplib
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,23 +154,6 @@ def test_dkimpy_looking_keys_up_in_the_local_dns_passes_and_fails(
     assert not dkim.verify(
         signed(other, message("ann@example.org")), dnsfunc=txt_lookup(nameserver)
     )
-
-
-@pytest.fixture
-def postfix_dir() -> Iterator[Path]:
-    """A directory the postfix user can reach (pytest's own are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="pixelpost-postfix-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def sink() -> Iterator[ThreadedSink]:
-    found = ThreadedSink()
-    found.start()
-    yield found
-    found.stop()
 
 
 def authentication_results(content: bytes) -> list[str]:

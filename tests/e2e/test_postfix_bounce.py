@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import smtplib
 import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -38,15 +36,6 @@ def receiver() -> Iterator[ThreadedReceiver]:
     found.start()
     yield found
     found.stop()
-
-
-@pytest.fixture
-def postfix_dir() -> Iterator[Path]:
-    """A directory the postfix user can reach (pytest's own are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="pixelpost-postfix-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_config(tmp_path: Path, postfix_port: int, intake_port: int, receiver_port: int) -> Path:
