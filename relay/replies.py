@@ -131,6 +131,12 @@ CANNOT_TAKE_REPORT = "451 4.3.0 Cannot take the report now; please try again lat
 """The store could not take the report's events; the reporting server retries."""
 
 
+def signing_not_allowed(domain: str, user: str) -> str:
+    """To a message whose From field is in a domain pixelpost signs for (DKIM) but that
+    the authenticated user may not send as."""
+    return f"553 5.7.1 From address in {domain} not allowed for user {user}"
+
+
 def _shown(text: str) -> str:
     """What the client wrote, quoted back on one line: unprintable characters become
     `?`, and 64 characters at most."""

@@ -227,6 +227,11 @@ class Rewriter:
             return work()
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
+    def signing_domain(self, content: bytes) -> str | None:
+        """The DKIM domain whose key would sign the copies of `content`, if any."""
+        signer = self._signing.signer
+        return None if signer is None else signer.key_domain(content)
+
     def return_path(self, envelope: Envelope, copy: Copy) -> str:
         """The envelope sender `copy` goes out from (see `return_path`)."""
         return return_path(envelope, copy, self._codec)

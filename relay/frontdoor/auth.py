@@ -81,6 +81,12 @@ class Accounts:
         domain = mail_from.rpartition("@")[2].lower()
         return "@" in mail_from and domain in user.from_domains
 
+    def may_sign_for(self, name: str, domain: str) -> bool:
+        """Whether user `name` may have mail signed with `domain`'s DKIM key: a user held
+        to from_domains sends as those domains only, in the From field too."""
+        user = self._users.get(name)
+        return user is not None and (user.from_domains is None or domain in user.from_domains)
+
 
 _DUMMY_HASH = "$scrypt$ln=15,r=8,p=1$" + "A" * 22 + "$" + "A" * 43
 """A well-formed hash no password matches, checked for unknown logins."""

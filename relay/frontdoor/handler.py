@@ -127,6 +127,8 @@ class RelayHandler(Hooks):
             return _refuse_config_set(session, controls.config_set or "")
         if controls.rejected_tags:
             return _refuse_tag(session, *controls.rejected_tags[0])
+        if refusal := self._signing_refusal(session, controls.content):
+            return refusal
         now = self._clock()
         client_ip = _client_ip(session)
         if not sender:
@@ -161,6 +163,17 @@ class RelayHandler(Hooks):
         return await self._delivery.submit(
             Submission(envelope=spooled, content=content, plan=decision.plan)
         )
+
+    def _signing_refusal(self, session: Session, content: bytes) -> str | None:
+        """The refusal of a message that pixelpost would sign (DKIM) for a From domain
+        the authenticated user may not send as; None when it may go on."""
+        user = session.auth_data if session.authenticated else None
+        if not isinstance(user, str):
+            return None
+        domain = self._rewriter.signing_domain(content)
+        if domain is None or self._accounts.may_sign_for(user, domain):
+            return None
+        return _refuse_signing(session, user, domain)
 
     async def _accept_notification(
         self, session: Session, envelope: Envelope, controls: Controls, client_ip: str
@@ -322,6 +335,16 @@ def _refuse_config_set(session: Session, name: str) -> str:
     peer = format_peer(session.peer)
     log.warning("%s: unknown configuration set %r", peer, name, extra=fields(peer=peer))
     return replies.unknown_config_set(name)
+
+
+def _refuse_signing(session: Session, user: str, domain: str) -> str:
+    """Refuse a message whose From field names a domain that pixelpost signs for but
+    that the authenticated user may not send as (their from_domains)."""
+    peer = format_peer(session.peer)
+    log.warning(
+        "%s: user %s may not send mail signed for %s", peer, user, domain, extra=fields(peer=peer)
+    )
+    return replies.signing_not_allowed(domain, user)
 
 
 def _refuse_tag(session: Session, header: str, entry: str) -> str:

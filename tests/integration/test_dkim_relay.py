@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import aiosmtplib
 import dkim
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -19,6 +21,7 @@ from pixelpost.core.dkim import DkimKey, dkim_signatures, load_key, txt_record
 from pixelpost.store import SQLiteStore
 from tests.conftest import RelayStarter, config_text, events_of, until
 from tests.dns import Nameserver, local_dns, txt_lookup
+from tests.integration.test_front_door import PASSWORD, smtps, tls_lines
 from tests.integration.test_tracking_relay import newsletter
 from tests.integration.test_tracking_relay import send as send_tracked
 from tests.sink import SinkHandler
@@ -281,3 +284,36 @@ def test_dkim_check_names_a_domain_that_has_no_key(
     assert capsys.readouterr().err.strip() == (
         "pixelpost: --domain 'example.net' has no [dkim.domains] entry (configured: example.com)"
     )
+
+
+async def test_a_user_held_to_its_domains_gets_no_signature_for_another_domain(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+    keys: Keys,
+    ca: trustme.CA,
+) -> None:
+    """User "app" may send as example.org only: a From in example.com, which pixelpost
+    signs for, is refused, or its copies would carry example.com's signature; user
+    "any" may send it."""
+    handler, port = sink
+    relay_lines = tls_lines(ca, tmp_path).replace(
+        'from_domains = ["example.com"]', 'from_domains = ["example.org"]'
+    )
+    text = config_text(f"smtp://127.0.0.1:{port}", tmp_path, relay=relay_lines)
+    relay = await start_relay(parse_config_text(text + "\n" + keys.config_lines(), environ={}))
+    message = newsletter(config_set="marketing")  # From: news@example.com
+
+    async with smtps(relay, ca) as client:
+        await client.login("app", PASSWORD)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.sendmail("news@example.org", ["a@example.org"], message)
+    assert refused.value.code == 553
+    assert "From address in example.com not allowed for user app" in refused.value.message
+
+    async with smtps(relay, ca) as client:
+        await client.login("any", PASSWORD)
+        await client.sendmail("news@example.com", ["b@example.org"], message)
+    await until(lambda: handler.arrivals, "the copy")
+    assert [a.rcpt_tos for a in handler.arrivals] == [["b@example.org"]]
