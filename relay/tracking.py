@@ -24,7 +24,13 @@ from typing import TypeVar
 
 from pixelpost.config import ConfigSet
 from pixelpost.config.records import SignedInput
-from pixelpost.core.dkim import SignatureInfo, Signer, dkim_signatures, without_signatures
+from pixelpost.core.dkim import (
+    SignatureInfo,
+    Signer,
+    dkim_signatures,
+    from_domain,
+    without_signatures,
+)
 from pixelpost.core.headers import received_field
 from pixelpost.core.html import Link
 from pixelpost.core.rewrite import MessagePlan, RewriteFailure, plan_message
@@ -70,12 +76,18 @@ class Signing:
 
     def policy(self, content: bytes) -> SignedInput:
         """`dkim.signed_input`, or by default "resign" when there is a key for the From
-        domain, else "skip-tracking"."""
-        if self.signed_input is not None:
+        domain, else "skip-tracking". "resign" with no key for the From domain is
+        "skip-tracking" too: nothing would sign the message again."""
+        if self.signed_input is not None and self.signed_input != "resign":
             return self.signed_input
-        if self.signer is not None and self.signer.key_domain(content) is not None:
-            return "resign"
-        return "skip-tracking"
+        keyed = self.signer is not None and self.signer.key_domain(content) is not None
+        return "resign" if keyed else "skip-tracking"
+
+    def signing_domain(self, content: bytes) -> str | None:
+        """The From domain (in A-labels) of a message that a key signs; None if none."""
+        if self.signer is None or self.signer.key_domain(content) is None:
+            return None
+        return from_domain(content)
 
 
 def _tracks(config_set: ConfigSet | None) -> bool:
@@ -128,10 +140,14 @@ def _signed_input(
         return Decision(plan=plan)  # the signature breaks, as configured
     if policy == "skip-tracking":
         signers = ", ".join(sorted({signature.domain for signature in signatures}))
+        why = (
+            "dkim.signed_input = skip-tracking"
+            if signing.signed_input == "skip-tracking"
+            else "no DKIM key for its From domain to sign it again"
+        )
         return Decision(
             plan=None,
-            failure=f"DKIM-signed by {signers}: sent untouched, without tracking "
-            "(dkim.signed_input = skip-tracking)",
+            failure=f"DKIM-signed by {signers}: sent untouched, without tracking ({why})",
         )
     unsigned = without_signatures(content)
     replanned = _plan(unsigned, config_set)
@@ -228,9 +244,8 @@ class Rewriter:
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     def signing_domain(self, content: bytes) -> str | None:
-        """The DKIM domain whose key would sign the copies of `content`, if any."""
-        signer = self._signing.signer
-        return None if signer is None else signer.key_domain(content)
+        """The From domain (in A-labels) of a message whose copies a DKIM key signs."""
+        return self._signing.signing_domain(content)
 
     def return_path(self, envelope: Envelope, copy: Copy) -> str:
         """The envelope sender `copy` goes out from (see `return_path`)."""

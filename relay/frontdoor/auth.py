@@ -82,10 +82,20 @@ class Accounts:
         return "@" in mail_from and domain in user.from_domains
 
     def may_sign_for(self, name: str, domain: str) -> bool:
-        """Whether user `name` may have mail signed with `domain`'s DKIM key: a user held
-        to from_domains sends as those domains only, in the From field too."""
+        """Whether user `name` may send mail From `domain` (in A-labels) that pixelpost
+        signs: a user held to from_domains sends as those domains only, in the From
+        field too, as at MAIL FROM."""
         user = self._users.get(name)
-        return user is not None and (user.from_domains is None or domain in user.from_domains)
+        if user is None:
+            return False
+        return user.from_domains is None or domain in {_a_label(d) for d in user.from_domains}
+
+
+def _a_label(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain.lower()
 
 
 _DUMMY_HASH = "$scrypt$ln=15,r=8,p=1$" + "A" * 22 + "$" + "A" * 43

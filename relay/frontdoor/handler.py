@@ -14,8 +14,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.config import Config, ConfigSet
 from pixelpost.core.addresses import mailbox_problem
+from pixelpost.core.dkim import dkim_signatures
 from pixelpost.core.events import dumps
 from pixelpost.core.headers import (
+    CONTROL_HEADERS,
     Controls,
     extract_controls,
     parse_header_section,
@@ -159,7 +161,7 @@ class RelayHandler(Hooks):
                 controls.dropped[:80],
                 extra=fields(message_id=spooled.id),
             )
-        content = controls.content if decision.content is None else decision.content
+        content = _kept(controls, decision)
         return await self._delivery.submit(
             Submission(envelope=spooled, content=content, plan=decision.plan)
         )
@@ -291,6 +293,19 @@ class RelayHandler(Hooks):
         if config_set is None:
             raise UnknownConfigSet(name)
         return config_set
+
+
+def _kept(controls: Controls, decision: Decision) -> bytes:
+    """What goes on: the message without its control headers; signed again without its
+    signatures ("resign"); or, sent untouched with a signature that covers a control
+    header, as it came, control headers and all, so that the signature still holds."""
+    if decision.content is not None:
+        return decision.content
+    if decision.plan is None and controls.content != controls.original:
+        covered = {name for s in dkim_signatures(controls.original) for name in s.headers}
+        if covered & CONTROL_HEADERS:
+            return controls.original
+    return controls.content
 
 
 def _client_ip(session: Session) -> str:

@@ -317,3 +317,92 @@ async def test_a_user_held_to_its_domains_gets_no_signature_for_another_domain(
         await client.sendmail("news@example.com", ["b@example.org"], message)
     await until(lambda: handler.arrivals, "the copy")
     assert [a.rcpt_tos for a in handler.arrivals] == [["b@example.org"]]
+
+
+async def test_a_signature_over_a_control_header_holds_when_the_message_goes_untouched(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+    keys: Keys,
+    dns: Nameserver,
+) -> None:
+    """OpenDKIM in front signs every field, X-Config-Set among them: a message sent
+    untouched keeps it, so that the signature still verifies."""
+    handler, port = sink
+    relay = await start_relay(dkim_config(port, tmp_path, None))
+    message = newsletter(config_set="marketing")
+    signature = dkim.sign(
+        message,
+        b"old",
+        DOMAIN.encode(),
+        keys.old_pem,
+        include_headers=[b"from", b"subject", b"x-config-set"],
+        canonicalize=(b"relaxed", b"relaxed"),
+    )
+
+    await send_tracked(relay.address.port, signature + message, ["a@example.org"])
+
+    await events_of(store, rendering_failure=1, delivery=1)
+    copy = handler.arrivals[0].content
+    assert not tracked(copy)
+    assert b"X-Config-Set: marketing" in copy
+    assert verdicts(copy, dns) == {"old": True}
+
+
+async def test_resign_without_a_key_for_the_from_domain_leaves_the_message_untouched(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+    keys: Keys,
+    dns: Nameserver,
+) -> None:
+    """Keys for example.net only, "resign" configured: a message From example.com
+    signed by its mailer would lose its signature and get none; it goes untouched."""
+    handler, port = sink
+    other = tmp_path / "other.pem"
+    other.write_bytes(rsa_pem())
+    table = (
+        f'signed_input = "resign"\n[dkim.domains."example.net"]\nselector = "s1"\n'
+        f'key = "{other}"\n'
+    )
+    relay = await start_relay(dkim_config(port, tmp_path, None, table))
+
+    await send_tracked(relay.address.port, presigned(keys, config_set="marketing"), ["a@x.org"])
+
+    events = await events_of(store, rendering_failure=1, delivery=1)
+    copy = handler.arrivals[0].content
+    assert not tracked(copy)
+    assert verdicts(copy, dns) == {"old": True}
+    [failure] = [detail for kind, _, detail in events if kind == "rendering_failure"]
+    assert "no DKIM key for its From domain" in failure["errorMessage"]
+
+
+async def test_a_user_held_to_a_subdomain_may_send_from_it_under_the_parents_key(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+    keys: Keys,
+    ca: trustme.CA,
+    dns: Nameserver,
+) -> None:
+    """from_domains names the From domain the user may use, as at MAIL FROM: the key
+    that signs it may be its parent's."""
+    handler, port = sink
+    relay_lines = tls_lines(ca, tmp_path).replace(
+        'from_domains = ["example.com"]', 'from_domains = ["news.example.com"]'
+    )
+    text = config_text(f"smtp://127.0.0.1:{port}", tmp_path, relay=relay_lines)
+    relay = await start_relay(parse_config_text(text + "\n" + keys.config_lines(), environ={}))
+    message = newsletter(config_set="marketing").replace(
+        b"news@example.com", b"news@news.example.com", 1
+    )
+
+    async with smtps(relay, ca) as client:
+        await client.login("app", PASSWORD)
+        await client.sendmail("news@news.example.com", ["a@example.org"], message)
+
+    await until(lambda: handler.arrivals, "the copy")
+    assert verdicts(handler.arrivals[0].content, dns) == {"s2": True, "s1": True}
