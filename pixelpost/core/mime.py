@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 
@@ -106,15 +107,16 @@ def _parse_content_type(value: str | None) -> tuple[str, str | None, str | None]
 _cached_content_type = functools.lru_cache(maxsize=1024)(_parse_content_type)
 
 
-def _boundaries(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int, bool]]:
-    """Delimiter lines of `boundary` in `data[start:end]`: (line start, line end, closing)."""
+def part_ranges(data: bytes, start: int, end: int, boundary: bytes) -> Iterator[tuple[int, int]]:
+    """The parts between the delimiter lines of `boundary` in `data[start:end]`, as
+    (start, end), found as they are asked for: a part that is never closed runs to the
+    end, and a reader that stops after some parts pays nothing for the rest. A part
+    ends before the line break of the delimiter after it, which belongs to the
+    delimiter (RFC 2046)."""
     delimiter = b"--" + boundary
-    found: list[tuple[int, int, bool]] = []
+    opened: int | None = None
     pos = start
-    while True:
-        at = data.find(delimiter, pos, end)
-        if at < 0:
-            return found
+    while (at := data.find(delimiter, pos, end)) >= 0:
         pos = at + len(delimiter)
         if at != start and data[at - 1 : at] != b"\n":
             continue
@@ -122,17 +124,19 @@ def _boundaries(data: bytes, start: int, end: int, boundary: bytes) -> list[tupl
         line_end = end if line_end < 0 else line_end + 1
         rest = data[pos:line_end]
         closing = rest.startswith(b"--")
-        if rest[2:].strip() if closing else rest.strip():
+        if (rest[2:] if closing else rest).strip():
             continue  # a longer boundary that starts with this one
-        found.append((at, line_end, closing))
+        if opened is not None:
+            yield opened, _line_start_before(data, opened, at)
         if closing:
-            return found
-        pos = line_end
+            return
+        opened = pos = line_end
+    if opened is not None:
+        yield opened, end
 
 
 def _line_start_before(data: bytes, start: int, at: int) -> int:
-    """Where the line break before the delimiter at `at` begins (it belongs to the
-    delimiter, not to the part before it)."""
+    """Where the line break before the delimiter at `at` begins."""
     if at > start and data[at - 1 : at] == b"\n":
         at -= 1
         if at > start and data[at - 1 : at] == b"\r":
@@ -158,16 +162,10 @@ def _parse(data: bytes, start: int, end: int, depth: int, left: list[int]) -> En
         and boundary
         and depth < MAX_DEPTH
     ):
-        delimiters = _boundaries(
-            data, header.body_offset, end, boundary.encode("utf-8", "replace")
-        )
-        for number, (_, part_start, closing) in enumerate(delimiters):
-            if closing or left[0] <= 0:
+        ranges = part_ranges(data, header.body_offset, end, boundary.encode("utf-8", "replace"))
+        for part_start, part_end in ranges:
+            if left[0] <= 0:
                 break
-            following = delimiters[number + 1][0] if number + 1 < len(delimiters) else None
-            part_end = (
-                end if following is None else _line_start_before(data, part_start, following)
-            )
             children.append(_parse(data, part_start, part_end, depth + 1, left))
     return Entity(
         start=start,

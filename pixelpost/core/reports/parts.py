@@ -16,7 +16,7 @@ from email.utils import collapse_rfc2231_value
 
 from pixelpost.core.headers import HeaderField, HeaderSection, message_start
 from pixelpost.core.headers import parse_header_section as section_at
-from pixelpost.core.mime import TransferEncodingError, decode_body
+from pixelpost.core.mime import TransferEncodingError, decode_body, part_ranges
 
 MAX_DEPTH = 8
 """Multiparts nested deeper than this are leaves: a report is two or three levels down."""
@@ -110,7 +110,12 @@ class _Walk:
         children: list[Part] = []
         if kind.startswith("multipart/") and depth < MAX_DEPTH:
             boundary = boundary or _guess_boundary(data, header.body_offset, end)
-            for part_start, part_end in _part_ranges(data, header.body_offset, end, boundary):
+            ranges = (
+                part_ranges(data, header.body_offset, end, boundary.encode("utf-8", "replace"))
+                if boundary
+                else ()
+            )
+            for part_start, part_end in ranges:
                 if self.left <= 0:
                     break
                 self.left -= 1
@@ -147,44 +152,6 @@ def _guess_boundary(data: bytes, start: int, end: int) -> str | None:
     like a delimiter, as lenient readers take it."""
     found = _GUESSED_BOUNDARY.search(data, start, min(end, start + _GUESS_WITHIN))
     return None if found is None else found[1].rstrip().decode("ascii")
-
-
-def _part_ranges(
-    data: bytes, start: int, end: int, boundary: str | None
-) -> Iterator[tuple[int, int]]:
-    """The parts between the delimiter lines of `boundary` in `data[start:end]`, found
-    as they are asked for; a part that is never closed runs to the end."""
-    if not boundary:
-        return
-    delimiter = b"--" + boundary.encode("utf-8", "replace")
-    opened: int | None = None
-    pos = start
-    while (at := data.find(delimiter, pos, end)) >= 0:
-        pos = at + len(delimiter)
-        if at != start and data[at - 1 : at] != b"\n":
-            continue
-        line_end = data.find(b"\n", pos, end)
-        line_end = end if line_end < 0 else line_end + 1
-        rest = data[pos:line_end]
-        closing = rest.startswith(b"--")
-        if (rest[2:] if closing else rest).strip():
-            continue  # a longer boundary that starts with this one
-        if opened is not None:
-            yield opened, _before_break(data, opened, at)
-        if closing:
-            return
-        opened = pos = line_end
-    if opened is not None:
-        yield opened, end
-
-
-def _before_break(data: bytes, start: int, at: int) -> int:
-    """Where the line break before a delimiter begins: it belongs to the delimiter."""
-    if at > start and data[at - 1 : at] == b"\n":
-        at -= 1
-        if at > start and data[at - 1 : at] == b"\r":
-            at -= 1
-    return at
 
 
 def value(data: bytes, field: HeaderField) -> str:
