@@ -85,9 +85,10 @@ class Signing:
 
     def signing_domain(self, content: bytes) -> str | None:
         """The From domain (in A-labels) of a message that a key signs; None if none."""
-        if self.signer is None or self.signer.key_domain(content) is None:
+        if self.signer is None:
             return None
-        return from_domain(content)
+        domain = from_domain(content)
+        return domain if domain is not None and self.signer.covering(domain) else None
 
 
 def _tracks(config_set: ConfigSet | None) -> bool:

@@ -457,7 +457,9 @@ class Signer:
             for domain, held in by_domain.items()
         }
 
-    def _covering(self, domain: str) -> str | None:
+    def covering(self, domain: str) -> str | None:
+        """The configured domain whose keys sign mail From `domain` (A-labels): itself,
+        else its nearest configured parent; None when none does."""
         labels = domain.split(".")
         for index in range(len(labels)):
             candidate = ".".join(labels[index:])
@@ -469,7 +471,7 @@ class Signer:
         """The configured domain whose keys sign `message`: its From domain, else the
         nearest configured parent of it; None when no key covers it."""
         domain = from_domain(message)
-        return None if domain is None else self._covering(domain)
+        return None if domain is None else self.covering(domain)
 
     def sign(self, message: bytes, *, now: int | None = None) -> bytes:
         """`message` with its DKIM-Signature fields prepended (relaxed/relaxed, every
