@@ -45,9 +45,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from bench.dkim import verify
-from bench.intake import relay_process, tree_cpu
+from bench.intake import relay_process
 from bench.messages import text_message
 from bench.relay import BIN, SinkCounter, measure, smtp_sink, stop, wait_for_port
+from bench.relays_side_by_side import Relay, run_rounds
 from pixelpost.core.dkim import DkimKey, from_domain, load_key
 from tests.net import free_port
 from tests.relay_config import relay_config
@@ -170,8 +171,6 @@ def main() -> None:
     domain = from_domain(text)
     if domain is None:
         raise SystemExit("bench/messages.py's text message has no From domain")
-    rates: dict[str, list[float]] = {name: [] for name in SIGNATURES}
-    cpu: dict[str, list[float]] = {name: [] for name in SIGNATURES}
 
     with tempfile.TemporaryDirectory(prefix="pixelpost-bench-") as tmp:
         message = Path(tmp) / "text.eml"
@@ -191,32 +190,25 @@ def main() -> None:
         check(relays, args.workers, message, args.check, args.sessions, keys)
 
         sink_port = free_port()
-        commands = {}
+        commands: dict[str, Relay] = {}
         for name, (workdir, table) in relays.items():
             port = free_port()
-            commands[name] = (configured(workdir, port, sink_port, args.workers, table), port)
+            command = configured(workdir, port, sink_port, args.workers, table)
+            commands[name] = Relay(command=command, port=port, workdir=workdir)
+        names = list(commands)
         with smtp_sink(sink_port) as sink:
-            for number in range(args.rounds):
-                shift = number % len(commands)
-                order = [*commands][shift:] + [*commands][:shift]
-                for name in order:
-                    command, port = commands[name]
-                    workdir = relays[name][0]
-                    log, spool = workdir / "relay.log", workdir / "spool"
-                    with relay_process(command, log, spool, port) as process:
-                        measure(sink, port, message, warmup, args.sessions)
-                        before = tree_cpu(process.pid)
-                        timing = measure(sink, port, message, args.messages, args.sessions)
-                        used = (tree_cpu(process.pid) - before) * 1000 / args.messages
-                    rate = args.messages / timing.delivered
-                    rates[name].append(rate)
-                    cpu[name].append(used)
-                    print(
-                        f"round {number + 1}: {name:26} {rate:7.1f} msg/s (all replies after"
-                        f" {timing.sent:5.2f}s, all at the sink after {timing.delivered:5.2f}s,"
-                        f" {used:.2f} ms CPU a message)",
-                        flush=True,
-                    )
+            measured = run_rounds(
+                commands,
+                sink,
+                message,
+                messages=args.messages,
+                sessions=args.sessions,
+                rounds=args.rounds,
+                warmup=warmup,
+                order=lambda number: names[number % len(names) :] + names[: number % len(names)],
+                width=26,
+            )
+    rates, cpu = measured.rates, measured.cpu
 
     print(
         f"\n20 KB plain text: {len(text):,} bytes, From {domain}, one recipient each,"

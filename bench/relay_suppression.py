@@ -30,9 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.intake import relay_process, tree_cpu
 from bench.messages import text_message
-from bench.relay import BIN, measure, smtp_sink
+from bench.relay import BIN, smtp_sink
+from bench.relays_side_by_side import Relay, run_rounds
 from bench.suppression import fill
 from pixelpost.store import SQLiteStore
 from tests.net import free_port
@@ -72,14 +72,12 @@ def main() -> None:
     full = f"{args.addresses:,} addresses"
     warmup = min(50, args.messages)
     text = text_message()
-    rates: dict[str, list[float]] = {EMPTY: [], full: []}
-    cpu: dict[str, list[float]] = {EMPTY: [], full: []}
 
     with tempfile.TemporaryDirectory(prefix="pixelpost-bench-") as tmp:
         message = Path(tmp) / "text.eml"
         message.write_bytes(text.replace(b"\r\n", b"\n"))  # smtp-source sends CRLF
         sink_port = free_port()
-        relays = {}
+        relays: dict[str, Relay] = {}
         for name, count in ((EMPTY, 0), (full, args.addresses)):
             workdir = Path(tmp) / ("empty" if count == 0 else "full")
             workdir.mkdir()
@@ -88,27 +86,19 @@ def main() -> None:
             print(f"{name}: preparing the store ...", flush=True)
             asyncio.run(listed(workdir / "pixelpost.db", count))
             command = [str(BIN / "pixelpost"), "relay", "-c", str(config)]
-            relays[name] = (command, port, workdir)
+            relays[name] = Relay(command=command, port=port, workdir=workdir)
         with smtp_sink(sink_port) as sink:
-            for number in range(args.rounds):
-                order = list(relays) if number % 2 == 0 else list(relays)[::-1]
-                for name in order:
-                    command, port, workdir = relays[name]
-                    log, spool = workdir / "relay.log", workdir / "spool"
-                    with relay_process(command, log, spool, port) as process:
-                        measure(sink, port, message, warmup, args.sessions)
-                        before = tree_cpu(process.pid)
-                        timing = measure(sink, port, message, args.messages, args.sessions)
-                        used = (tree_cpu(process.pid) - before) * 1000 / args.messages
-                    rate = args.messages / timing.delivered
-                    rates[name].append(rate)
-                    cpu[name].append(used)
-                    print(
-                        f"round {number + 1}: {name:20} {rate:7.1f} msg/s (all replies after"
-                        f" {timing.sent:5.2f}s, all at the sink after {timing.delivered:5.2f}s,"
-                        f" {used:.2f} ms CPU a message)",
-                        flush=True,
-                    )
+            measured = run_rounds(
+                relays,
+                sink,
+                message,
+                messages=args.messages,
+                sessions=args.sessions,
+                rounds=args.rounds,
+                warmup=warmup,
+                order=lambda number: list(relays) if number % 2 == 0 else list(relays)[::-1],
+            )
+    rates, cpu = measured.rates, measured.cpu
 
     print(
         f"\n20 KB plain text: {len(text):,} bytes, one recipient each (not listed),"
