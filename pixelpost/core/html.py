@@ -2,9 +2,10 @@
 
 `scan` reads the document once and returns its links (`<a href>`, `<area href>` and the
 `href` of VML elements such as Outlook's `<v:roundrect>`), the `ses:no-track` and
-`ses:tags` attributes to remove, and where the open pixel goes. `Plan.render` then
-writes the document with only those spans replaced, so every other character (Outlook
-conditional comments, entity spelling, quoting, whitespace) stays exactly as it was.
+`ses:tags` attributes to remove, where the open pixel goes and, when asked, SES's
+`{{amazonSESUnsubscribeUrl}}` placeholders. `splice.Plan.render` then writes the
+document with only those spans replaced, so every other character (Outlook conditional
+comments, entity spelling, quoting, whitespace) stays exactly as it was.
 
 Where a tag, an attribute value, a comment or a text-only element starts and ends
 follows the WHATWG tokenizer, which is what browsers run (`tests/html5.py` holds the
@@ -40,13 +41,39 @@ browser loads; else at the end.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from html import escape
 from html.entities import html5
-from typing import NamedTuple
 from urllib.parse import quote
+
+from pixelpost.core.splice import (
+    UNSUBSCRIBE_PLACEHOLDER,
+    Edit,
+    Link,
+    Plan,
+    Slot,
+    pixel_html,
+    placeholders,
+    plan,
+)
+
+__all__ = [
+    "RAW_TEXT",
+    "Edit",
+    "Link",
+    "Plan",
+    "Scan",
+    "Slot",
+    "edits",
+    "navigable",
+    "parse_link_tags",
+    "pixel_html",
+    "plan",
+    "scan",
+    "unescape_attribute",
+]
 
 _WS = "\t\n\f\r "
 """ASCII whitespace as the tokenizer knows it (CR too: the input stream turns it into LF)."""
@@ -247,25 +274,6 @@ def parse_link_tags(text: str) -> dict[str, tuple[str, ...]]:
     return {name: tuple(values) for name, values in tags.items()}
 
 
-# Link, Edit and Plan are made for every link of every message: as named tuples, which
-# are as immutable as frozen dataclasses and built five times faster (bench/rewrite.py).
-class Link(NamedTuple):
-    """A link to track: where it points and where its `href` value sits."""
-
-    link_index: int
-    url: str
-    """The destination: entities decoded, surrounding whitespace trimmed."""
-    tags: Mapping[str, tuple[str, ...]]
-    element: str
-    """The element's name, lowercased: `a`, `area` or a VML element such as `v:roundrect`."""
-    start: int
-    end: int
-    """`doc[start:end]` is the attribute value as written (without its quotes)."""
-    quoted: bool
-    original: str
-    """The attribute value as written, kept when click tracking is off."""
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Scan:
     """What tracking would change in one document."""
@@ -277,6 +285,8 @@ class Scan:
     """Where the pixel goes: before the last `</body>`, or the end of the document."""
     placeholder: tuple[int, int] | None
     """The first `{{ses:openTracker}}`, which takes the pixel's place when present."""
+    unsubscribes: tuple[Edit, ...] = ()
+    """Every `{{amazonSESUnsubscribeUrl}}`, when asked for."""
 
 
 def _destination(value: str, decode: Callable[[str], str] | None) -> str | None:
@@ -290,10 +300,10 @@ def _destination(value: str, decode: Callable[[str], str] | None) -> str | None:
     url = unescape_attribute(value.replace("\0", "\ufffd")).strip(_C0_OR_SPACE)
     if url.isprintable() and "\\" not in url and _PLAIN_URL.match(url):
         return url  # what links mostly are: nothing for a browser to fix
-    return _navigable(url)
+    return navigable(url)
 
 
-def _navigable(url: str) -> str | None:
+def navigable(url: str) -> str | None:
     """Where a browser goes for an http(s) URL written unusually, or None where it goes
     nowhere or elsewhere (another scheme, no host, a host with spaces or controls in it).
 
@@ -341,6 +351,7 @@ def _scan_tag(  # noqa: PLR0917 (a private helper of scan, called once)
     removals: list[tuple[int, int]],
     decode: Callable[[str], str] | None,
     first_index: int,
+    unsubscribe: bool,
 ) -> None:
     href: re.Match[str] | None = None
     no_track = False
@@ -367,6 +378,8 @@ def _scan_tag(  # noqa: PLR0917 (a private helper of scan, called once)
     group = _value_group(href)
     if group is None:
         return
+    if unsubscribe and UNSUBSCRIBE_PLACEHOLDER in href[group]:
+        return  # an unsubscribe link: never through the click redirect, which scanners follow
     url = _destination(href[group], decode)
     if url is None:
         return
@@ -429,12 +442,20 @@ def _inside(doc: str, pos: int) -> tuple[int, int] | None:
     return end, close.end()
 
 
-def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: int = 0) -> Scan:
+def scan(
+    doc: str,
+    *,
+    decode: Callable[[str], str] | None = None,
+    first_index: int = 0,
+    unsubscribe: bool = False,
+) -> Scan:
     """Find the links, the `ses:*` attributes and the pixel's place in `doc`.
 
     `decode` turns an attribute value as written into text, for documents held as
     latin-1 stand-ins for their bytes (see `rewrite`); it may raise UnicodeError.
-    Links are numbered from `first_index`, so that a message's parts number on.
+    Links are numbered from `first_index`, so that a message's parts number on. With
+    `unsubscribe`, every `{{amazonSESUnsubscribeUrl}}` is found too, and a link whose
+    `href` holds one is no link to track.
     """
     links: list[Link] = []
     removals: list[tuple[int, int]] = []
@@ -459,7 +480,7 @@ def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: i
                     break
                 limit, resume = inside
         elif (tag := _LINK_TAG.match(doc, pos, limit)) is not None:
-            _scan_tag(doc, tag, links, removals, decode, first_index)
+            _scan_tag(doc, tag, links, removals, decode, first_index, unsubscribe)
             pos = tag.end()
         elif (end_tag := _DOCUMENT_END.match(doc, pos, limit)) is not None:
             if limit == size:  # not inside a comment
@@ -482,80 +503,29 @@ def scan(doc: str, *, decode: Callable[[str], str] | None = None, first_index: i
         placeholder=(
             (placeholder_at, placeholder_at + len(_PLACEHOLDER)) if placeholder_at >= 0 else None
         ),
+        unsubscribes=tuple(placeholders(doc)) if unsubscribe else (),
     )
 
 
-def pixel_html(url: str) -> str:
-    """The open-tracking image, as SES writes it."""
-    return f'<img alt="" src="{escape(url)}" style="display: none; width: 1px; height: 1px;">'
-
-
-class Edit(NamedTuple):
-    """One change: `doc[start:end]` becomes a link's tracking URL (`link`), the pixel
-    (`pixel`), or nothing (a removed `ses:*` attribute)."""
-
-    start: int
-    end: int
-    link: Link | None = None
-    pixel: bool = False
-
-
-def edits(found: Scan, *, links: bool, pixel: bool) -> list[Edit]:
+def edits(found: Scan, *, links: bool, pixel: bool, unsubscribe: bool = False) -> list[Edit]:
     """The changes tracking makes to a scanned document, in document order. The `ses:*`
-    attributes go whatever is tracked."""
-    changes = [Edit(start=start, end=end) for start, end in found.removals]
+    attributes go whenever links or the pixel are tracked, whether or not a link is (an
+    unsubscribe placeholder inside one goes with it)."""
+    removals = found.removals if links or pixel else ()
+    changes = [Edit(start, end) for start, end in removals]
     if links:
-        changes += [Edit(start=link.start, end=link.end, link=link) for link in found.links]
+        changes += [Edit(link.start, link.end, link) for link in found.links]
     if pixel:
         start, end = found.placeholder or (found.pixel_at, found.pixel_at)
-        changes.append(Edit(start=start, end=end, pixel=True))
+        changes.append(Edit(start, end, Slot.PIXEL))
+    if unsubscribe:
+        starts = [start for start, _ in removals]
+        changes += [edit for edit in found.unsubscribes if not _removed(edit, removals, starts)]
     changes.sort(key=lambda edit: (edit.start, edit.end))
     return changes
 
 
-class Plan(NamedTuple):
-    """Text cut at the places tracking changes, ready to render per recipient."""
-
-    pieces: tuple[str, ...]
-    """The unchanged text between the slots: one more piece than there are slots."""
-    slots: tuple[Link | None, ...]
-    """What goes between pieces: a link's new href value, or None for the pixel."""
-
-    def render(self, *, open_url: str | None, click_url: Callable[[Link], str] | None) -> str:
-        """The text with tracking for one recipient. With `click_url` None, links keep
-        their original value; with `open_url` None, there is no pixel."""
-        pieces = self.pieces
-        out = [pieces[0]]
-        for number, slot in enumerate(self.slots, 1):
-            if slot is None:
-                if open_url is not None:
-                    out.append(pixel_html(open_url))
-            elif click_url is None:
-                out.append(slot.original)
-            elif slot.quoted:
-                out.append(escape(click_url(slot)))
-            else:
-                out.append(f'"{escape(click_url(slot))}"')
-            out.append(pieces[number])
-        return "".join(out)
-
-
-def plan(doc: str, changes: Sequence[Edit], start: int = 0, end: int | None = None) -> Plan:
-    """Cut `doc[start:end]` at the `changes` inside it (none may cross its bounds)."""
-    end = len(doc) if end is None else end
-    pieces: list[str] = []
-    slots: list[Link | None] = []
-    piece = ""  # the text kept since the last slot (removed attributes leave gaps in it)
-    pos = start
-    for edit in changes:
-        if edit.start < start or edit.end > end:
-            continue
-        piece += doc[pos : edit.start]
-        pos = edit.end
-        if edit.link is None and not edit.pixel:
-            continue  # a removed attribute: its text is simply left out
-        pieces.append(piece)
-        piece = ""
-        slots.append(edit.link)
-    pieces.append(piece + doc[pos:end])
-    return Plan(pieces=tuple(pieces), slots=tuple(slots))
+def _removed(edit: Edit, removals: tuple[tuple[int, int], ...], starts: list[int]) -> bool:
+    """Whether `edit` lies in one of the `removals` (which start at `starts`, in order)."""
+    at = bisect.bisect_right(starts, edit.start) - 1
+    return at >= 0 and edit.start < removals[at][1]

@@ -16,6 +16,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
+from typing import NamedTuple
 
 from pixelpost.core.headers import HeaderSection, parse_header_section
 
@@ -68,6 +69,10 @@ class Entity:
     """Lowercased; empty when the header is absent."""
     attachment: bool
     children: tuple[Entity, ...] = ()
+    flowed: bool = False
+    """`format=flowed` (RFC 3676): a line that ends in a space goes on on the next."""
+    delsp: bool = False
+    """`delsp=yes` too: that space is not part of the text (a word may go on)."""
 
     def walk(self) -> list[Entity]:
         """This entity and everything below it, in order."""
@@ -82,26 +87,50 @@ def _header_value(data: bytes, header: HeaderSection, name: str) -> str | None:
     return None if field is None else field.value(data)
 
 
-def _content_type(value: str | None) -> tuple[str, str | None, str | None]:
-    """Type, charset and boundary of a Content-Type value, read with the standard
-    library's lenient parameter parser (RFC 2231 included); short values, which come
-    with message after message, from a cache."""
+class _ContentType(NamedTuple):
+    type: str
+    charset: str | None
+    boundary: str | None
+    flowed: bool
+    delsp: bool
+
+
+def _content_type(value: str | None) -> _ContentType:
+    """Type, charset, boundary and RFC 3676's `format` and `delsp` of a Content-Type
+    value, read with the standard library's lenient parameter parser (RFC 2231
+    included); short values, which come with message after message, from a cache."""
     if value is not None and len(value) > _CACHED_VALUE:
         return _parse_content_type(value[:MAX_CONTENT_TYPE])
     return _cached_content_type(value)
 
 
-def _parse_content_type(value: str | None) -> tuple[str, str | None, str | None]:
+def _parse_content_type(value: str | None) -> _ContentType:
     if value is None:
-        return "text/plain", None, None
+        return _ContentType("text/plain", None, None, flowed=False, delsp=False)
     message = Message()
     message["Content-Type"] = value
     content_type = message.get_content_type()
     if "/" not in value.split(";", 1)[0]:
         content_type = "text/plain"  # an unreadable type means text/plain (RFC 2045 §5.2)
-    charset = message.get_content_charset()
-    boundary = message.get_boundary()
-    return content_type, charset, boundary
+    # Only text/plain is flowed; the standard library reads the parameters anew for
+    # each one asked for (quadratic in the value's length), so only then.
+    flowed = (
+        content_type == "text/plain"
+        and "flowed" in value.lower()
+        and _parameter(message, "format") == "flowed"
+    )
+    return _ContentType(
+        content_type,
+        message.get_content_charset(),
+        message.get_boundary(),
+        flowed=flowed,
+        delsp=flowed and _parameter(message, "delsp") == "yes",
+    )
+
+
+def _parameter(message: Message, name: str) -> str:
+    value = message.get_param(name)
+    return value.strip().lower() if isinstance(value, str) else ""
 
 
 _cached_content_type = functools.lru_cache(maxsize=1024)(_parse_content_type)
@@ -153,7 +182,9 @@ def parse(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -
 def _parse(data: bytes, start: int, end: int, depth: int, left: list[int]) -> Entity:
     left[0] -= 1
     header = parse_header_section(data, start, end)
-    content_type, charset, boundary = _content_type(_header_value(data, header, "content-type"))
+    content_type, charset, boundary, flowed, delsp = _content_type(
+        _header_value(data, header, "content-type")
+    )
     disposition = (_header_value(data, header, "content-disposition") or "").lower()
     children: list[Entity] = []
     if (
@@ -179,6 +210,8 @@ def _parse(data: bytes, start: int, end: int, depth: int, left: list[int]) -> En
         .lower(),
         attachment=disposition.split(";", 1)[0].strip() == "attachment",
         children=tuple(children),
+        flowed=flowed,
+        delsp=delsp,
     )
 
 
@@ -186,10 +219,19 @@ def html_parts(root: Entity) -> list[Entity]:
     """The HTML bodies tracking may rewrite: `text/html` that is not an attachment, and
     not inside an attached message or signed or encrypted content (which `parse` never
     enters)."""
+    return _bodies(root, "text/html")
+
+
+def text_parts(root: Entity) -> list[Entity]:
+    """The plain-text bodies tracking may rewrite, by the rules of `html_parts`."""
+    return _bodies(root, "text/plain")
+
+
+def _bodies(root: Entity, content_type: str) -> list[Entity]:
     return [
         entity
         for entity in root.walk()
-        if entity.content_type == "text/html"
+        if entity.content_type == content_type
         and not entity.attachment
         and entity.header.blank_line  # without one, there is no body to add to
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +63,24 @@ def test_structure_of_nested_multiparts() -> None:
     assert forwarded.content_type == "message/rfc822"
     assert forwarded.children == ()
     assert mime.html_parts(root) == [html]
+    assert mime.text_parts(root) == [plain]  # the attachment and the forwarded are not
+
+
+@pytest.mark.parametrize(
+    ("content_type", "flowed", "delsp"),
+    [
+        ("text/plain; format=flowed", True, False),
+        ('text/plain; Format="Flowed"; DelSp=Yes', True, True),
+        ("text/plain; format=flowed; delsp=no", True, False),
+        ("text/plain; delsp=yes", False, False),  # delsp means nothing unflowed
+        ("text/plain; format=fixed", False, False),
+        ("text/html; format=flowed", False, False),  # only text/plain flows
+        ("text/plain; charset=utf-8; x-format=flowed", False, False),
+    ],
+)
+def test_format_flowed_and_delsp_are_read(content_type: str, flowed: bool, delsp: bool) -> None:
+    entity = mime.parse(f"Content-Type: {content_type}\r\n\r\nx".encode())
+    assert (entity.flowed, entity.delsp) == (flowed, delsp)
 
 
 def test_signed_and_encrypted_content_is_never_entered() -> None:
