@@ -8,7 +8,9 @@
     by          hour, day, link, tag or config_set: also answer per group
     limit       most groups (default 100)
 
-The answer is `pixelpost.core.stats.report`'s JSON.
+The answer is `pixelpost.core.stats.report`'s JSON: the funnel, from sent to engaged
+(copies a person opened or clicked) and unsubscribed (by source, and resubscribed), with
+its rates, in total and per group.
 
 `GET /api/v1/reputation`, for the same token: the bounce and complaint rates of each
 configuration set over a rolling window, with their statuses and SES's thresholds

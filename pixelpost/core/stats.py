@@ -3,8 +3,9 @@
 The store keeps counters per hour (see `pixelpost.store.sqlite.statistics`); this module
 reads a query from the API's parameters or the command line, and turns the counters
 into the funnel: sent, delivered, bounced by type, complained, opened and clicked
-(total and unique, people and machines apart) and the rates. The rates count people
-only: an open rate that Apple's prefetching can push to 100% tells a sender nothing.
+(total and unique, people and machines apart), engaged (copies a person opened or
+clicked), unsubscribed by source, and the rates. The rates count people only: an open
+rate that Apple's prefetching can push to 100% tells a sender nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ HOURS_MAX = 31 * 24
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 BOUNCE_TYPES = ("Permanent", "Transient", "Undetermined")
+UNSUBSCRIBE_SOURCES = ("UnsubscribeHeader", "UnsubscribeLink", "UnsubscribeMailto")
+"""How a recipient unsubscribes: the List-Unsubscribe header (one click, RFC 8058), a
+link in the message, or a mail to the header's mailto: address."""
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TAG = re.compile(r"[^:\s]{1,128}:\S{1,256}")
 _PLAIN = (
@@ -195,12 +199,24 @@ def counts(metrics: Mapping[str, int]) -> dict[str, Any]:
             "reasons": _reasons(metrics, "clicks:bot:"),
         },
     }
+    # By source, as bounces are by type. "total" counts every unsubscribe, "unique" each
+    # copy once: one that unsubscribes, resubscribes and unsubscribes again is 2 and 1.
+    by_source = {source: get(f"unsubscribed:{source}") for source in UNSUBSCRIBE_SOURCES}
+    by_source.update(_reasons(metrics, "unsubscribed:"))
+    unsubscribed = {
+        "total": sum(by_source.values()),
+        "unique": get("unique_unsubscribes"),
+        **by_source,
+    }
     delivered = get("delivered")
     return {
         **{name: get(name) for name in _PLAIN},
         "bounced": {"total": sum(bounced.values()), **bounced},
         "opened": opened,
         "clicked": clicked,
+        "engaged": get("engaged"),
+        "unsubscribed": unsubscribed,
+        "resubscribed": get("resubscribed"),
         "rates": {
             "delivery": _rate(delivered, get("sent")),
             "open": _rate(get("unique_opens:human"), delivered),
@@ -208,6 +224,8 @@ def counts(metrics: Mapping[str, int]) -> dict[str, Any]:
             "click_to_open": _rate(get("unique_clicks:human"), get("unique_opens:human")),
             "machine_open_share": _rate(opened_machine, opened_human + opened_machine),
             "bot_click_share": _rate(clicked_bot, clicked_human + clicked_bot),
+            "engagement": _rate(get("engaged"), delivered),
+            "unsubscribe": _rate(get("unique_unsubscribes"), delivered),
         },
     }
 
@@ -273,15 +291,20 @@ _COLUMNS = (
     ("machine opens", lambda c: c["opened"]["machine"]["total"]),
     ("clicked", lambda c: c["clicked"]["human"]["unique"]),
     ("bot clicks", lambda c: c["clicked"]["bot"]["total"]),
+    ("engaged", lambda c: c["engaged"]),
+    ("unsubscribed", lambda c: c["unsubscribed"]["unique"]),
     ("open rate", lambda c: _percent(c["rates"]["open"])),
     ("click rate", lambda c: _percent(c["rates"]["click"])),
     ("CTOR", lambda c: _percent(c["rates"]["click_to_open"])),
+    ("engagement", lambda c: _percent(c["rates"]["engagement"])),
+    ("unsub. rate", lambda c: _percent(c["rates"]["unsubscribe"])),
 )
 
 
 def format_table(data: Mapping[str, Any]) -> str:
-    """`report`'s answer as a text table: one row per group, then the total. "opened"
-    and "clicked" count people's unique opens and clicks."""
+    """`report`'s answer as a text table: one row per group, then the total. "opened",
+    "clicked" and "engaged" count copies people opened, clicked, or either;
+    "unsubscribed" copies unsubscribed."""
     label = {None: "", "config_set": "set"}.get(data["by"], data["by"] or "")
     rows: list[list[str]] = [[label or "", *(name for name, _ in _COLUMNS)]]
     for group in data["groups"]:
@@ -308,6 +331,19 @@ def format_table(data: Mapping[str, Any]) -> str:
         **{f"open: {k}": v for k, v in totals["opened"]["machine"]["reasons"].items()},
         **{f"click: {k}": v for k, v in totals["clicked"]["bot"]["reasons"].items()},
     }
-    footer = "machines: " + ", ".join(f"{k} {v}" for k, v in reasons.items()) if reasons else ""
-    legend = "opened, clicked: copies people opened or clicked; machine opens, bot clicks: all"
-    return "\n".join([header, *lines, legend, *([footer] if footer else [])]) + "\n"
+    footers = []
+    if reasons:
+        footers.append("machines: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    unsubscribed = totals["unsubscribed"]
+    if unsubscribed["total"] or totals["resubscribed"]:
+        sources = [(k, v) for k, v in unsubscribed.items() if k not in ("total", "unique")]
+        footers.append(
+            f"unsubscribes: {unsubscribed['total']} ("
+            + ", ".join(f"{k} {v}" for k, v in sources)
+            + f"), resubscribes: {totals['resubscribed']}"
+        )
+    legend = (
+        "opened, clicked: copies people opened or clicked; engaged: either; "
+        "unsubscribed: copies; machine opens, bot clicks: all"
+    )
+    return "\n".join([header, *lines, legend, *footers]) + "\n"

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pixelpost.core.event_types import EventType
-from pixelpost.core.events import bounce_event, delivery_event, send_event
+from pixelpost.core.events import Event, bounce_event, delivery_event, send_event
+from pixelpost.core.ids import new_event_id
 from pixelpost.core.stats import StatsQuery, report
 from pixelpost.store import Hit, MessageRecord, Route, Store
 
@@ -68,6 +69,55 @@ def clicked(message_id: str, link: str, at: float, *, reason: str | None = None)
         machine=reason is not None,
         reason=reason,
     )
+
+
+def subscription(
+    message_id: str,
+    at: float,
+    *,
+    unsubscribe: bool = True,
+    source: str = "UnsubscribeLink",
+    was: bool | None = None,
+) -> Event:
+    """A Subscription event, its object as SES writes it: an unsubscribe from all, or
+    (`unsubscribe` False) a subscription again; `was`: the old preference, if not the
+    opposite of the new one."""
+    when = datetime.fromtimestamp(at, UTC)
+    old = not unsubscribe if was is None else was
+    detail = {
+        "contactList": "marketing",
+        "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "source": source,
+        "newTopicPreferences": {"unsubscribeAll": unsubscribe, "topicSubscriptionStatus": []},
+        "oldTopicPreferences": {"unsubscribeAll": old, "topicSubscriptionStatus": []},
+    }
+    return Event(
+        id=new_event_id(),
+        type=EventType.SUBSCRIPTION,
+        message_id=message_id,
+        created_at=when,
+        detail=json.dumps(detail, separators=(",", ":")),
+    )
+
+
+def delivered(message_ids: list[str], at: float) -> list[Event]:
+    """Send and Delivery events of each copy."""
+    when = datetime.fromtimestamp(at, UTC)
+    return [
+        event
+        for m in message_ids
+        for event in (
+            send_event(m, now=when),
+            delivery_event(
+                m,
+                recipients=["r@example.com"],
+                smtp_response="250 ok",
+                processing_ms=5,
+                reporting_mta="relay",
+                now=when,
+            ),
+        )
+    ]
 
 
 async def funnel(store: Store, **query: Any) -> dict[str, Any]:

@@ -163,7 +163,10 @@ EXPECTED_TOTALS = {
         "click_to_open": 1.0,
         "machine_open_share": 0.5,
         "bot_click_share": round(5 / 9, 4),
+        "engagement": 0.25,  # r3, r5 and f2 opened and clicked, of 12 delivered
+        "unsubscribe": 0.0,
     },
+    "engaged": 3,
 }
 
 

@@ -37,6 +37,7 @@ from pixelpost.core.throttle import FAILURE_WINDOW, Throttle
 from pixelpost.store import MessageRecord, SQLiteStore
 from tests.browser import Chromium
 from tests.conftest import AppServer
+from tests.contract.campaign import subscription
 from tracker.api import add_api
 from tracker.auth import COOKIE, SESSION_SECONDS, WRONG_TOKEN_DELAY, Access
 from tracker.dashboard import LOGIN_BODY_LIMIT, add_dashboard
@@ -96,7 +97,9 @@ def _message(message_id: str, config_set: str, tags: dict[str, list[str]]) -> Me
 async def seed(store: SQLiteStore) -> None:
     """Eight copies over the last three days: sent 8, delivered 7, one bounce; people
     open m1 (twice), m2 (through Gmail's proxy) and m4, machines m3, m4 and m5; people
-    click in m1 (twice) and m2, bots in m3 and m4; m2's recipient complains."""
+    click in m1 (twice), m2 and m6 (never opened: engaged all the same), bots in m3 and
+    m4; m2's recipient complains; m5's unsubscribes with the header, m6's with the link,
+    subscribes again and unsubscribes again."""
     now = datetime.now(UTC)
     days_ago = now - timedelta(days=3)
     spring = {"campaign": ["spring"]}
@@ -168,6 +171,11 @@ async def seed(store: SQLiteStore) -> None:
         clicked("m1", "https://shop.example/", now - timedelta(days=1)),
         opened("m4", now - timedelta(hours=3)),
         clicked("m2", "https://shop.example/help", now - timedelta(hours=3)),
+        clicked("m6", "https://shop.example/", now - timedelta(hours=1)),
+        subscription("m5", (now - timedelta(hours=2)).timestamp(), source="UnsubscribeHeader"),
+        subscription("m6", (now - timedelta(minutes=50)).timestamp()),
+        subscription("m6", (now - timedelta(minutes=40)).timestamp(), unsubscribe=False),
+        subscription("m6", (now - timedelta(minutes=30)).timestamp()),
         Event(
             id=new_event_id(),
             type=EventType.COMPLAINT,
@@ -186,12 +194,19 @@ EXPECTED = {
     "delivered": 7,
     "opened.human.unique": 3,
     "opened.machine.unique": 3,
-    "clicked.human.unique": 2,
+    "clicked.human.unique": 3,
     "clicked.bot.unique": 2,
+    "engaged": 4,
+    "unsubscribed.unique": 2,
+    "unsubscribed.total": 3,
+    "unsubscribed.UnsubscribeHeader": 1,
+    "unsubscribed.UnsubscribeLink": 2,
+    "unsubscribed.UnsubscribeMailto": 0,
+    "resubscribed": 1,
     "opened.total": 7,
     "opened.machine.total": 3,
     "opened.human.proxied": 1,
-    "clicked.total": 5,
+    "clicked.total": 6,
     "clicked.bot.total": 2,
     "bounced.total": 1,
     "bounced.Permanent": 1,
@@ -577,6 +592,63 @@ async def test_the_stats_api_takes_the_bearer_token_or_the_session_cookie(
     assert by_cookie["totals"] == by_token["totals"]
 
 
+async def test_the_stats_api_adds_engaged_and_unsubscribes_to_every_group(
+    start_dashboard: DashboardStarter, http: aiohttp.ClientSession, store: SQLiteStore
+) -> None:
+    await seed(store)
+    base = await start_dashboard(TOKEN)
+
+    async def api(query: str) -> dict[str, Any]:
+        async with http.get(
+            f"{base}/api/v1/stats?since=30d&{query}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as response:
+            assert response.status == 200
+            data: dict[str, Any] = await response.json()
+            return data
+
+    sets, links, tags, days = [
+        await api(f"by={by}") for by in ("config_set", "link", "tag", "day")
+    ]
+    # Every field there was, and the three new ones.
+    assert set(sets["totals"]) == {
+        *("sent", "delivered", "delayed", "rejected", "rendering_failures", "complained"),
+        *("suppressed", "bounced", "opened", "clicked", "rates"),
+        *("engaged", "unsubscribed", "resubscribed"),
+    }
+    assert list(sets["totals"]["rates"]) == [
+        *("delivery", "open", "click", "click_to_open", "machine_open_share"),
+        *("bot_click_share", "engagement", "unsubscribe"),
+    ]
+    marketing, transactional = sets["groups"]
+    assert marketing["key"] == "marketing"
+    assert (marketing["engaged"], marketing["resubscribed"]) == (4, 1)
+    assert marketing["unsubscribed"] == {
+        "total": 3,
+        "unique": 2,
+        "UnsubscribeHeader": 1,
+        "UnsubscribeLink": 2,
+        "UnsubscribeMailto": 0,
+    }
+    assert marketing["rates"]["engagement"] == round(4 / 6, 4)
+    assert marketing["rates"]["unsubscribe"] == round(2 / 6, 4)
+    assert (transactional["engaged"], transactional["unsubscribed"]["total"]) == (0, 0)
+    assert transactional["rates"]["engagement"] == 0.0  # one delivered, none engaged
+
+    # Per link, as unique opens: nothing (a copy is engaged, not a link).
+    assert {g["key"]: g["engaged"] for g in links["groups"]} == {
+        "https://shop.example/": 0,
+        "https://shop.example/help": 0,
+        HOSTILE_LINK: 0,
+    }
+    assert links["totals"]["engaged"] == 4
+    assert {g["key"]: g["engaged"] for g in tags["groups"]} == {
+        "campaign:spring": 4,
+        "kind:receipt": 0,
+    }
+    assert sum(g["engaged"] for g in days["groups"]) == 4
+    assert sum(g["unsubscribed"]["unique"] for g in days["groups"]) == 2
+
+
 def artifacts() -> Path:
     return Path(os.environ.get("PIXELPOST_ARTIFACTS") or REPO / "artifacts")
 
@@ -660,6 +732,12 @@ async def test_the_dashboard_in_chromium(
         for name, rate in totals["rates"].items():
             assert shown[f"rates.{name}"] == percent(rate), name
         assert shown["rates.open"] == "42.9%"  # 3 of 7 delivered, people only
+        assert shown["rates.engagement"] == "57.1%"  # 4 of 7: m6 was clicked, not opened
+        assert shown["rates.unsubscribe"] == "28.6%"  # m5 and m6, of 7
+        funnel_rows = await page.evaluate(
+            "[...document.querySelectorAll('#funnel text.label')].map(n => n.textContent)"
+        )
+        assert funnel_rows == ["Sent", "Delivered", "Opened", "Clicked", "Engaged", "Unsubscribed"]
 
         links = await api(f"{query}&by=link")
         rows = await page.evaluate(

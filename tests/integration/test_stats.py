@@ -21,12 +21,14 @@ from tests.contract.campaign import (
     ARCHIVE,
     H0,
     H1,
+    A,
     B,
     clicked,
     funnel,
     message,
     opened,
     record_campaign,
+    subscription,
 )
 
 
@@ -122,6 +124,59 @@ def test_the_stats_command_counts_what_is_pending_and_prints_table_or_json(
     assert capsys.readouterr().err.startswith("pixelpost: --since: 'last week' is neither")
 
 
+def test_the_stats_command_shows_engaged_and_unsubscribed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def record() -> None:
+        store = await SQLiteStore.open(tmp_path / "s.db")
+        try:
+            await record_campaign(store)
+            await store.record(
+                events=[
+                    subscription("m3", H1 + 100, source="UnsubscribeHeader"),
+                    subscription("m3", H1 + 200, unsubscribe=False),
+                    subscription("m4", H1 + 300, source="UnsubscribeMailto"),
+                ]
+            )
+            await store.record_hits([clicked("m3", A, H1 + 400)])  # no open: engaged too
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+    config = tmp_path / "pixelpost.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+
+    assert main(["stats", "-c", str(config), "--json", "--config-set", "marketing"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert totals["engaged"] == 3  # m1 and m2 opened and clicked, m3 clicked
+    assert totals["unsubscribed"] == {
+        "total": 1,
+        "unique": 1,
+        "UnsubscribeHeader": 1,
+        "UnsubscribeLink": 0,
+        "UnsubscribeMailto": 0,
+    }
+    assert totals["resubscribed"] == 1
+    assert (totals["rates"]["engagement"], totals["rates"]["unsubscribe"]) == (1.0, 0.3333)
+
+    assert main(["stats", "-c", str(config), "--by", "config_set"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "engaged  unsubscribed" in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[2:6]}
+    # sent delivered bounced complained opened machine-opens clicked bot-clicks engaged
+    # unsubscribed, open rate, click rate, CTOR, engagement, unsubscribe rate
+    assert rows["marketing"][1:] == [
+        *("3", "3", "0", "0", "2", "1", "3", "1", "3", "1"),
+        *("66.7%", "100.0%", "150.0%", "100.0%", "33.3%"),
+    ]
+    assert rows["news"][9:11] == ["0", "1"]
+    assert rows["total"][9:11] == ["3", "2"]
+    assert lines[-1] == (
+        "unsubscribes: 2 (UnsubscribeHeader 1, UnsubscribeLink 0, UnsubscribeMailto 1),"
+        " resubscribes: 1"
+    )
+
+
 async def test_a_store_from_before_statistics_is_upgraded_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     for file, schema in ((path, "log"), (outbox_path(path), "outbox")):
@@ -173,3 +228,31 @@ async def test_purge_goes_no_further_than_counting_was_when_it_began(tmp_path: P
         assert (await store.purge(H0))[0] == 20_000 - 5000 - 1  # the newest stays
     finally:
         await store.close()
+
+
+async def test_copies_engaged_before_the_upgrade_do_not_count_again(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await SQLiteStore.open(path)
+    try:
+        await store.record(messages=[message(m, "marketing") for m in ("m1", "m2", "m3")])
+        await store.record_hits([opened("m1", H0), clicked("m2", A, H0)])
+        await store.rollup()
+    finally:
+        await store.close()
+    # The outbox as a version before "engaged" left it: no such marks, no such counters.
+    [version] = [v for v, name, _ in migrations("outbox") if name.endswith("_engaged.sql")]
+    with sqlite3.connect(outbox_path(path)) as connection:
+        connection.execute("DELETE FROM stats_firsts WHERE what = 'engaged'")
+        connection.execute("DELETE FROM stats WHERE metric = 'engaged'")
+        connection.execute(f"PRAGMA user_version = {version - 1}")
+    connection.close()
+
+    store = await SQLiteStore.open(path)
+    try:
+        await store.record_hits([opened("m1", H1), opened("m2", H1), opened("m3", H1)])
+        data = await funnel(store, config_set="marketing")
+    finally:
+        await store.close()
+    # m1 and m2 counted (as an open, a click) before: only m3 is newly engaged.
+    assert data["totals"]["engaged"] == 1
+    assert data["totals"]["opened"]["human"]["unique"] == 3  # m2's first open is new

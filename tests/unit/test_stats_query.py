@@ -86,6 +86,11 @@ def test_rates_count_people_and_are_null_without_a_denominator() -> None:
             "unique_clicks:human": 2,
             "bounced:Permanent": 1,
             "bounced:Transient": 1,
+            "engaged": 5,
+            "unsubscribed:UnsubscribeHeader": 2,
+            "unsubscribed:UnsubscribeLink": 1,
+            "unique_unsubscribes": 2,
+            "resubscribed": 1,
         }
     )
     assert funnel["rates"] == {
@@ -95,27 +100,65 @@ def test_rates_count_people_and_are_null_without_a_denominator() -> None:
         "click_to_open": 0.5,
         "machine_open_share": 0.7,
         "bot_click_share": 0.25,
+        "engagement": 0.625,  # 5 of 8 delivered, more than opened (4): a click without one
+        "unsubscribe": 0.25,  # copies, not unsubscribes: 2 of 8
     }
     assert funnel["bounced"] == {"total": 2, "Permanent": 1, "Transient": 1, "Undetermined": 0}
+    assert (funnel["engaged"], funnel["resubscribed"]) == (5, 1)
+    assert funnel["unsubscribed"] == {
+        "total": 3,
+        "unique": 2,
+        "UnsubscribeHeader": 2,
+        "UnsubscribeLink": 1,
+        "UnsubscribeMailto": 0,
+    }
     assert set(counts({})["rates"].values()) == {None}
+    assert counts({})["unsubscribed"] == {
+        "total": 0,
+        "unique": 0,
+        "UnsubscribeHeader": 0,
+        "UnsubscribeLink": 0,
+        "UnsubscribeMailto": 0,
+    }
 
 
 def test_the_table_shows_groups_and_the_total() -> None:
     query = StatsQuery(config_set="marketing", by="config_set")
     table = StatsTable(
-        totals={"sent": 3, "delivered": 2, "unique_opens:human": 1, "opens:machine:apple_mpp": 2},
-        groups={"marketing": {"sent": 3, "delivered": 2}, "": {"sent": 1}},
+        totals={
+            "sent": 3,
+            "delivered": 2,
+            "unique_opens:human": 1,
+            "opens:machine:apple_mpp": 2,
+            "engaged": 2,
+            "unsubscribed:UnsubscribeLink": 2,
+            "unique_unsubscribes": 1,
+            "resubscribed": 1,
+        },
+        groups={"marketing": {"sent": 3, "delivered": 2, "engaged": 2}, "": {"sent": 1}},
     )
     text = format_table(report(query, table, now=NOW))
     lines = text.splitlines()
     assert lines[0] == "configuration set marketing, until 2026-11-30T12:30:00Z"
-    assert lines[1].split()[:3] == ["set", "sent", "delivered"]
+    assert lines[1].split() == [
+        *("set", "sent", "delivered", "bounced", "complained", "opened", "machine", "opens"),
+        *("clicked", "bot", "clicks", "engaged", "unsubscribed", "open", "rate", "click"),
+        *("rate", "CTOR", "engagement", "unsub.", "rate"),
+    ]
     assert lines[2].split()[:3] == ["(no", "set)", "1"]
     assert lines[3].split()[:3] == ["marketing", "3", "2"]
-    assert lines[4].split()[:5] == ["total", "3", "2", "0", "0"]
-    assert "50.0%" in lines[4]  # the open rate: 1 of 2 delivered
-    assert lines[5].startswith("opened, clicked: copies people opened or clicked")
+    assert lines[3].split()[9] == "2"  # engaged
+    assert lines[4].split() == [
+        *("total", "3", "2", "0", "0", "1", "0", "0", "0", "2", "1"),
+        *("50.0%", "0.0%", "0.0%", "100.0%", "50.0%"),  # open, click, CTOR, engagement, unsub.
+    ]
+    assert lines[5].startswith("opened, clicked: copies people opened or clicked; engaged:")
     assert lines[6] == "machines: open: apple_mpp 2"
+    assert lines[7] == (
+        "unsubscribes: 2 (UnsubscribeHeader 0, UnsubscribeLink 2, UnsubscribeMailto 0),"
+        " resubscribes: 1"
+    )
+    assert len(lines) == 8
 
 
 def test_limit_cuts_the_ranking_of_links_not_a_range_of_days() -> None:

@@ -1,8 +1,8 @@
 // pixelpost dashboard: reads /api/v1/stats and /api/v1/reputation with the session
-// cookie and draws the funnel, the rates, each configuration set's reputation, opens
-// and clicks over time, the top links and why hits were counted as machines'. Plain
-// DOM and SVG, no libraries. Text from the API only ever
-// goes in through textContent and setAttribute, never as markup.
+// cookie and draws the funnel (down to engaged and unsubscribed), the rates, each
+// configuration set's reputation, opens and clicks over time, the top links and why
+// hits were counted as machines'. Plain DOM and SVG, no libraries. Text from the API
+// only ever goes in through textContent and setAttribute, never as markup.
 //
 // document.body.dataset.state is "loading", "ready" or "error" (with dataset.error),
 // and dataset.query the filters of what is shown, for tests and scripts to wait on.
@@ -182,6 +182,21 @@
       cls: "bar-click",
       machine: ["clicked.bot.unique", "bot"],
       rate: ["click", "of delivered"],
+    },
+    // Opened or clicked: a click without an open is a message whose pixel was blocked.
+    {
+      label: "Engaged",
+      sub: "opened or clicked",
+      path: "engaged",
+      cls: "bar-engaged",
+      rate: ["engagement", "of delivered"],
+    },
+    {
+      label: "Unsubscribed",
+      sub: "unique, any way",
+      path: "unsubscribed.unique",
+      cls: "bar-unsubscribed",
+      rate: ["unsubscribe", "of delivered"],
     },
   ];
 

@@ -194,10 +194,15 @@ STATS_FACTS = (
     "INSERT INTO temp.stats_facts SELECT e.message_id,"
     " CAST(e.created_at / 3600 AS INTEGER) * 3600, coalesce(m.config_set, ''), m.tags, e.type,"
     " CASE e.type WHEN 'open' THEN iif(e.detail ->> '$.machine', 'machine', 'human')"
-    "  WHEN 'click' THEN iif(e.detail ->> '$.bot', 'bot', 'human') END,"
+    "  WHEN 'click' THEN iif(e.detail ->> '$.bot', 'bot', 'human')"
+    "  WHEN 'subscription' THEN CASE"
+    "   WHEN e.detail ->> '$.newTopicPreferences.unsubscribeAll' THEN 'unsubscribed'"
+    "   WHEN NOT e.detail ->> '$.newTopicPreferences.unsubscribeAll'"
+    "    AND e.detail ->> '$.oldTopicPreferences.unsubscribeAll' THEN 'resubscribed' END END,"
     " CASE e.type WHEN 'open' THEN e.detail ->> '$.machineReason'"
     "  WHEN 'click' THEN e.detail ->> '$.botReason'"
-    "  WHEN 'bounce' THEN e.detail ->> '$.bounceSubType' END,"
+    "  WHEN 'bounce' THEN e.detail ->> '$.bounceSubType'"
+    "  WHEN 'subscription' THEN e.detail ->> '$.source' END,"
     " iif(e.type = 'open', e.detail ->> '$.proxy', NULL),"
     " iif(e.type = 'click', e.detail ->> '$.link', NULL),"
     " iif(e.type = 'bounce', e.detail ->> '$.bounceType', NULL)"
@@ -223,8 +228,14 @@ STATS_COUNTS = (
     " FROM temp.stats_facts WHERE kind = 'open' AND class = 'human' AND proxy IS NOT NULL"
     " UNION ALL SELECT hour, config_set, tags, link, 'clicks:' || class"
     " FROM temp.stats_facts WHERE kind = 'click' AND link IS NOT NULL"
+    " UNION ALL SELECT hour, config_set, tags, '', 'resubscribed'"
+    " FROM temp.stats_facts WHERE kind = 'subscription' AND class = 'resubscribed'"
+    " UNION ALL SELECT hour, config_set, tags, '', 'unsubscribed:' || coalesce(reason, 'other')"
+    " FROM temp.stats_facts WHERE kind = 'subscription' AND class = 'unsubscribed'"
 )
 # What each event could count towards as a unique: per copy, and per copy and link.
+# "engaged": a person's open or click, whichever came first (a click without an open is
+# a pixel that was not loaded); "unsubscribe": the copy's first unsubscribe.
 STATS_CANDIDATES = (
     "INSERT OR IGNORE INTO temp.stats_candidates"
     " SELECT message_id, what, min(hour), config_set, tags, link, metric FROM ("
@@ -240,6 +251,11 @@ STATS_CANDIDATES = (
     "  UNION ALL SELECT message_id, 'click:' || class || char(31) || link, hour, config_set,"
     "   tags, link, 'unique_clicks:' || class"
     "  FROM temp.stats_facts WHERE kind = 'click' AND link IS NOT NULL"
+    "  UNION ALL SELECT message_id, 'engaged', hour, config_set, tags, '', 'engaged'"
+    "  FROM temp.stats_facts WHERE kind IN ('open', 'click') AND class = 'human'"
+    "  UNION ALL SELECT message_id, 'unsubscribe', hour, config_set, tags, '',"
+    "   'unique_unsubscribes'"
+    "  FROM temp.stats_facts WHERE kind = 'subscription' AND class = 'unsubscribed'"
     " ) WHERE true GROUP BY message_id, what"
 )
 STATS_FIRSTS = (

@@ -7,12 +7,17 @@ set, hour, metric), in the outbox file. The metrics:
     bounced:<bounceType>
     opens:human opens:machine opens:machine:<reason> opens:proxied
     clicks:human clicks:bot clicks:bot:<reason>
+    unsubscribed:<source> resubscribed
     unique_opens unique_opens:human unique_opens:machine           (copies, at their first)
     unique_clicks unique_clicks:human unique_clicks:bot
+    engaged unique_unsubscribes
 
 Clicks are also counted per link (link = the URL), uniques there per copy and link.
 A unique count goes to the hour of the copy's first such event: unique opens over any
-period are the copies first opened in it. Each counter is kept per hour and per day: a
+period are the copies first opened in it, and `engaged` the copies a person first
+opened or clicked in it (whichever came first). A Subscription event counts as
+`unsubscribed` when its new preferences unsubscribe from all, `resubscribed` when they
+no longer do and the old ones did. Each counter is kept per hour and per day: a
 query over weeks reads the days' counters and only the hours at its ends. It all runs
 in SQLite, in a few statements per batch.
 """
