@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -197,6 +198,48 @@ def complaint_event(
     if arrival_date is not None:
         detail["arrivalDate"] = timestamp(arrival_date)
     return _event(EventType.COMPLAINT, message_id, now, detail)
+
+
+class SubscriptionSource(StrEnum):
+    """How a recipient unsubscribed, as SES names it."""
+
+    HEADER = "UnsubscribeHeader"
+    """The one-click POST (RFC 8058) of the `List-Unsubscribe` URL."""
+    LINK = "UnsubscribeLink"
+    """The unsubscribe page's button (the URL followed from the message)."""
+    MAILTO = "UnsubscribeMailto"
+    """Mail to the `List-Unsubscribe` field's `mailto:` address."""
+
+
+def _preferences(unsubscribed: bool) -> dict[str, object]:
+    return {"unsubscribeAll": unsubscribed, "topicSubscriptionStatus": []}
+
+
+def subscription_event(
+    message_id: str,
+    *,
+    contact_list: str,
+    scope: str,
+    source: SubscriptionSource,
+    unsubscribed: bool,
+    now: datetime,
+) -> Event:
+    """A recipient of the copy unsubscribed (or, `unsubscribed` False, subscribed
+    again) from `contact_list`, the copy's configuration set; `scope` (pixelpost's
+    addition) says whether from that set's mail ("config_set") or from all ("account")."""
+    return _event(
+        EventType.SUBSCRIPTION,
+        message_id,
+        now,
+        {
+            "contactList": contact_list,
+            "timestamp": timestamp(now),
+            "source": source.value,
+            "newTopicPreferences": _preferences(unsubscribed),
+            "oldTopicPreferences": _preferences(not unsubscribed),
+            "scope": scope,
+        },
+    )
 
 
 def _hit(ip: str, user_agent: str, now: datetime, extra: JSON | None) -> str:

@@ -16,7 +16,8 @@ from pixelpost.core.mail import timestamp
 
 DIAGNOSTIC = (
     "pixelpost did not send the message to this address because it is on the suppression "
-    "list (pixelpost suppression remove ADDRESS takes it off)"
+    "list (pixelpost suppression remove ADDRESS takes it off; add --config-set NAME for "
+    "an unsubscribe from one configuration set)"
 )
 """The diagnosticCode of a Bounce for a suppressed recipient."""
 
@@ -43,7 +44,10 @@ class Suppressed:
     reason: Reason
     created_at: datetime
     message_id: str | None = None
-    """The copy whose bounce or complaint put it there, when one did."""
+    """The copy whose bounce, complaint or unsubscribe put it there, when one did."""
+    config_set: str | None = None
+    """The scope: None for all mail (the account), else only this configuration set's
+    (an unsubscribe with `unsubscribe_scope = "config_set"`)."""
 
 
 class BadEntry(ValueError):
@@ -77,4 +81,5 @@ def suppressed_json(entry: Suppressed) -> dict[str, str | None]:
         "reason": entry.reason.value,
         "lastUpdateTime": timestamp(entry.created_at),
         "messageId": entry.message_id,
+        "configurationSet": entry.config_set,
     }

@@ -23,6 +23,18 @@ mail systems that change their case, so it is base32, lowercase:
 
     kind+version (1) | key id (1) | message id (16) | MAC (10)          -> 45 characters
 
+An unsubscribe token (`/u/<token>`) carries what an unsubscribe needs without the store,
+so that it works on any tracker and long after retention: the copy's id in the clear,
+and the scope, the configuration set and the recipient's address encrypted (AES-SIV,
+RFC 5297, under a key derived from the signing key; deterministic, so a copy's token
+is the same each time it is made, and its tag authenticates the id as well):
+
+    kind+version (1) | key id (1) | message id (16) | SIV (16) | encrypted scope,
+    set and address                                                     -> base64url
+
+An unsubscribe `mailto:` names only the copy, like a return path (`u-<base32>@…`):
+a local part has room for no more, and the address comes from the copy's record.
+
 Keys rotate: the first configured key signs, every configured key verifies. Each token
 names its key by an 8-bit id derived from the key. Verification compares MACs in
 constant time and accepts only the canonical spelling of a token.
@@ -40,6 +52,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
 from pixelpost.core.ids import MESSAGE_ID_BYTES, message_id_from_bytes, message_id_to_bytes
 from pixelpost.errors import PixelpostError
 
@@ -47,6 +62,8 @@ _VERSION = 1
 _KIND_OPEN = 0
 _KIND_CLICK = 1
 _KIND_RETURN = 2
+_KIND_UNSUBSCRIBE = 3
+_KIND_UNSUBSCRIBE_MAIL = 4
 _HTTPS = 0x08
 _MAC_BYTES = 16
 _RETURN_MAC_BYTES = 10
@@ -54,6 +71,11 @@ _RETURN_MAC_BYTES = 10
 _RETURN_TOKEN_CHARS = 45
 RETURN_PREFIX = "b-"
 """What a return path's local part starts with, before its token."""
+UNSUBSCRIBE_PREFIX = "u-"
+"""What an unsubscribe mailto's local part starts with, before its token."""
+_SIV_INFO = b"pixelpost unsubscribe token\x00"
+_SIV_BYTES = 16
+_SCOPE_ACCOUNT = 1
 _DOMAIN = b"pixelpost tracking token\x00"
 _URLSAFE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _BASE64_VALUES = {char: value for value, char in enumerate(_URLSAFE_ALPHABET)}
@@ -126,6 +148,19 @@ class ClickToken:
     link_index: int
     url: str
     tags: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnsubscribeToken:
+    """What an unsubscribe token says."""
+
+    message_id: str
+    address: str
+    """The copy's recipient, as the relay sent to it."""
+    config_set: str
+    """The copy's configuration set."""
+    account: bool
+    """The scope: all mail (True) or the set's (False)."""
 
 
 def key_id(key: bytes) -> int:
@@ -223,6 +258,18 @@ class TokenCodec:
         self._keys: dict[int, list[_Hmac]] = {}
         for key in keys:
             self._keys.setdefault(key_id(key), []).append(_Hmac(key))
+        self._raw_keys = tuple(keys)
+        self._sivs: dict[int, list[AESSIV]] | None = None  # made on first use
+
+    def _siv_keys(self) -> dict[int, list[AESSIV]]:
+        """The AES-SIV keys of unsubscribe tokens, one per signing key (by key id)."""
+        if self._sivs is None:
+            sivs: dict[int, list[AESSIV]] = {}
+            for key in self._raw_keys:
+                derived = hmac.new(key, _SIV_INFO, hashlib.sha512).digest()  # 512 bits
+                sivs.setdefault(key_id(key), []).append(AESSIV(derived))
+            self._sivs = sivs
+        return self._sivs
 
     def _verify(self, header: bytes, mac: bytes, rest: bytes) -> None:
         candidates = self._keys.get(header[1], [])
@@ -249,29 +296,15 @@ class TokenCodec:
         """The path of a link's redirect, `<signature>/<destination>`, for one copy."""
         return self.signer(message_id).click_token(link_index, url, tags)
 
-    def return_token(self, message_id: str) -> str:
-        """The local part (after its prefix) of the return path of one copy."""
-        header = bytes([_VERSION << 4 | _KIND_RETURN, self._signing_id]) + message_id_to_bytes(
-            message_id
-        )
+    def _mail_token(self, kind: int, message_id: str) -> str:
+        """A copy's token for an address's local part: base32, lowercase."""
+        header = bytes([_VERSION << 4 | kind, self._signing_id]) + message_id_to_bytes(message_id)
         mac = self._signing.mac(header, b"")[:_RETURN_MAC_BYTES]
         return base64.b32encode(header + mac).decode("ascii").rstrip("=").lower()
 
-    def return_address(self, message_id: str, domain: str) -> str:
-        """The envelope sender of one copy whose reports come back to `domain`."""
-        return f"{RETURN_PREFIX}{self.return_token(message_id)}@{domain}"
-
-    def read_return_address(self, address: str) -> str:
-        """The message id that a return path (`b-<token>@domain`, any case) names;
-        InvalidToken unless it is one and verifies."""
-        local = address.rpartition("@")[0] if "@" in address else address
-        if local[: len(RETURN_PREFIX)].lower() != RETURN_PREFIX:
-            raise InvalidToken
-        return self.read_return(local[len(RETURN_PREFIX) :])
-
-    def read_return(self, token: str) -> str:
-        """The message id a return-path token names, in any case; InvalidToken unless it
-        verifies."""
+    def _read_mail_token(self, kind: int, token: str) -> str:
+        """The message id a local part's token of `kind` names, in any case;
+        InvalidToken unless it verifies."""
         if len(token) != _RETURN_TOKEN_CHARS or not token.isascii():
             raise InvalidToken
         try:
@@ -281,7 +314,7 @@ class TokenCodec:
         if base64.b32encode(raw).decode("ascii").rstrip("=") != token.upper():
             raise InvalidToken  # unused low bits set: not the canonical spelling
         header, mac = raw[:-_RETURN_MAC_BYTES], raw[-_RETURN_MAC_BYTES:]
-        if header[0] != _VERSION << 4 | _KIND_RETURN:
+        if header[0] != _VERSION << 4 | kind:
             raise InvalidToken
         ok = False
         for key in self._keys.get(header[1], []):
@@ -289,6 +322,85 @@ class TokenCodec:
         if not ok:
             raise InvalidToken
         return message_id_from_bytes(header[2:])
+
+    @staticmethod
+    def _local_token(address: str, prefix: str) -> str:
+        local = address.rpartition("@")[0] if "@" in address else address
+        if local[: len(prefix)].lower() != prefix:
+            raise InvalidToken
+        return local[len(prefix) :]
+
+    def return_token(self, message_id: str) -> str:
+        """The local part (after its prefix) of the return path of one copy."""
+        return self._mail_token(_KIND_RETURN, message_id)
+
+    def return_address(self, message_id: str, domain: str) -> str:
+        """The envelope sender of one copy whose reports come back to `domain`."""
+        return f"{RETURN_PREFIX}{self.return_token(message_id)}@{domain}"
+
+    def read_return_address(self, address: str) -> str:
+        """The message id that a return path (`b-<token>@domain`, any case) names;
+        InvalidToken unless it is one and verifies."""
+        return self.read_return(self._local_token(address, RETURN_PREFIX))
+
+    def read_return(self, token: str) -> str:
+        """The message id a return-path token names, in any case; InvalidToken unless it
+        verifies."""
+        return self._read_mail_token(_KIND_RETURN, token)
+
+    def unsubscribe_address(self, message_id: str, domain: str) -> str:
+        """The address of one copy's `mailto:` unsubscribe (`u-<token>@domain`)."""
+        token = self._mail_token(_KIND_UNSUBSCRIBE_MAIL, message_id)
+        return f"{UNSUBSCRIBE_PREFIX}{token}@{domain}"
+
+    def read_unsubscribe_address(self, address: str) -> str:
+        """The message id that an unsubscribe mailto's address names (any case);
+        InvalidToken unless it is one and verifies."""
+        token = self._local_token(address, UNSUBSCRIBE_PREFIX)
+        return self._read_mail_token(_KIND_UNSUBSCRIBE_MAIL, token)
+
+    def unsubscribe_token(
+        self, message_id: str, *, address: str, config_set: str, account: bool
+    ) -> str:
+        """The token of one copy's unsubscribe URL (`/u/<token>`)."""
+        header = bytes([_VERSION << 4 | _KIND_UNSUBSCRIBE, self._signing_id]) + (
+            message_id_to_bytes(message_id)
+        )
+        plain = (
+            bytes([_SCOPE_ACCOUNT if account else 0])
+            + config_set.encode("utf-8")
+            + b"\x00"
+            + address.encode("utf-8")
+        )
+        sealed = self._siv_keys()[self._signing_id][0].encrypt(plain, [header])
+        return _b64encode(header + sealed)
+
+    def read_unsubscribe(self, token: str) -> UnsubscribeToken:
+        """What an unsubscribe token says; InvalidToken unless it verifies."""
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise InvalidToken
+        raw = _b64decode(token)
+        size = 2 + MESSAGE_ID_BYTES
+        if len(raw) < size + _SIV_BYTES + 3 or raw[0] != _VERSION << 4 | _KIND_UNSUBSCRIBE:
+            raise InvalidToken
+        header, sealed = raw[:size], raw[size:]
+        plain = None
+        for key in self._siv_keys().get(header[1], []):
+            try:
+                plain = key.decrypt(sealed, [header])
+            except InvalidTag:
+                continue
+        if plain is None:
+            raise InvalidToken
+        config_set, sep, address = plain[1:].partition(b"\x00")
+        if not sep or plain[0] not in (0, _SCOPE_ACCOUNT):
+            raise InvalidToken  # signed by pixelpost, so only by another version of it
+        return UnsubscribeToken(
+            message_id=message_id_from_bytes(header[2:]),
+            address=address.decode("utf-8"),
+            config_set=config_set.decode("utf-8"),
+            account=plain[0] == _SCOPE_ACCOUNT,
+        )
 
     def read_open(self, token: str) -> OpenToken:
         """What a pixel token says; InvalidToken unless it verifies."""

@@ -11,8 +11,7 @@ can be held to each role's contract tests (tests/contract/).
     Retention    ages events and message records out
     SuppressionList  addresses that no copy is sent to, and why
 
-The subscriptions are the next role: a Protocol here, a module per implementation, and
-a contract test file.
+Unsubscribes are entries of the suppression list, in the scope they were made for.
 
 `SQLiteStore` implements every role for one machine (pixelpost.store.sqlite); a
 PostgreSQL store will implement the same Protocols for many relay and tracker instances.
@@ -229,28 +228,52 @@ class Retention(Protocol):
 
 
 class SuppressionList(Protocol):
-    """The account's suppression list, shared by every process of the store. Addresses
-    go in and are looked up as `pixelpost.core.suppression.normalize` spells them."""
+    """The suppression list, shared by every process of the store. Addresses go in and
+    are looked up as `pixelpost.core.suppression.normalize` spells them. Each entry has
+    a scope: the account (`config_set` None: no mail goes to the address) or one
+    configuration set (no mail of that set goes to it: an unsubscribe from it)."""
 
-    async def suppressed(self, addresses: Sequence[str]) -> frozenset[str]:
-        """Those of `addresses` (normalized) that are on the list: one lookup for a
-        message's recipients."""
+    async def suppressed(
+        self, addresses: Sequence[str], config_set: str | None = None
+    ) -> frozenset[str]:
+        """Those of `addresses` (normalized) that mail of `config_set` does not go to:
+        on the account's list, or on that set's. One lookup for a message's
+        recipients."""
 
-    async def suppression(self, address: str) -> Suppressed | None:
-        """The entry for `address` (normalized), or None."""
+    async def suppression(self, address: str, config_set: str | None = None) -> Suppressed | None:
+        """The entry for `address` (normalized) in one scope, or None."""
 
     async def suppress(self, entries: Sequence[Suppressed]) -> int:
-        """Put `entries` on the list, replacing an address's entry that is there (its
-        reason and time become the new ones); returns how many were not there before."""
+        """Put `entries` on the list, replacing an address's entry that is there in the
+        same scope (its reason and time become the new ones); returns how many were not
+        there before."""
 
-    async def unsuppress(self, address: str) -> bool:
-        """Take `address` (normalized) off the list; False when it was not on it."""
+    async def unsuppress(self, address: str, config_set: str | None = None) -> bool:
+        """Take `address` (normalized) off the list in one scope; False when it was not
+        on it."""
+
+    async def unsubscribe(self, entry: Suppressed, event: Event) -> bool:
+        """Put `entry` (reason UNSUBSCRIBE) on the list and record `event` (its
+        Subscription), in one commit, unless the address is on the list in that scope
+        already, whatever the reason: then nothing changes and this returns False. A
+        replayed unsubscribe makes one event."""
+
+    async def resubscribe(self, address: str, config_set: str | None, event: Event) -> bool:
+        """Take an unsubscribe's entry for `address` in one scope off the list and
+        record `event`, in one commit; False (and nothing changes) when there is none.
+        An entry for another reason (a bounce, say) stays."""
 
     async def suppression_list(
-        self, *, after: str = "", limit: int = 1000, reason: Reason | None = None
+        self,
+        *,
+        after: str = "",
+        limit: int = 1000,
+        reason: Reason | None = None,
+        config_set: str | None = None,
     ) -> list[Suppressed]:
-        """Entries in address order, from the first after `after` (a cursor: the last
-        address of the previous page); only those of `reason` when given."""
+        """One scope's entries in address order, from the first after `after` (a
+        cursor: the last address of the previous page); only those of `reason` when
+        given."""
 
 
 class Store(MessageLog, Outbox, Statistics, Retention, SuppressionList, Protocol):

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from pixelpost.core.event_types import EventType
-from pixelpost.core.events import bounce_event
+from pixelpost.core.events import SubscriptionSource, bounce_event
+from pixelpost.core.subscription import Subscriber, resubscribed, unsubscribed
 from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize, reason
 from tests.contract.campaign import message
 from tests.contract.conftest import StoreOpener
@@ -140,3 +141,80 @@ async def test_suppressions_are_recorded_in_one_commit_with_events(
     assert await store.suppression("gone@example.org") == listed
     assert await store.suppression_list() == [listed]
     assert (await store.event_counts())[EventType.BOUNCE] == 1
+
+
+def subscriber(address: str = "jane@example.com", *, account: bool = False) -> Subscriber:
+    return Subscriber(message_id="m1", address=address, config_set="news", account=account)
+
+
+async def test_scopes_are_apart_and_a_set_looks_up_its_own_and_the_accounts(
+    open_store: StoreOpener,
+) -> None:
+    store = await open_store()
+    news = Suppressed(
+        address="a@example.com",
+        reason=Reason.UNSUBSCRIBE,
+        created_at=T0,
+        message_id="m1",
+        config_set="news",
+    )
+    account = entry("b@example.com")
+    assert await store.suppress([news, account, entry("a@example.com", at=T1)]) == 3
+    recipients = ["a@example.com", "b@example.com", "c@example.com"]
+    assert await store.suppressed(recipients, "news") == {"a@example.com", "b@example.com"}
+    assert await store.suppressed(recipients, "billing") == {"a@example.com", "b@example.com"}
+    assert await store.unsuppress("a@example.com")  # the account's entry only
+    assert await store.suppressed(recipients, "billing") == {"b@example.com"}
+    assert await store.suppressed(recipients, "news") == {"a@example.com", "b@example.com"}
+    assert await store.suppressed(recipients) == {"b@example.com"}
+    assert await store.suppression("a@example.com") is None
+    assert await store.suppression("a@example.com", "news") == news
+    assert await store.suppression_list() == [account]
+    assert await store.suppression_list(config_set="news") == [news]
+    assert not await store.unsuppress("a@example.com", "billing")
+    assert await store.unsuppress("a@example.com", "news")
+    assert await store.suppressed(recipients, "news") == {"b@example.com"}
+
+
+@pytest.mark.parametrize("account", [False, True])
+async def test_an_unsubscribe_is_one_entry_and_one_event_however_often_it_comes(
+    open_store: StoreOpener, account: bool
+) -> None:
+    store = await open_store()
+    await store.record(messages=[message("m1", "news")])
+    who = subscriber(account=account)
+    first = unsubscribed(who, source=SubscriptionSource.HEADER, now=T0)
+    assert await store.unsubscribe(*first)
+    replayed = unsubscribed(who, source=SubscriptionSource.HEADER, now=T1)
+    assert not await store.unsubscribe(*replayed)
+    assert (await store.event_counts())[EventType.SUBSCRIPTION] == 1
+    assert await store.suppression("jane@example.com", who.scope) == first[0]
+    # The scope decides which mail stops.
+    stopped = await store.suppressed(["jane@example.com"], "billing")
+    assert stopped == ({"jane@example.com"} if account else frozenset())
+    assert await store.suppressed(["jane@example.com"], "news") == {"jane@example.com"}
+
+    again = resubscribed(who, source=SubscriptionSource.LINK, now=T1)
+    assert await store.resubscribe("jane@example.com", who.scope, again)
+    assert not await store.resubscribe("jane@example.com", who.scope, again)
+    assert (await store.event_counts())[EventType.SUBSCRIPTION] == 2
+    assert await store.suppressed(["jane@example.com"], "news") == frozenset()
+
+
+async def test_a_resubscribe_leaves_an_entry_made_for_another_reason(
+    open_store: StoreOpener,
+) -> None:
+    """Somebody whose address bounced cannot take it off the list by resubscribing, and
+    unsubscribing changes nothing there either (no event: nothing changed)."""
+    store = await open_store()
+    bounced = entry("jane@example.com")
+    await store.suppress([bounced])
+    who = subscriber(account=True)
+    assert not await store.unsubscribe(
+        *unsubscribed(who, source=SubscriptionSource.MAILTO, now=T1)
+    )
+    assert not await store.resubscribe(
+        "jane@example.com", None, resubscribed(who, source=SubscriptionSource.LINK, now=T1)
+    )
+    assert await store.suppression("jane@example.com") == bounced
+    assert EventType.SUBSCRIPTION not in await store.event_counts()

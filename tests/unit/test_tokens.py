@@ -180,3 +180,72 @@ def test_return_paths_verify_only_as_signed_and_survive_rotation() -> None:
     as_return = base64.b32encode(raw[:18] + raw[18:28]).decode().rstrip("=").lower()
     with pytest.raises(InvalidToken):
         codec.read_return(as_return)
+
+
+addresses = st.builds(
+    lambda local, domain: f"{local}@{domain}",
+    st.text(string.ascii_letters + string.digits + "._+-", min_size=1, max_size=64),
+    st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z]{2,6}){1,2}", fullmatch=True),
+) | st.sampled_from(["jürgen@bücher.example", "用户@例子.广告"])
+
+
+@given(message_id=message_ids, address=addresses, config_set=tag_names, account=st.booleans())
+def test_unsubscribe_tokens_carry_copy_scope_and_address(
+    message_id: str, address: str, config_set: str, account: bool
+) -> None:
+    token = codec.unsubscribe_token(
+        message_id, address=address, config_set=config_set, account=account
+    )
+    assert set(token) <= set(BASE64URL)
+    read = codec.read_unsubscribe(token)
+    assert (read.message_id, read.address, read.config_set, read.account) == (
+        message_id,
+        address,
+        config_set,
+        account,
+    )
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    if len(address) >= 8:  # sealed: the address is nowhere in the token, as text or bytes
+        assert address not in token
+        assert address.encode() not in raw
+    # The same copy's token is the same each time (a copy rendered again, after a crash).
+    assert token == codec.unsubscribe_token(
+        message_id, address=address, config_set=config_set, account=account
+    )
+
+
+def test_unsubscribe_tokens_refuse_any_change_and_rotate() -> None:
+    message_id = new_message_id()
+    made = {"address": "jane@example.com", "config_set": "news", "account": False}
+    token = TokenCodec([OLD_KEY]).unsubscribe_token(message_id, **made)  # type: ignore[arg-type]
+    assert TokenCodec([KEY, OLD_KEY]).read_unsubscribe(token).address == "jane@example.com"
+    with pytest.raises(InvalidToken):
+        codec.read_unsubscribe(token)  # the old key no longer configured
+    mine = codec.unsubscribe_token(message_id, **made)  # type: ignore[arg-type]
+    for position in range(len(mine) - 1):  # (the last character's unused bits aside)
+        for other in ("A", "b"):
+            if mine[position] == other:
+                continue
+            with pytest.raises(InvalidToken):
+                codec.read_unsubscribe(mine[:position] + other + mine[position + 1 :])
+    for bad in ("", mine[:-1], mine + "A", mine[:40], "é" * 80, codec.open_token(message_id)):
+        with pytest.raises(InvalidToken):
+            codec.read_unsubscribe(bad)
+    with pytest.raises(InvalidToken):
+        codec.read_open(mine)
+
+
+def test_unsubscribe_addresses_fit_a_local_part_and_are_no_return_paths() -> None:
+    message_id = new_message_id()
+    address = codec.unsubscribe_address(message_id, "bounces.example.com")
+    local = address.partition("@")[0]
+    assert local.startswith("u-")
+    assert len(local) <= 64
+    assert codec.read_unsubscribe_address(address) == message_id
+    assert codec.read_unsubscribe_address(address.upper()) == message_id
+    with pytest.raises(InvalidToken):
+        codec.read_return_address(address.replace("u-", "b-", 1))  # another kind
+    with pytest.raises(InvalidToken):
+        codec.read_unsubscribe_address(codec.return_address(message_id, "b.example.com"))
+    with pytest.raises(InvalidToken):
+        TokenCodec([OLD_KEY]).read_unsubscribe_address(address)

@@ -319,20 +319,39 @@ CHECKPOINTS = ("PRAGMA main.wal_checkpoint(PASSIVE)", "PRAGMA outbox.wal_checkpo
 
 # -- The suppression list (pixelpost.store.sqlite.suppression) -------------------------
 
-SUPPRESSED = "SELECT address FROM suppression WHERE address IN (SELECT value FROM json_each(?))"
-SUPPRESSION = "SELECT address, reason, created_at, message_id FROM suppression WHERE address = ?"
+# The suppression list, by address and scope ('' for the account, else a set's name).
+SUPPRESSED = (
+    "SELECT DISTINCT address FROM suppression"
+    " WHERE address IN (SELECT value FROM json_each(?)) AND config_set IN ('', ?)"
+)
+SUPPRESSION = (
+    "SELECT address, reason, created_at, message_id, config_set FROM suppression"
+    " WHERE address = ? AND config_set = ?"
+)
 SUPPRESSION_ADDRESSES = (
-    "SELECT count(*) FROM suppression WHERE address IN (SELECT value ->> 0 FROM json_each(?))"
+    "SELECT count(*) FROM suppression WHERE (address, config_set) IN"
+    " (SELECT value ->> 0, coalesce(value ->> 4, '') FROM json_each(?))"
 )
 SUPPRESS = (
-    "INSERT INTO suppression (address, reason, created_at, message_id)"
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true"
-    " ON CONFLICT (address) DO UPDATE SET"
+    "INSERT INTO suppression (address, reason, created_at, message_id, config_set)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, coalesce(value ->> 4, '')"
+    " FROM json_each(?) WHERE true"
+    " ON CONFLICT (address, config_set) DO UPDATE SET"
     "  reason = excluded.reason, created_at = excluded.created_at,"
     "  message_id = excluded.message_id"
 )
-UNSUPPRESS = "DELETE FROM suppression WHERE address = ?"
+UNSUPPRESS = "DELETE FROM suppression WHERE address = ? AND config_set = ?"
 SUPPRESSION_PAGE = (
-    "SELECT address, reason, created_at, message_id FROM suppression"
-    " WHERE address > ? AND (? IS NULL OR reason = ?) ORDER BY address LIMIT ?"
+    "SELECT address, reason, created_at, message_id, config_set FROM suppression"
+    " WHERE config_set = ? AND address > ? AND (? IS NULL OR reason = ?)"
+    " ORDER BY address LIMIT ?"
+)
+# An unsubscribe: the entry goes in unless the address is on the list in that scope
+# already (for whatever reason); a resubscribe takes off only an unsubscribe's entry.
+UNSUBSCRIBE = (
+    "INSERT INTO suppression (address, config_set, reason, created_at, message_id)"
+    " VALUES (?, ?, 'UNSUBSCRIBE', ?, ?) ON CONFLICT (address, config_set) DO NOTHING"
+)
+RESUBSCRIBE = (
+    "DELETE FROM suppression WHERE address = ? AND config_set = ? AND reason = 'UNSUBSCRIBE'"
 )

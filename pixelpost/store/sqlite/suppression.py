@@ -1,4 +1,5 @@
-"""The SuppressionList role on SQLite: a table of the log file, keyed by address.
+"""The SuppressionList role on SQLite: a table of the log file, keyed by address and
+scope ('' for the account, else a configuration set's name).
 
 The send path's lookup reads on the event loop's own thread (`Database.inline`), a
 statement per `INLINE_CHUNK` recipients with a pause for the loop between them; where
@@ -17,21 +18,39 @@ from datetime import UTC, datetime
 
 import aiosqlite
 
+from pixelpost.core.events import Event, dumps
 from pixelpost.core.suppression import Reason, Suppressed
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
+from pixelpost.store.sqlite.writer import TYPE_NAMES
 
 INLINE_CHUNK = 500
 """Recipients looked up in one statement on the event loop's thread (about 1 ms)."""
 
 
 def _entry(row: sqlite3.Row | tuple[object, ...]) -> Suppressed:
-    address, reason, created_at, message_id = row
+    address, reason, created_at, message_id, config_set = row
     return Suppressed(
         address=str(address),
         reason=Reason(str(reason)),
         created_at=datetime.fromtimestamp(float(str(created_at)), UTC),
         message_id=None if message_id is None else str(message_id),
+        config_set=str(config_set) or None,
+    )
+
+
+def _event_rows(event: Event) -> str:
+    """One event as the log's insert statements read it (see `GroupCommit.write`)."""
+    return dumps(
+        [
+            [
+                event.id,
+                event.message_id,
+                TYPE_NAMES[event.type],
+                event.created_at.timestamp(),
+                event.detail,
+            ]
+        ]
     )
 
 
@@ -40,33 +59,36 @@ class SQLiteSuppressionList:
 
     _db: Database
 
-    async def suppressed(self, addresses: Sequence[str]) -> frozenset[str]:
+    async def suppressed(
+        self, addresses: Sequence[str], config_set: str | None = None
+    ) -> frozenset[str]:
+        scope = config_set or ""
         found: set[str] = set()
         for start in range(0, len(addresses), INLINE_CHUNK):
             if start:
                 await asyncio.sleep(0)  # other sessions' turn between chunks
             chunk = json.dumps(addresses[start : start + INLINE_CHUNK])
             try:
-                rows = self._db.inline.execute(queries.SUPPRESSED, (chunk,)).fetchall()
+                rows = self._db.inline.execute(queries.SUPPRESSED, (chunk, scope)).fetchall()
             except sqlite3.OperationalError:  # busy, or locked: read where waiting is fine
-                rows = await self._looked_up(chunk)
+                rows = await self._looked_up(chunk, scope)
             except sqlite3.Error as exc:
                 raise self._db.error(exc) from exc
             found.update(address for (address,) in rows)
         return frozenset(found)
 
-    async def _looked_up(self, chunk: str) -> list[tuple[str]]:
+    async def _looked_up(self, chunk: str, scope: str) -> list[tuple[str]]:
         lookups = self._db.lookups
         try:
-            async with lookups.execute(queries.SUPPRESSED, (chunk,)) as cursor:
+            async with lookups.execute(queries.SUPPRESSED, (chunk, scope)) as cursor:
                 return [(str(row[0]),) for row in await cursor.fetchall()]
         except (sqlite3.Error, ValueError) as exc:  # ValueError: closed meanwhile
             raise self._db.error(exc) from exc
 
-    async def suppression(self, address: str) -> Suppressed | None:
+    async def suppression(self, address: str, config_set: str | None = None) -> Suppressed | None:
         lookups = self._db.lookups
         try:
-            async with lookups.execute(queries.SUPPRESSION, (address,)) as cursor:
+            async with lookups.execute(queries.SUPPRESSION, (address, config_set or "")) as cursor:
                 row = await cursor.fetchone()
         except (sqlite3.Error, ValueError) as exc:
             raise self._db.error(exc) from exc
@@ -76,9 +98,12 @@ class SQLiteSuppressionList:
         if not entries:
             return 0
         rows = json.dumps(
-            [[e.address, e.reason.value, e.created_at.timestamp(), e.message_id] for e in entries]
+            [
+                [e.address, e.reason.value, e.created_at.timestamp(), e.message_id, e.config_set]
+                for e in entries
+            ]
         )
-        distinct = len({entry.address for entry in entries})
+        distinct = len({(entry.address, entry.config_set) for entry in entries})
 
         async def work(connection: aiosqlite.Connection) -> int:
             async with connection.execute(queries.SUPPRESSION_ADDRESSES, (rows,)) as cursor:
@@ -88,20 +113,59 @@ class SQLiteSuppressionList:
 
         return await self._db.transaction(work, immediate=True)
 
-    async def unsuppress(self, address: str) -> bool:
+    async def unsuppress(self, address: str, config_set: str | None = None) -> bool:
         async def work(connection: aiosqlite.Connection) -> bool:
-            cursor = await connection.execute(queries.UNSUPPRESS, (address,))
+            cursor = await connection.execute(queries.UNSUPPRESS, (address, config_set or ""))
             return cursor.rowcount > 0
 
         return await self._db.transaction(work, immediate=True)
 
+    async def unsubscribe(self, entry: Suppressed, event: Event) -> bool:
+        async def work(connection: aiosqlite.Connection) -> bool:
+            cursor = await connection.execute(
+                queries.UNSUBSCRIBE,
+                (
+                    entry.address,
+                    entry.config_set or "",
+                    entry.created_at.timestamp(),
+                    entry.message_id,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False  # on the list in that scope already: nothing changes
+            await self._record_event(connection, event)
+            return True
+
+        return await self._db.transaction(work, immediate=True)
+
+    async def resubscribe(self, address: str, config_set: str | None, event: Event) -> bool:
+        async def work(connection: aiosqlite.Connection) -> bool:
+            cursor = await connection.execute(queries.RESUBSCRIBE, (address, config_set or ""))
+            if cursor.rowcount == 0:
+                return False  # not unsubscribed (or on the list for another reason)
+            await self._record_event(connection, event)
+            return True
+
+        return await self._db.transaction(work, immediate=True)
+
+    @staticmethod
+    async def _record_event(connection: aiosqlite.Connection, event: Event) -> None:
+        rows = _event_rows(event)
+        await connection.execute(queries.INSERT_EVENTS, (rows,))
+        await connection.execute(queries.COUNT_EVENTS, (rows,))
+
     async def suppression_list(
-        self, *, after: str = "", limit: int = 1000, reason: Reason | None = None
+        self,
+        *,
+        after: str = "",
+        limit: int = 1000,
+        reason: Reason | None = None,
+        config_set: str | None = None,
     ) -> list[Suppressed]:
         reader = self._db.reader
         try:
             async with reader.execute(
-                queries.SUPPRESSION_PAGE, (after, reason, reason, limit)
+                queries.SUPPRESSION_PAGE, (config_set or "", after, reason, reason, limit)
             ) as cursor:
                 return [_entry(row) for row in await cursor.fetchall()]
         except (sqlite3.Error, ValueError) as exc:

@@ -104,7 +104,7 @@ class GroupCommit:
             self._hits += [(TYPE_NAMES[hit[0]], *hit[1:]) for hit in hits]
         if suppressions:
             self._suppressions += [
-                (e.address, e.reason.value, e.created_at.timestamp(), e.message_id)
+                (e.address, e.reason.value, e.created_at.timestamp(), e.message_id, e.config_set)
                 for e in suppressions
             ]
         batch = self._batch
