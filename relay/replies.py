@@ -116,6 +116,22 @@ def malformed_tag(header: str, entry: str) -> str:
     )
 
 
+def bad_override(problem: str) -> str:
+    """To a message whose per-message tracking control header has a value it does not
+    take, or two that contradict each other (`problem` names them)."""
+    shown = "".join(c if c.isprintable() else "?" for c in problem)[:200]
+    return f"554 5.6.0 {shown}"
+
+
+def override_without_config_set(header: str) -> str:
+    """To a message whose control header turns tracking on without a configuration set
+    to track it in."""
+    return (
+        f"554 5.6.0 {_shown(header)} turns tracking on, but the message has no "
+        "configuration set (add X-Config-Set, or set default_config_set)"
+    )
+
+
 # The intake (`relay.intake`): mail that comes back.
 
 

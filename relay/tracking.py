@@ -31,8 +31,10 @@ from pixelpost.core.dkim import (
     from_domain,
     without_signatures,
 )
-from pixelpost.core.headers import received_field
+from pixelpost.core.headers import parse_header_section, received_field, remove_fields
 from pixelpost.core.html import Link
+from pixelpost.core.overrides import NONE as NO_OVERRIDES
+from pixelpost.core.overrides import Overrides
 from pixelpost.core.rewrite import MessagePlan, RewriteFailure, plan_message
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.logs import fields
@@ -54,11 +56,46 @@ newsletter in about 2 ms); larger ones on the threads."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Choices:
+    """What one message gets: its configuration set's settings, as its per-message
+    control headers override them (`pixelpost.core.overrides`)."""
+
+    open: bool = False
+    links: bool = False
+    """Links in HTML parts."""
+    text_links: bool = False
+    """Links in text/plain parts."""
+    unsubscribe: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.open or self.links or self.text_links or self.unsubscribe
+
+
+def choices_for(config_set: ConfigSet | None, overrides: Overrides = NO_OVERRIDES) -> Choices:
+    """The set's settings, overridden for one message (nothing without a set)."""
+    if config_set is None:
+        return Choices()
+
+    def pick(override: bool | None, setting: bool) -> bool:
+        return setting if override is None else override
+
+    return Choices(
+        open=pick(overrides.open, config_set.open_tracking),
+        links=pick(overrides.html_links, config_set.click_tracking),
+        text_links=pick(overrides.text_links, config_set.track_text_links),
+        unsubscribe=pick(overrides.unsubscribe, config_set.unsubscribe),
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Decision:
     """How a message is to be tracked."""
 
     plan: MessagePlan | None
-    """None: every copy is the message as it came."""
+    """None: every copy's body is the message's as it came."""
+    unsubscribe_fields: bool = False
+    """Each copy gets List-Unsubscribe fields of its own (so one copy per recipient)."""
     failure: str | None = None
     """Why tracking was left out, for a Rendering Failure event; None when it was not."""
     content: bytes | None = None
@@ -91,15 +128,15 @@ class Signing:
         return domain if domain is not None and self.signer.covering(domain) else None
 
 
-def _tracks(config_set: ConfigSet | None) -> bool:
-    return config_set is not None and (config_set.open_tracking or config_set.click_tracking)
-
-
-def _plan(content: bytes, config_set: ConfigSet) -> MessagePlan | str:
+def _plan(content: bytes, chosen: Choices) -> MessagePlan | str:
     """The tracking plan of `content`, or why there is none."""
     try:
         return plan_message(
-            content, links=config_set.click_tracking, pixel=config_set.open_tracking
+            content,
+            links=chosen.links,
+            pixel=chosen.open,
+            text_links=chosen.text_links,
+            unsubscribe=chosen.unsubscribe,
         )
     except RewriteFailure as exc:
         return str(exc)
@@ -108,37 +145,66 @@ def _plan(content: bytes, config_set: ConfigSet) -> MessagePlan | str:
         return f"internal error: {exc!r}"
 
 
+def _unsubscribe_fields(content: bytes, chosen: Choices, config_set: ConfigSet) -> bool:
+    """Whether copies get pixelpost's List-Unsubscribe fields: when the set offers
+    unsubscribes, unless the message has its own (and the set does not override it)."""
+    if not chosen.unsubscribe:
+        return False
+    if config_set.unsubscribe_override:
+        return True
+    section = parse_header_section(content)
+    return next(section.find("list-unsubscribe"), None) is None
+
+
 def decide(
-    content: bytes, config_set: ConfigSet | None, signing: Signing | None = None
+    content: bytes,
+    config_set: ConfigSet | None,
+    signing: Signing | None = None,
+    chosen: Choices | None = None,
 ) -> Decision:
-    """Plan the tracking of `content` for its configuration set. A message that a DKIM
-    signature covers is tracked only as `signing` says (the rewrite breaks the
-    signature); one that tracking would not change keeps its signature as it is."""
-    if config_set is None or not _tracks(config_set):
+    """Plan the tracking of `content` for its configuration set (as `chosen` overrides
+    it for this message). A message that a DKIM signature covers is tracked only as
+    `signing` says (the rewrite breaks the signature); one that tracking would not
+    change keeps its signature as it is."""
+    chosen = choices_for(config_set) if chosen is None else chosen
+    if config_set is None or not chosen.any:
         return Decision(plan=None)
-    plan = _plan(content, config_set)
-    if isinstance(plan, str):
-        return Decision(plan=None, failure=plan)
-    if not plan.changes:
-        return Decision(plan=None)
+    fields = _unsubscribe_fields(content, chosen, config_set)
+    planned = _plan(content, chosen)
+    failure = planned if isinstance(planned, str) else None
+    plan = None if isinstance(planned, str) or not planned.changes else planned
+    if plan is None and not fields:
+        return Decision(plan=None, failure=failure)
     signatures = dkim_signatures(content)
     if not signatures:
-        return Decision(plan=plan)
-    return _signed_input(content, plan, config_set, signatures, signing or Signing())
+        return Decision(plan=plan, unsubscribe_fields=fields, failure=failure)
+    return _signed_input(
+        content,
+        plan=plan,
+        fields=fields,
+        chosen=chosen,
+        signatures=signatures,
+        signing=signing or Signing(),
+        failure=failure,
+    )
 
 
 def _signed_input(
     content: bytes,
-    plan: MessagePlan,
-    config_set: ConfigSet,
+    *,
+    plan: MessagePlan | None,
+    fields: bool,
+    chosen: Choices,
     signatures: list[SignatureInfo],
     signing: Signing,
+    failure: str | None,
 ) -> Decision:
     """The decision for a message that tracking would change and a DKIM signature
-    covers (any body change breaks it), by `dkim.signed_input`."""
+    covers (a body change breaks it, and so may a field added), by
+    `dkim.signed_input`."""
     policy = signing.policy(content)
-    if policy == "track":
-        return Decision(plan=plan)  # the signature breaks, as configured
+    if policy == "track":  # the signature breaks, as configured
+        return Decision(plan=plan, unsubscribe_fields=fields, failure=failure)
     if policy == "skip-tracking":
         signers = ", ".join(sorted({signature.domain for signature in signatures}))
         why = (
@@ -151,10 +217,17 @@ def _signed_input(
             failure=f"DKIM-signed by {signers}: sent untouched, without tracking ({why})",
         )
     unsigned = without_signatures(content)
-    replanned = _plan(unsigned, config_set)
+    replanned = _plan(unsigned, chosen)
     if isinstance(replanned, str):
-        return Decision(plan=None, failure=replanned)  # sent as it came, signature and all
-    return Decision(plan=replanned if replanned.changes else None, content=unsigned)
+        if not fields:  # sent as it came, signature and all
+            return Decision(plan=None, failure=replanned)
+        return Decision(plan=None, unsubscribe_fields=True, failure=replanned, content=unsigned)
+    return Decision(
+        plan=replanned if replanned.changes else None,
+        unsubscribe_fields=fields,
+        failure=failure,
+        content=unsigned,
+    )
 
 
 def copies_for(
@@ -176,10 +249,16 @@ def render_copy(
     codec: TokenCodec,
 ) -> bytes:
     """One copy as it goes upstream: `Received:` on top, then the message, with this
-    copy's pixel and links when it is tracked."""
+    copy's pixel, links and unsubscribe when it is tracked."""
     body = content
-    if envelope.tracking is not None and plan is not None:
-        body = _tracked(plan, envelope.tracking, copy.id, codec)
+    if (tracking := envelope.tracking) is not None:
+        unsubscribe = _unsubscribe_urls(envelope, tracking, copy, codec)
+        if plan is not None:
+            body = _tracked(
+                plan, tracking, copy.id, codec, unsubscribe[0] if unsubscribe else None
+            )
+        if unsubscribe is not None and tracking.unsubscribe and tracking.unsubscribe.headers:
+            body = with_unsubscribe_fields(body, *unsubscribe)
     trace = envelope.trace
     if trace is None:
         return body
@@ -197,6 +276,52 @@ def render_copy(
     )
 
 
+def _unsubscribe_urls(
+    envelope: Envelope, tracking: Tracking, copy: Copy, codec: TokenCodec
+) -> tuple[str, str | None] | None:
+    """The copy's unsubscribe URL and `mailto:` URL (None without an intake domain);
+    None when it has no unsubscribe (or is no copy of one, which cannot happen)."""
+    unsubscribe = tracking.unsubscribe
+    if unsubscribe is None or len(copy.recipients) != 1 or envelope.config_set is None:
+        return None
+    token = codec.unsubscribe_token(
+        copy.id,
+        address=copy.recipients[0],
+        config_set=envelope.config_set,
+        account=unsubscribe.account,
+    )
+    mailto = None
+    if unsubscribe.mailto_domain is not None:
+        mailto = f"mailto:{codec.unsubscribe_address(copy.id, unsubscribe.mailto_domain)}"
+    return f"{tracking.base_url}/u/{token}", mailto
+
+
+def with_unsubscribe_fields(message: bytes, url: str, mailto: str | None) -> bytes:
+    """`message` with RFC 8058's one-click fields on top of its header section, in place
+    of any it had:
+
+        List-Unsubscribe: <https://…/u/…>,
+         <mailto:u-…@…>
+        List-Unsubscribe-Post: List-Unsubscribe=One-Click
+    """
+    section = parse_header_section(message)
+    own = [f for f in section.fields if f.name.lower() in _UNSUBSCRIBE_FIELDS]
+    if own:
+        message = remove_fields(message, own)
+    eol = b"\r\n" if b"\r\n" in message[: section.body_offset or len(message)] else b"\n"
+    value = f"<{url}>" + (f",{eol.decode()} <{mailto}>" if mailto else "")
+    return (
+        f"List-Unsubscribe: {value}".encode("ascii")
+        + eol
+        + b"List-Unsubscribe-Post: List-Unsubscribe=One-Click"
+        + eol
+        + message
+    )
+
+
+_UNSUBSCRIBE_FIELDS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
 def return_path(envelope: Envelope, copy: Copy, codec: TokenCodec) -> str:
     """The envelope sender of `copy`: its own return path (VERP) when its configuration
     set has a return-path domain, else the message's."""
@@ -209,7 +334,13 @@ def _received(envelope: Envelope) -> datetime:
     return datetime.fromtimestamp(envelope.received_at, UTC)
 
 
-def _tracked(plan: MessagePlan, tracking: Tracking, message_id: str, codec: TokenCodec) -> bytes:
+def _tracked(
+    plan: MessagePlan,
+    tracking: Tracking,
+    message_id: str,
+    codec: TokenCodec,
+    unsubscribe_url: str | None,
+) -> bytes:
     signer = codec.signer(message_id)
     base_url = tracking.base_url
 
@@ -218,7 +349,8 @@ def _tracked(plan: MessagePlan, tracking: Tracking, message_id: str, codec: Toke
 
     return plan.render(
         open_url=f"{base_url}/o/{signer.open_token()}" if tracking.open else None,
-        click_url=click_url if tracking.click else None,
+        click_url=click_url if tracking.click or tracking.text_click else None,
+        unsubscribe_url=unsubscribe_url,
     )
 
 
@@ -252,11 +384,16 @@ class Rewriter:
         """The envelope sender `copy` goes out from (see `return_path`)."""
         return return_path(envelope, copy, self._codec)
 
-    async def decide(self, content: bytes, config_set: ConfigSet | None) -> Decision:
-        if not _tracks(config_set):
-            return Decision(plan=None)  # no thread for a set that tracks nothing
+    async def decide(
+        self, content: bytes, config_set: ConfigSet | None, chosen: Choices | None = None
+    ) -> Decision:
+        chosen = choices_for(config_set) if chosen is None else chosen
+        if config_set is None or not chosen.any:
+            return Decision(plan=None)  # no thread for a message that tracks nothing
         return await self._run(
-            self._planning, len(content), lambda: decide(content, config_set, self._signing)
+            self._planning,
+            len(content),
+            lambda: decide(content, config_set, self._signing, chosen),
         )
 
     async def replan(self, envelope: Envelope, content: bytes) -> Decision:
@@ -265,13 +402,28 @@ class Rewriter:
         tracking = envelope.tracking
         if tracking is None:
             return Decision(plan=None)
+        chosen = Choices(
+            open=tracking.open,
+            links=tracking.click,
+            text_links=tracking.text_click,
+            unsubscribe=tracking.unsubscribe is not None,
+        )
         try:
             plan = await self._run(
                 self._rendering,
                 len(content),
-                lambda: plan_message(content, links=tracking.click, pixel=tracking.open),
+                lambda: plan_message(
+                    content,
+                    links=chosen.links,
+                    pixel=chosen.open,
+                    text_links=chosen.text_links,
+                    unsubscribe=chosen.unsubscribe,
+                ),
             )
         except Exception as exc:  # planned once already: only a bug or a new version fails
+            if isinstance(exc, RewriteFailure) and envelope.rendering_failure is not None:
+                # It failed when accepted too: tracked for its List-Unsubscribe alone.
+                return Decision(plan=None)
             log.exception(
                 "%s: cannot plan tracking again; delivering the original",
                 envelope.id,

@@ -244,7 +244,13 @@ async def start_relay(
     await queue.start()
     stack.push_async_callback(queue.stop)
     accounts = Accounts(relay.users)
-    returns = Returns(config=config, codec=codec, copies=copies, recorder=recorder)
+    returns = Returns(
+        config=config,
+        codec=codec,
+        copies=copies,
+        recorder=recorder,
+        subscriptions=suppression,
+    )
     stack.callback(returns.close)
     handler = RelayHandler(
         config=config,
@@ -362,7 +368,9 @@ async def start_intake(
     if intake is None:
         return None
     codec = _codec(config)
-    returns = Returns(config=config, codec=codec, copies=store, recorder=recorder)
+    returns = Returns(
+        config=config, codec=codec, copies=store, recorder=recorder, subscriptions=store
+    )
     stack.callback(returns.close)
     handler = IntakeHandler(domains=config.return_path_domains(), codec=codec, returns=returns)
     server = intake_server(config, intake, handler)
@@ -462,6 +470,9 @@ async def _run_tracker(
         stats=store,
         suppression=store,
         probes=probes,
+        unsubscribe=UnsubscribeViews(
+            codec=codec, subscriptions=store, pages=pages, metrics=metrics
+        ),
     )
     tracker_server = TrackerServer(app=app, config=config.tracker)
     await tracker_server.start()

@@ -70,11 +70,33 @@ def warnings(config: Config) -> list[str]:
                     "a name reserved for examples: its events would end as dead letters"
                 )
     found += _dkim_warnings(config)
+    found += _unsubscribe_warnings(config)
     if domain := _placeholder(config.relay.hostname):
         found.append(
             f"relay.hostname: {config.relay.hostname!r} is on {domain}, a name reserved for "
             "examples: it names this relay in Received headers and SMTP greetings"
         )
+    return found
+
+
+def _unsubscribe_warnings(config: Config) -> list[str]:
+    """What keeps a set's unsubscribe from being the one-click kind mailbox providers
+    honour (RFC 8058 asks for an https URL), or from having its `mailto:`."""
+    found: list[str] = []
+    for name, config_set in sorted(config.config_sets.items()):
+        if not config_set.unsubscribe:
+            continue
+        url = config.tracking_url(config_set)
+        if urlsplit(url).scheme != "https":
+            found.append(
+                f"config_sets.{name}.unsubscribe: its URL would be {url!r}/u/…, not https: "
+                "Gmail and Yahoo honour one-click unsubscribes (RFC 8058) over https only"
+            )
+        if config.intake is None:
+            found.append(
+                f"config_sets.{name}.unsubscribe: there is no [intake], so the "
+                "List-Unsubscribe field offers the URL alone, without a mailto:"
+            )
     return found
 
 

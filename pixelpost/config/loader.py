@@ -15,7 +15,7 @@ import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from pixelpost.config.records import (
     ClassifyConfig,
@@ -37,6 +37,7 @@ from pixelpost.config.records import (
     StoreConfig,
     SuppressOn,
     TrackerConfig,
+    UnsubscribeScope,
     Upstream,
     WebhookDestination,
     field_defaults,
@@ -654,6 +655,12 @@ def _config_set(name: str, table: _Table) -> ConfigSet:
         destinations=table.strings("destinations", d["destinations"]),
         return_path_domain=table.parsed("return_path_domain", None, _domain),
         suppress_on=_suppress_on(table, d["suppress_on"]),
+        unsubscribe=table.get("unsubscribe", bool, d["unsubscribe"]),
+        unsubscribe_scope=table.choice(  # type: ignore[arg-type]
+            "unsubscribe_scope", get_args(UnsubscribeScope), d["unsubscribe_scope"]
+        ),
+        unsubscribe_override=table.get("unsubscribe_override", bool, d["unsubscribe_override"]),
+        track_text_links=table.get("track_text_links", bool, d["track_text_links"]),
     )
     table.finish()
     return config_set

@@ -189,6 +189,7 @@ class SigningConfig:
     """Where a key is generated and kept when `keys` is empty."""
 
 
+UnsubscribeScope = Literal["config_set", "account"]
 SuppressOn = Literal["bounce", "complaint"]
 
 
@@ -207,6 +208,15 @@ class ConfigSet:
     mail comes back to the intake; None keeps the sender's own."""
     suppress_on: frozenset[SuppressOn] = frozenset(("bounce", "complaint"))
     """What puts a recipient on the suppression list: a Permanent bounce, a complaint."""
+    unsubscribe: bool = False
+    """Each copy gets RFC 8058 one-click `List-Unsubscribe` fields, and SES's
+    `{{amazonSESUnsubscribeUrl}}` placeholder becomes its unsubscribe URL."""
+    unsubscribe_scope: UnsubscribeScope = "config_set"
+    """What an unsubscribe stops: mail of this set ("config_set") or all mail ("account")."""
+    unsubscribe_override: bool = False
+    """Replace a message's own `List-Unsubscribe` fields (kept by default)."""
+    track_text_links: bool = False
+    """Track http(s) links in text/plain parts too (SES tracks HTML only)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
+from pixelpost.core.overrides import OVERRIDE_HEADERS
+
 CONFIG_SET_HEADERS = ("x-config-set", "x-ses-configuration-set")
 TAG_HEADERS = ("x-message-tags", "x-ses-message-tags")
-CONTROL_HEADERS = frozenset(CONFIG_SET_HEADERS + TAG_HEADERS)
+CONTROL_HEADERS = frozenset(CONFIG_SET_HEADERS + TAG_HEADERS) | OVERRIDE_HEADERS
+"""Removed before a message goes on: its configuration set, tags and per-message
+tracking controls (`pixelpost.core.overrides`)."""
 
 # RFC 5322 field names are printable ASCII but colon; obsolete syntax allows blanks
 # before the colon, which some mailers still write.
@@ -136,6 +140,9 @@ class Controls:
     """The message as it came, but for what came before its header section."""
     dropped: bytes = b""
     """What came before the header section: an mbox "From " line, empty lines."""
+    overrides: tuple[tuple[str, str], ...] = ()
+    """The per-message tracking controls, each header's name as written and its value
+    (`pixelpost.core.overrides.read_overrides` reads them)."""
 
 
 def parse_tags(text: str) -> tuple[dict[str, list[str]], list[str]]:
@@ -192,6 +199,9 @@ def extract_controls(data: bytes) -> Controls:
         content=remove_fields(data, controls),
         original=data,
         dropped=dropped,
+        overrides=tuple(
+            (f.name, f.value(data)) for f in controls if f.name.lower() in OVERRIDE_HEADERS
+        ),
     )
 
 

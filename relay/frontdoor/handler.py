@@ -25,6 +25,7 @@ from pixelpost.core.headers import (
 )
 from pixelpost.core.ids import new_message_id
 from pixelpost.core.mail import JSON, common_headers, mail_object
+from pixelpost.core.overrides import BadOverride, read_overrides
 from pixelpost.logs import fields
 from relay import replies
 from relay.frontdoor.access import AccessPolicy, client_address, format_peer
@@ -32,9 +33,9 @@ from relay.frontdoor.auth import Accounts
 from relay.frontdoor.hooks import Hooks
 from relay.intake.returns import Returns
 from relay.outbound.handoff import Delivery, Submission
-from relay.outbound.spoolfile import Copy, Trace, Tracking
+from relay.outbound.spoolfile import Copy, Trace, Tracking, Unsubscribe
 from relay.outbound.spoolfile import Envelope as SpooledEnvelope
-from relay.tracking import Decision, Rewriter, copies_for
+from relay.tracking import Choices, Decision, Rewriter, choices_for, copies_for
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +124,23 @@ class RelayHandler(Hooks):
         # aiosmtpd reports the null reverse path (MAIL FROM:<>) as "<>".
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         controls = extract_controls(envelope.original_content)
-        try:
-            config_set = self._config_set(controls.config_set)
-        except UnknownConfigSet:
-            return _refuse_config_set(session, controls.config_set or "")
-        if controls.rejected_tags:
-            return _refuse_tag(session, *controls.rejected_tags[0])
+        read = self._read_controls(session, controls)
+        if isinstance(read, str):
+            return read
+        config_set, chosen = read
         if refusal := self._signing_refusal(session, controls.content):
             return refusal
         now = self._clock()
         client_ip = _client_ip(session)
         if not sender:
             return await self._accept_notification(session, envelope, controls, client_ip)
-        decision = await self._rewriter.decide(controls.content, config_set)
+        decision = await self._rewriter.decide(controls.content, config_set, chosen)
         own_return_path = config_set is not None and config_set.return_path_domain is not None
         copies = copies_for(
             envelope.rcpt_tos,
-            per_recipient=decision.plan is not None or own_return_path,
+            per_recipient=(
+                decision.plan is not None or decision.unsubscribe_fields or own_return_path
+            ),
             new_id=self._new_id,
         )
         spooled = self._spooled(
@@ -149,6 +150,7 @@ class RelayHandler(Hooks):
             client_ip=client_ip,
             controls=controls,
             config_set=config_set,
+            chosen=chosen,
             decision=decision,
             copies=copies,
             received=now,
@@ -165,6 +167,25 @@ class RelayHandler(Hooks):
         return await self._delivery.submit(
             Submission(envelope=spooled, content=content, plan=decision.plan)
         )
+
+    def _read_controls(
+        self, session: Session, controls: Controls
+    ) -> tuple[ConfigSet | None, Choices] | str:
+        """The message's configuration set and what it tracks, as its control headers
+        say; or the refusal that names the header that is wrong."""
+        try:
+            config_set = self._config_set(controls.config_set)
+        except UnknownConfigSet:
+            return _refuse_config_set(session, controls.config_set or "")
+        if controls.rejected_tags:
+            return _refuse_tag(session, *controls.rejected_tags[0])
+        try:
+            overrides = read_overrides(controls.overrides)
+        except BadOverride as exc:
+            return _refuse_override(session, replies.bad_override(str(exc)))
+        if config_set is None and (turned_on := _turned_on(controls)):
+            return _refuse_override(session, replies.override_without_config_set(turned_on))
+        return config_set, choices_for(config_set, overrides)
 
     def _signing_refusal(self, session: Session, content: bytes) -> str | None:
         """The refusal of a message that pixelpost would sign (DKIM) for a From domain
@@ -227,6 +248,7 @@ class RelayHandler(Hooks):
         client_ip: str,
         controls: Controls,
         config_set: ConfigSet | None,
+        chosen: Choices,
         decision: Decision,
         copies: tuple[Copy, ...],
         received: datetime,
@@ -255,21 +277,44 @@ class RelayHandler(Hooks):
             expires_at=received_at + self._config.relay.max_queue_lifetime,
             mail=dumps(mail),
             rendering_failure=decision.failure,
-            tracking=self._tracking(config_set) if decision.plan is not None else None,
+            tracking=(
+                self._tracking(config_set, chosen, decision)
+                if decision.plan is not None or decision.unsubscribe_fields
+                else None
+            ),
             trace=self._trace(session, envelope, client_ip),
             return_path=config_set.return_path_domain if config_set else None,
         )
 
-    def _tracking(self, config_set: ConfigSet | None) -> Tracking | None:
-        """How the copies of a tracked message get their pixel and links (none without a
-        configuration set)."""
+    def _tracking(
+        self, config_set: ConfigSet | None, chosen: Choices, decision: Decision
+    ) -> Tracking | None:
+        """How the copies of a tracked message get their pixel, links and unsubscribe
+        (none without a configuration set)."""
         if config_set is None:
             return None
+        unsubscribe = None
+        if chosen.unsubscribe:
+            unsubscribe = Unsubscribe(
+                account=config_set.unsubscribe_scope == "account",
+                mailto_domain=self._mailto_domain(config_set),
+                headers=decision.unsubscribe_fields,
+            )
         return Tracking(
             base_url=self._config.tracking_url(config_set),
-            open=config_set.open_tracking,
-            click=config_set.click_tracking,
+            open=chosen.open,
+            click=chosen.links,
+            text_click=chosen.text_links,
+            unsubscribe=unsubscribe,
         )
+
+    def _mailto_domain(self, config_set: ConfigSet) -> str | None:
+        """Where unsubscribe mail for `config_set` goes: its return-path domain, else
+        the intake's first domain; None without an intake (the URL alone is offered)."""
+        intake = self._config.intake
+        if intake is None:
+            return None
+        return config_set.return_path_domain or next(iter(intake.domains), None)
 
     def _trace(self, session: Session, envelope: Envelope, client_ip: str) -> Trace:
         """What each copy's `Received:` field says about how the message came in."""
@@ -306,6 +351,23 @@ def _kept(controls: Controls, decision: Decision) -> bytes:
         if covered & CONTROL_HEADERS:
             return controls.original
     return controls.content
+
+
+def _turned_on(controls: Controls) -> str | None:
+    """The first control header that turns some tracking on (which a message without a
+    configuration set cannot have); None if none does."""
+    for name, value in controls.overrides:
+        single = read_overrides([(name, value)])
+        if single.open or single.html_links or single.text_links or single.unsubscribe:
+            return name
+    return None
+
+
+def _refuse_override(session: Session, reply: str) -> str:
+    """Refuse a message whose per-message tracking controls cannot be applied."""
+    peer = format_peer(session.peer)
+    log.warning("%s: refused: %s", peer, reply[10:], extra=fields(peer=peer))
+    return reply
 
 
 def _client_ip(session: Session) -> str:

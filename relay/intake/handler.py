@@ -1,5 +1,8 @@
 """The intake's aiosmtpd handler: mail for the return-path domains only, from anyone.
 
+Mail to a copy's unsubscribe address (`u-<token>@…`, its List-Unsubscribe `mailto:`)
+unsubscribes its recipient, as the tracker's one-click URL does.
+
 The intake is the MX of the return-path domains, so any server on the Internet may
 connect, and none may relay through it: a recipient outside those domains is refused
 at RCPT, and a return path whose token does not verify too. A returned message is read
@@ -17,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pixelpost.core.addresses import mailbox_problem
 from pixelpost.core.ids import new_message_id
-from pixelpost.core.tokens import RETURN_PREFIX, InvalidToken, TokenCodec
+from pixelpost.core.tokens import RETURN_PREFIX, UNSUBSCRIBE_PREFIX, InvalidToken, TokenCodec
 from pixelpost.logs import fields
 from pixelpost.store import StoreError
 from relay import replies
@@ -78,9 +81,13 @@ class IntakeHandler(Hooks):
                 extra=fields(peer=peer),
             )
             return replies.NOT_A_RETURN_DOMAIN
-        if local[: len(RETURN_PREFIX)].lower() == RETURN_PREFIX:
+        prefix = local[: len(RETURN_PREFIX)].lower()
+        if prefix in (RETURN_PREFIX, UNSUBSCRIBE_PREFIX):
             try:
-                self._codec.read_return_address(address)
+                if prefix == RETURN_PREFIX:
+                    self._codec.read_return_address(address)
+                else:
+                    self._codec.read_unsubscribe_address(address)
             except InvalidToken:
                 self.counts["forged"] += 1
                 log.warning(
@@ -105,13 +112,23 @@ class IntakeHandler(Hooks):
             peer,
             extra=fields(peer=peer),
         )
+        assert envelope.mail_from is not None
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         try:
-            outcome = await self._returns.process(
-                recipients=envelope.rcpt_tos,
-                content=envelope.original_content,
-                about=about,
-                sender="" if envelope.mail_from == "<>" else envelope.mail_from,
-            )
+            if unsubscribes := self._returns.unsubscribe_copies(envelope.rcpt_tos):
+                outcome = await self._returns.unsubscribe(
+                    copies=unsubscribes,
+                    content=envelope.original_content,
+                    about=about,
+                    sender=sender,
+                )
+            else:
+                outcome = await self._returns.process(
+                    recipients=envelope.rcpt_tos,
+                    content=envelope.original_content,
+                    about=about,
+                    sender=sender,
+                )
         except NotRecordedYet as exc:
             self.counts["deferred"] += 1
             log.info("%s: deferred: %s", about, exc, extra=fields(peer=peer))

@@ -38,7 +38,7 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from pixelpost.config import Config
-from pixelpost.core.events import Event, bounce_event, complaint_event
+from pixelpost.core.events import Event, SubscriptionSource, bounce_event, complaint_event
 from pixelpost.core.ids import message_id_time
 from pixelpost.core.reports import (
     AutoReply,
@@ -50,11 +50,12 @@ from pixelpost.core.reports import (
     bounce_kind_of,
     read_report,
 )
+from pixelpost.core.subscription import Subscriber, unsubscribed
 from pixelpost.core.suppression import BadEntry, Reason, Suppressed, normalize
 from pixelpost.core.tokens import InvalidToken, TokenCodec
 from pixelpost.errors import PixelpostError
 from pixelpost.logs import fields
-from pixelpost.store import MessageRecord, Recorder
+from pixelpost.store import MessageRecord, Recorder, StoreError, SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Outcome:
     """What became of one returned message."""
 
     kind: str
-    """bounce, complaint, no_failure (a report of a delay or a delivery, or one that a
+    """bounce, complaint, unsubscribe, no_failure (a report of a delay or a delivery, or one that a
     copy's return path should have had: no event), auto_reply, not_a_report, unmatched
     (no copy named), unknown_copy, past_retention (its copy's record is a stub)."""
     events: int = 0
@@ -172,12 +173,14 @@ class Returns:
         codec: TokenCodec,
         copies: Copies,
         recorder: Recorder,
+        subscriptions: SuppressionList | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
         self._codec = codec
         self._copies = copies
         self._recorder = recorder
+        self._subscriptions = subscriptions
         self._clock = clock
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="reports")
         self._reading = asyncio.Semaphore(READERS_WAITING)
@@ -243,6 +246,83 @@ class Returns:
                 extra=fields(message_id=event.message_id),
             )
         return Outcome(kind=kind, events=len(events), suppressed=len(entries))
+
+    def unsubscribe_copies(self, recipients: Sequence[str]) -> list[str]:
+        """The copies whose unsubscribe `mailto:` addresses are among `recipients`."""
+        found: list[str] = []
+        for address in recipients:
+            try:
+                message_id = self._codec.read_unsubscribe_address(address)
+            except InvalidToken:
+                continue
+            if message_id not in found:
+                found.append(message_id)
+        return found
+
+    async def unsubscribe(
+        self, *, copies: Sequence[str], content: bytes, about: str, sender: str
+    ) -> Outcome:
+        """Take mail to the unsubscribe addresses of `copies`: each copy's recipient is
+        unsubscribed in its set's scope (the address from the copy's record, never from
+        the mail). What no person sends there (a bounce, an auto-reply) changes nothing.
+        Raises StoreError and NotRecordedYet as `process` does."""
+        if sender == "":
+            log.info("%s: unsubscribe address: a notification, nothing recorded", about)
+            return Outcome(kind="not_a_report")
+        report = await self.read(content)
+        if isinstance(report, AutoReply | DeliveryReport):
+            log.info("%s: unsubscribe address: an automatic reply, nothing recorded", about)
+            return Outcome(kind="auto_reply")
+        now = self._clock()
+        records = await self._records(list(copies), list(copies), now, about)
+        if not records:
+            return Outcome(kind="unknown_copy")
+        changed = 0
+        for record in records:
+            destination = _destination(record)
+            if len(destination) != 1 or record.config_set is None:
+                log.info(
+                    "%s: unsubscribe of %s past retention: nothing recorded",
+                    about,
+                    record.id,
+                    extra=fields(message_id=record.id),
+                )
+                continue
+            changed += await self._unsubscribe(record, destination[0], now, about)
+        return Outcome(kind="unsubscribe", events=changed, suppressed=changed)
+
+    async def _unsubscribe(
+        self, record: MessageRecord, address: str, now: datetime, about: str
+    ) -> int:
+        assert record.config_set is not None
+        config_set = self._config.config_sets.get(record.config_set)
+        subscriber = Subscriber(
+            message_id=record.id,
+            address=address,
+            config_set=record.config_set,
+            account=config_set is not None and config_set.unsubscribe_scope == "account",
+        )
+        try:
+            entry, event = unsubscribed(subscriber, source=SubscriptionSource.MAILTO, now=now)
+        except BadEntry:
+            return 0  # an address the list cannot hold was never sent to
+        if self._subscriptions is None:
+            raise StoreError("unsubscribes cannot be recorded: no suppression list")
+        if not await self._subscriptions.unsubscribe(entry, event):
+            log.info(
+                "%s: unsubscribe of %s: unsubscribed already",
+                about,
+                record.id,
+                extra=fields(message_id=record.id),
+            )
+            return 0
+        log.info(
+            "%s: unsubscribe of %s recorded",
+            about,
+            record.id,
+            extra=fields(message_id=record.id),
+        )
+        return 1
 
     async def _records(
         self, named: list[str], signed: list[str], now: datetime, about: str

@@ -213,9 +213,12 @@ class Attempt:
             await asyncio.shield(self._account(finished))
 
     async def _look_up(self, recipients: list[str]) -> frozenset[str]:
-        """Those of `recipients` on the suppression list, lowercased as it keys them."""
+        """Those of `recipients` on the suppression list, lowercased as it keys them:
+        the account's, or the message's configuration set's (its unsubscribes)."""
         try:
-            return await self._suppression.suppressed([r.lower() for r in recipients])
+            return await self._suppression.suppressed(
+                [r.lower() for r in recipients], self._envelope.config_set
+            )
         except StoreError as exc:
             log.error(
                 "%s: suppression list not checked, sending to every recipient: %s",

@@ -49,13 +49,30 @@ class Copy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Unsubscribe:
+    """How each copy's unsubscribe is offered (the set's `unsubscribe`)."""
+
+    account: bool
+    """The scope: an unsubscribe stops all mail (True) or the set's."""
+    mailto_domain: str | None
+    """The domain of the `mailto:` beside the URL (the intake's); None: URL only."""
+    headers: bool
+    """Add the List-Unsubscribe fields (replacing the message's own, if it had any);
+    False: the message keeps its own, and only the placeholder becomes the URL."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Tracking:
-    """How each copy's pixel and links are made."""
+    """How each copy's pixel, links and unsubscribe are made."""
 
     base_url: str
     """The tracker's base URL, as recipients reach it, for this configuration set."""
     open: bool
     click: bool
+    """Links in HTML parts."""
+    text_click: bool = False
+    """Links in text/plain parts."""
+    unsubscribe: Unsubscribe | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,6 +137,12 @@ def _json(envelope: Envelope) -> dict[str, Any]:
     }
     if (tracking := envelope.tracking) is not None:
         values["tracking"] = [tracking.base_url, tracking.open, tracking.click]
+        if tracking.text_click or tracking.unsubscribe is not None:
+            values["tracking"].append(tracking.text_click)
+        if (unsubscribe := tracking.unsubscribe) is not None:
+            values["tracking"].append(
+                [unsubscribe.account, unsubscribe.mailto_domain, unsubscribe.headers]
+            )
     if (trace := envelope.trace) is not None:
         values["trace"] = [trace.helo, trace.client_ip, trace.hostname, trace.protocol]
     return values
@@ -217,8 +240,7 @@ def _envelope(values: dict[str, Any]) -> Envelope:
         raise ValueError("a message without recipients")
     tracking = trace = None
     if (found := values.get("tracking")) is not None:
-        base_url, opens, clicks = found
-        tracking = Tracking(base_url=_text(base_url), open=_flag(opens), click=_flag(clicks))
+        tracking = _tracking(found)
     if (found := values.get("trace")) is not None:
         helo, client_ip, hostname, protocol = found
         trace = Trace(
@@ -228,6 +250,26 @@ def _envelope(values: dict[str, Any]) -> Envelope:
             protocol=_text(protocol),
         )
     return Envelope(**_common(values), copies=copies, tracking=tracking, trace=trace)
+
+
+def _tracking(found: list[Any]) -> Tracking:
+    """[base URL, opens, clicks], then text clicks and the unsubscribe when there are."""
+    base_url, opens, clicks, *more = found
+    unsubscribe = None
+    if len(more) > 1:
+        account, mailto_domain, headers = more[1]
+        unsubscribe = Unsubscribe(
+            account=_flag(account),
+            mailto_domain=_text(mailto_domain, optional=True),
+            headers=_flag(headers),
+        )
+    return Tracking(
+        base_url=_text(base_url),
+        open=_flag(opens),
+        click=_flag(clicks),
+        text_click=_flag(more[0]) if more else False,
+        unsubscribe=unsubscribe,
+    )
 
 
 def _envelope_v1(values: dict[str, Any]) -> Envelope:

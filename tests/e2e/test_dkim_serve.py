@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pixelpost.core.dkim import dkim_signatures
 from tests.dns import local_dns
 from tests.e2e.conftest import BIN, Running, start
 from tests.net import free_port
@@ -94,6 +95,7 @@ url = "sqlite:///{tmp_path / "pixelpost.db"}"
 [signing]
 key_file = "{tmp_path / "signing.key"}"
 [config_sets.marketing]
+unsubscribe = true
 [dkim.domains."{DOMAIN}"]
 selector = "s1"
 key = "{DOMAIN}.s1.pem"
@@ -132,3 +134,9 @@ ed25519_key = "{DOMAIN}.s2.pem"
     assert results.startswith("verifier.test;"), results
     verdicts = re.findall(r"dkim=(\w+)(?: \([^)]*\))?[^;]*?header\.a=([\w-]+)", results)
     assert sorted(verdicts) == [("pass", "ed25519-sha256"), ("pass", "rsa-sha256")], results
+    # The one-click unsubscribe fields are added before signing, and both signatures
+    # cover them (a verifier that passes them passes them as pixelpost wrote them).
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "<https://t.example.org/u/" in parsed["List-Unsubscribe"]
+    for signature in dkim_signatures(arrival.content):
+        assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signature.headers)

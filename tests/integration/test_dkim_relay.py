@@ -159,6 +159,38 @@ async def test_each_tracked_copy_is_signed_last_and_verifies_rsa_and_ed25519(
         assert verdicts(one_byte_changed(copy), dns) == {"s2": False, "s1": False}
 
 
+async def test_the_unsubscribe_fields_are_signed_with_the_copy(
+    sink: tuple[SinkHandler, int],
+    start_relay: RelayStarter,
+    tmp_path: Path,
+    store: SQLiteStore,
+    keys: Keys,
+    dns: Nameserver,
+) -> None:
+    handler, port = sink
+    config = parse_config_text(
+        config_text(f"smtp://127.0.0.1:{port}", tmp_path).replace(
+            "[config_sets.marketing]\n", "[config_sets.marketing]\nunsubscribe = true\n"
+        )
+        + "\n[dkim]\n"
+        + keys.config_lines(),
+        environ={},
+    )
+    relay = await start_relay(config)
+
+    await send_tracked(relay.address.port, newsletter(config_set="marketing"), ["a@example.org"])
+
+    await until(lambda: handler.arrivals, "the copy")
+    copy = handler.arrivals[0].content
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in copy
+    for signature in dkim_signatures(copy):
+        assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signature.headers)
+    assert verdicts(copy, dns) == {"s2": True, "s1": True}
+    # A field changed on the way (a list server rewriting it) fails both.
+    altered = copy.replace(b"List-Unsubscribe=One-Click", b"List-Unsubscribe=One-click")
+    assert verdicts(altered, dns) == {"s2": False, "s1": False}
+
+
 async def test_a_signed_message_is_signed_again_when_pixelpost_has_the_key(
     sink: tuple[SinkHandler, int],
     start_relay: RelayStarter,

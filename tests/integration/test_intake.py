@@ -4,13 +4,11 @@ a real intake, a real aiosmtpd upstream and the real SQLite store."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sqlite3
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,15 +16,12 @@ import aiosmtplib
 import pytest
 import trustme
 
-from pixelpost.app.runtime import start_intake
 from pixelpost.config import Config, parse_config_text
 from pixelpost.core.dsn import Failure, notification
 from pixelpost.core.ids import new_message_id
 from pixelpost.core.reports import read_report
 from pixelpost.core.suppression import Reason
 from pixelpost.store import MessageRecord, SQLiteStore
-from relay.frontdoor.server import RelayServer
-from relay.intake.handler import IntakeHandler
 from relay.intake.returns import header_copies
 from tests.conftest import (
     FIXTURES,
@@ -39,6 +34,7 @@ from tests.conftest import (
     recorded,
     until,
 )
+from tests.integration.conftest import IntakeStarter
 from tests.integration.test_relay_passthrough import MESSAGE
 from tests.integration.test_relay_passthrough import send as send_plain
 from tests.integration.test_tracking_relay import newsletter
@@ -60,21 +56,6 @@ def intake_config(
     )
     text += f'\n[intake]\nlisten = "127.0.0.1:0"\ndomains = ["{FEEDBACK_DOMAIN}"]\n{intake}\n'
     return parse_config_text(text, environ={})
-
-
-IntakeStarter = Callable[[Config], Awaitable[tuple[RelayServer, IntakeHandler]]]
-
-
-@pytest.fixture
-async def start_intake_server(store: SQLiteStore) -> AsyncIterator[IntakeStarter]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(config: Config) -> tuple[RelayServer, IntakeHandler]:
-            started = await start_intake(config, stack, store, store)
-            assert started is not None
-            return started
-
-        yield start
 
 
 async def submit(port: int, rcpts: list[str], message: bytes, sender: str = "") -> str:

@@ -497,3 +497,41 @@ suppress_on = ["bounces"]
         'config_sets.x.return_path_domain: "bounces" is not a domain name (bounces.example.com)',
         'config_sets.x.suppress_on[0]: "bounces" is not one of bounce, complaint ([] for neither)',
     ]
+
+
+def test_unsubscribe_settings_per_set_and_their_problems() -> None:
+    config = parse_config_text(
+        """
+[config_sets.news]
+unsubscribe = true
+unsubscribe_scope = "account"
+unsubscribe_override = true
+track_text_links = true
+[config_sets.plain]
+""",
+        environ={},
+    )
+    news, plain = config.config_sets["news"], config.config_sets["plain"]
+    assert (news.unsubscribe, news.unsubscribe_scope, news.unsubscribe_override) == (
+        True,
+        "account",
+        True,
+    )
+    assert news.track_text_links
+    assert (plain.unsubscribe, plain.unsubscribe_scope, plain.track_text_links) == (
+        False,
+        "config_set",
+        False,
+    )
+    assert problems(
+        """
+[config_sets.x]
+unsubscribe = "yes"
+unsubscribe_scope = "everything"
+track_text_links = 1
+"""
+    ) == [
+        'config_sets.x.unsubscribe: expected a boolean, got "yes" (a string)',
+        'config_sets.x.unsubscribe_scope: "everything" is not one of config_set, account',
+        "config_sets.x.track_text_links: expected a boolean, got 1 (an integer)",
+    ]

@@ -55,3 +55,40 @@ public_url = "https://t.pixelpost.dev"
     )
 
     assert warnings(config) == []
+
+
+def test_an_unsubscribe_that_is_not_https_or_has_no_mailto_is_warned_about() -> None:
+    config = parse_config_text(
+        """
+[tracker]
+public_url = "http://127.0.0.1:8080"
+[config_sets.news]
+unsubscribe = true
+[config_sets.secure]
+unsubscribe = true
+tracking_url = "https://links.pixelpost.dev"
+[config_sets.off]
+""",
+        environ={},
+    )
+    found = [line for line in warnings(config) if ".unsubscribe:" in line]
+    assert found == [
+        "config_sets.news.unsubscribe: its URL would be 'http://127.0.0.1:8080'/u/…, not "
+        "https: Gmail and Yahoo honour one-click unsubscribes (RFC 8058) over https only",
+        "config_sets.news.unsubscribe: there is no [intake], so the List-Unsubscribe field "
+        "offers the URL alone, without a mailto:",
+        "config_sets.secure.unsubscribe: there is no [intake], so the List-Unsubscribe "
+        "field offers the URL alone, without a mailto:",
+    ]
+    with_intake = parse_config_text(
+        """
+[intake]
+listen = "127.0.0.1:2526"
+domains = ["bounces.pixelpost.dev"]
+[config_sets.secure]
+unsubscribe = true
+tracking_url = "https://links.pixelpost.dev"
+""",
+        environ={},
+    )
+    assert not [line for line in warnings(with_intake) if ".unsubscribe:" in line]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import random
@@ -13,7 +14,15 @@ import pytest
 
 from pixelpost.core.retry import next_attempt_at
 from relay.outbound.spool import Spool, State, depth
-from relay.outbound.spoolfile import Copy, CorruptSpoolFile, Envelope, decode, encode
+from relay.outbound.spoolfile import (
+    Copy,
+    CorruptSpoolFile,
+    Envelope,
+    Tracking,
+    Unsubscribe,
+    decode,
+    encode,
+)
 
 ENVELOPE = Envelope(
     id="0193a1b2c3d4e5f60718293a4b5c6d7e",
@@ -33,6 +42,44 @@ CONTENT = b"Subject: hi\r\n\r\nEND 12 00000000\r\nbody ending in the trailer's m
 
 def test_a_spool_file_decodes_to_what_was_encoded() -> None:
     assert decode(encode(ENVELOPE, CONTENT)) == (ENVELOPE, CONTENT)
+
+
+@pytest.mark.parametrize(
+    "tracking",
+    [
+        Tracking(base_url="https://t.example", open=True, click=False),
+        Tracking(base_url="https://t.example", open=False, click=True, text_click=True),
+        Tracking(
+            base_url="https://t.example",
+            open=True,
+            click=True,
+            unsubscribe=Unsubscribe(account=True, mailto_domain="b.example", headers=False),
+        ),
+        Tracking(
+            base_url="https://t.example",
+            open=False,
+            click=False,
+            text_click=True,
+            unsubscribe=Unsubscribe(account=False, mailto_domain=None, headers=True),
+        ),
+    ],
+)
+def test_how_copies_are_tracked_reads_back(tracking: Tracking) -> None:
+    envelope = dataclasses.replace(ENVELOPE, tracking=tracking)
+    assert decode(encode(envelope, CONTENT)) == (envelope, CONTENT)
+
+
+def test_a_file_from_before_text_links_and_unsubscribes_reads() -> None:
+    """Tracking as [base URL, opens, clicks], as files written before text links and
+    unsubscribes have it."""
+    old = dataclasses.replace(
+        ENVELOPE, tracking=Tracking(base_url="https://t.example", open=True, click=True)
+    )
+    data = encode(old, CONTENT)
+    assert b'"tracking":["https://t.example",true,true]' in data
+    assert decode(data)[0].tracking == Tracking(
+        base_url="https://t.example", open=True, click=True, text_click=False, unsubscribe=None
+    )
 
 
 def test_every_truncation_is_detected() -> None:
