@@ -61,9 +61,11 @@ class Run:
     out (wrk's socket errors)."""
 
 
-def wrk(url: str, *, duration: int, connections: int) -> Run:
+def wrk(url: str, *, duration: int, connections: int, script: Path | None = None) -> Run:
+    """One wrk run on `url` (requests as wrk's Lua `script` makes them, when given)."""
+    scripted = ["-s", str(script)] if script is not None else []
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *scripted, url],
         capture_output=True,
         text=True,
         check=True,

@@ -14,6 +14,7 @@ from tracker.dashboard import add_dashboard
 from tracker.health import add_health
 from tracker.metrics import Metrics
 from tracker.suppression import add_suppression_api
+from tracker.unsubscribe import UnsubscribeViews, add_unsubscribe
 from tracker.views import Views
 
 
@@ -25,14 +26,18 @@ def create_app(
     stats: StatsReader,
     suppression: SuppressionList,
     probes: Sequence[Probe] | None = None,
+    unsubscribe: UnsubscribeViews | None = None,
 ) -> web.Application:
-    """The tracker application: the pixel, the redirects, health and metrics, and the
-    statistics API, the suppression list's API and the dashboard for holders of
-    `access`'s token. /readyz runs `probes` (without them, as in tests of the other
-    routes, there is no /readyz)."""
+    """The tracker application: the pixel, the redirects, the unsubscribe page and
+    one-click POST (`unsubscribe`), health and metrics, and the statistics API, the
+    suppression list's API and the dashboard for holders of `access`'s token. /readyz
+    runs `probes`; without them, or without `unsubscribe`, as in tests of the other
+    routes, there is no /readyz, or no /u/."""
     app = web.Application()
     app.router.add_get("/o/{token}", views.pixel)
     app.router.add_get("/c/{token:.+}", views.click)
+    if unsubscribe is not None:
+        add_unsubscribe(app, unsubscribe)
     add_health(app, registry=metrics.registry, probes=probes)
     add_api(app, access=access, stats=stats)
     add_suppression_api(app, access=access, suppression=suppression)

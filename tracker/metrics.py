@@ -1,11 +1,11 @@
 """The tracker's Prometheus metrics, in a registry of their own (no global state).
 
-Opens, clicks and latency are counted where they happen. Events by type (the relay's
-delivery outcomes among them) and what became of events at their destinations are
-read from the store every few seconds, so that they add up whichever process, or how
-many, recorded or delivered them; the relay's queue is counted in its spool. A
-relay-only process shows its queue alone (`RelayMetrics`); both show the process's own
-CPU, memory and file descriptors (`process_*`) and Python's (`python_*`).
+Opens, clicks, unsubscribes and latency are counted where they happen. Events by type
+(the relay's delivery outcomes among them) and what became of events at their
+destinations are read from the store every few seconds, so that they add up whichever
+process, or how many, recorded or delivered them; the relay's queue is counted in its
+spool. A relay-only process shows its queue alone (`RelayMetrics`); both show the
+process's own CPU, memory and file descriptors (`process_*`) and Python's (`python_*`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class _Destinations(Collector):
 
 
 class Metrics:
-    """Opens, clicks, event deliveries, the outbox and request latency."""
+    """Opens, clicks, unsubscribes, event deliveries, the outbox and request latency."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -139,9 +139,24 @@ class Metrics:
             "Opens and clicks answered and held in memory, not in the store yet",
             registry=registry,
         )
+        self.unsubscribes = Counter(
+            "pixelpost_unsubscribes",
+            "Unsubscribe requests, by source (UnsubscribeHeader: the one-click POST;"
+            " UnsubscribeLink: the page's button) and outcome (unsubscribed; already: on"
+            " the list in that scope before; failed: the store did not take it, 503)",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.resubscribes = Counter(
+            "pixelpost_resubscribes",
+            "Resubscribe requests from the unsubscribe page, by outcome (resubscribed;"
+            " unchanged: not unsubscribed in that scope; failed: the store did not take it)",
+            ["outcome"],
+            registry=registry,
+        )
         self.latency = Histogram(
             "pixelpost_http_request_duration_seconds",
-            "Time to answer a pixel or link request, refused tokens included",
+            "Time to answer a pixel, link or unsubscribe request, refused tokens included",
             ["route"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

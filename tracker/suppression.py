@@ -8,6 +8,10 @@
     GET     /api/v1/suppression             a page in address order: after (the cursor,
                                             the last page's `next`), limit, reason
 
+Each takes `config_set=NAME` for the list of that set's unsubscribes
+(`unsubscribe_scope = "config_set"`); without it, the account's list, which stops all
+mail.
+
 An entry is SES's SuppressedDestination, in the camelCase of SES's events:
 `{"emailAddress", "reason", "lastUpdateTime", "messageId"}`. Addresses compare without
 regard to case. A bad address, reason or parameter gets 400 naming it.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -49,7 +54,8 @@ BODY_TIMEOUT = 10.0
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 """Entries in one page of the list, as SES's ListSuppressedDestinations."""
-PAGE_PARAMETERS = ("after", "limit", "reason")
+PAGE_PARAMETERS = ("after", "limit", "reason", "config_set")
+_SET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ADDRESS_SHOWN = 80
 """Characters of a long address (or cursor, or field) quoted back in an error."""
 _REASON_LIMIT = 32
@@ -121,6 +127,17 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
     return bytes(body)
 
 
+def scope_query(params: Mapping[str, str]) -> str | None:
+    """The list that `config_set` names (None: the account's); BadEntry if it is no
+    configuration set's name."""
+    name = params.get("config_set")
+    if name is None:
+        return None
+    if not _SET_NAME.fullmatch(name):
+        raise BadEntry(f"config_set: {name[:64]!r} is not a configuration set's name")
+    return name
+
+
 def page_query(params: Mapping[str, str]) -> tuple[str, int, Reason | None]:
     """(after, limit, reason) from a page's query parameters; BadEntry naming the first
     that is wrong."""
@@ -156,22 +173,23 @@ class SuppressionViews:
         self._list = suppression
         self._clock = clock
 
-    async def _address(self, request: web.Request) -> str | web.Response:
-        """The request's address, or the answer to a request without access or with an
-        address that does not read (the token is checked first)."""
+    async def _address(self, request: web.Request) -> tuple[str, str | None] | web.Response:
+        """The request's address and scope, or the answer to a request without access
+        or with an address or scope that does not read (the token is checked first)."""
         if (refused := await refusal(self._access, request)) is not None:
             return refused
         try:
-            return _address(request.match_info["address"])
+            return _address(request.match_info["address"]), scope_query(request.query)
         except BadEntry as exc:
             return api_error(400, str(exc))
 
     async def entry(self, request: web.Request) -> web.Response:
-        address = await self._address(request)
-        if isinstance(address, web.Response):
-            return address
+        read = await self._address(request)
+        if isinstance(read, web.Response):
+            return read
+        address, config_set = read
         try:
-            found = await self._list.suppression(address)
+            found = await self._list.suppression(address, config_set)
         except StoreError as exc:
             return _unavailable(exc)
         if found is None:
@@ -186,11 +204,15 @@ class SuppressionViews:
             return body
         try:
             address = _address(request.match_info["address"])
+            config_set = scope_query(request.query)
             why = put_reason(body)
         except BadEntry as exc:
             return api_error(400, str(exc))
         entry = Suppressed(
-            address=address, reason=why, created_at=datetime.fromtimestamp(self._clock(), UTC)
+            address=address,
+            reason=why,
+            created_at=datetime.fromtimestamp(self._clock(), UTC),
+            config_set=config_set,
         )
         try:
             await self._list.suppress([entry])
@@ -207,11 +229,12 @@ class SuppressionViews:
         return web.json_response(suppressed_json(entry), headers=API_HEADERS)
 
     async def delete(self, request: web.Request) -> web.Response:
-        address = await self._address(request)
-        if isinstance(address, web.Response):
-            return address
+        read = await self._address(request)
+        if isinstance(read, web.Response):
+            return read
+        address, config_set = read
         try:
-            removed = await self._list.unsuppress(address)
+            removed = await self._list.unsuppress(address, config_set)
         except StoreError as exc:
             return _unavailable(exc)
         if not removed:
@@ -227,11 +250,14 @@ class SuppressionViews:
             return refused
         try:
             after, limit, why = page_query(request.query)
+            config_set = scope_query(request.query)
         except BadEntry as exc:
             return api_error(400, str(exc))
         try:
             # One more than asked: whether there is a next page at all.
-            entries = await self._list.suppression_list(after=after, limit=limit + 1, reason=why)
+            entries = await self._list.suppression_list(
+                after=after, limit=limit + 1, reason=why, config_set=config_set
+            )
         except StoreError as exc:
             return _unavailable(exc)
         more = len(entries) > limit

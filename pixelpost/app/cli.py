@@ -40,6 +40,7 @@ from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
 from pixelpost.store import DeadLetter, open_store
 from relay.outbound.spool import Spool
+from tracker.pages import load_pages
 
 log = logging.getLogger("pixelpost")
 
@@ -86,9 +87,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         return 1
-    _, dkim_problems = dkim_keys(config.dkim)
-    if dkim_problems:
-        for problem in dkim_problems:
+    _, problems = dkim_keys(config.dkim)
+    try:
+        load_pages(config.tracker.templates)
+    except ConfigError as exc:
+        problems = [*problems, *exc.problems]
+    if problems:
+        for problem in problems:
             print(problem)
         return 1
     print(f"{config.source or 'built-in defaults'}: ok")
@@ -491,7 +496,8 @@ def _add_stats_command(commands: _Commands) -> None:
         commands,
         "stats",
         cmd_stats,
-        "the funnel: sent, delivered, bounced, opened and clicked (people and machines apart)",
+        "the funnel: sent, delivered, bounced, opened, clicked (people and machines apart),"
+        " engaged and unsubscribed",
     )
     _config_option(stats)
     stats.add_argument("--config-set", metavar="NAME", help="only this configuration set")
@@ -573,6 +579,13 @@ def _add_suppression_commands(commands: _Commands) -> None:
     )
     for sub in (listing, add, remove, load, export):
         _config_option(sub)
+    for sub in (listing, add, remove, export):
+        sub.add_argument(
+            "--config-set",
+            metavar="NAME",
+            help="the list of one configuration set's unsubscribes (unsubscribe_scope = "
+            '"config_set"); default: the account\'s list, which stops all mail',
+        )
 
 
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:

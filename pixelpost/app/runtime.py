@@ -67,7 +67,9 @@ from tracker.auth import Access
 from tracker.classifier import classifier_for
 from tracker.health import create_health_app
 from tracker.metrics import Metrics, RelayMetrics
+from tracker.pages import load_pages
 from tracker.server import TrackerServer
+from tracker.unsubscribe import UnsubscribeViews
 from tracker.views import Views
 
 log = logging.getLogger(__name__)
@@ -433,9 +435,11 @@ async def _run_tracker(
     probes: Sequence[Probe],
     collectors: Sequence[Collector] = (),
 ) -> list[tuple[str, str]]:
-    """Start the tracker (pixel, redirects, API and dashboard, /metrics with
-    `collectors` too); its banner lines."""
+    """Start the tracker (pixel, redirects, unsubscribe pages, API and dashboard,
+    /metrics with `collectors` too); its banner lines."""
     lines: list[tuple[str, str]] = []
+    # Read and checked before anything starts: a wrong template stops the start.
+    pages = await asyncio.to_thread(load_pages, config.tracker.templates)
     metrics = Metrics()
     for collector in collectors:
         metrics.registry.register(collector)
@@ -447,9 +451,9 @@ async def _run_tracker(
     hits = HitBuffer(recorder, on_dropped=metrics.unrecorded.inc)
     stack.push_async_callback(hits.close)
     metrics.buffered.set_function(lambda: hits.held)
-    keys = signing_keys(config.signing.keys, config.signing.key_file)
+    codec = _codec(config)
     views = Views(
-        codec=TokenCodec([decode_signing_key(key) for key in keys]),
+        codec=codec,
         recorder=hits,
         trusted_proxies=config.tracker.trusted_proxies,
         anonymize_ip=config.tracker.anonymize_ip,

@@ -56,16 +56,35 @@ def _store_session(config: Config, *, create: bool) -> Iterator[tuple[asyncio.Ru
             runner.run(store.close())
 
 
-def _pages(runner: asyncio.Runner, store: Store, why: Reason | None) -> Iterator[list[Suppressed]]:
-    """The suppression list (of reason `why`, or all of it) a page at a time."""
+def _pages(
+    runner: asyncio.Runner, store: Store, why: Reason | None, config_set: str | None = None
+) -> Iterator[list[Suppressed]]:
+    """One scope's suppression list (of reason `why`, or all of it) a page at a time."""
     after = ""
     while True:
-        page = runner.run(store.suppression_list(after=after, limit=PAGE, reason=why))
+        page = runner.run(
+            store.suppression_list(after=after, limit=PAGE, reason=why, config_set=config_set)
+        )
         if page:
             yield page
         if len(page) < PAGE:
             return
         after = page[-1].address
+
+
+def _scope(config: Config, name: str | None, *, new: bool = False) -> str | None:
+    """The list `--config-set` names (None: the account's). Entries go only on the list
+    of a configured set; one no longer configured can still be read and emptied."""
+    if name is not None and new and name not in config.config_sets:
+        known = ", ".join(sorted(config.config_sets)) or "none"
+        raise PixelpostError(
+            f"--config-set: no configuration set {name!r} (configured: {known}); nothing changed"
+        )
+    return name
+
+
+def _scope_words(config_set: str | None) -> str:
+    return "" if config_set is None else f" of configuration set {config_set}"
 
 
 def reason_option(text: str) -> Reason:
@@ -112,13 +131,14 @@ def _table_line(entry: Suppressed) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_config(args.config, environ=os.environ)
     why: Reason | None = args.reason
+    config_set = _scope(config, args.config_set)
     count = 0
     with _store_session(config, create=False) as (runner, store):
         if args.json:
             # One entry a line, written as it is read: valid JSON however long.
             print("[")
             last: str | None = None
-            for page in _pages(runner, store, why):
+            for page in _pages(runner, store, why, config_set):
                 for entry in page:
                     if last is not None:
                         print(f"{last},")
@@ -127,7 +147,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(last)
             print("]")
             return 0
-        for page in _pages(runner, store, why):
+        for page in _pages(runner, store, why, config_set):
             if not count:
                 header = (name.ljust(width) for name, width in _TABLE_COLUMNS)
                 print("  ".join((*header, "ADDRESS")))
@@ -135,22 +155,28 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(_table_line(entry))
             count += len(page)
     scope = f" for reason {why.value}" if why is not None else ""
-    print(f"{_counted(count) if count else 'no addresses'} on the suppression list{scope}")
+    print(
+        f"{_counted(count) if count else 'no addresses'} on the suppression list"
+        f"{_scope_words(config_set)}{scope}"
+    )
     return 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     config = load_config(args.config, environ=os.environ)
     why: Reason = args.reason
+    config_set = _scope(config, args.config_set, new=True)
     now = datetime.now(UTC)
     entries = [
-        Suppressed(address=address, reason=why, created_at=now)
+        Suppressed(address=address, reason=why, created_at=now, config_set=config_set)
         for address in _addresses(args.addresses)
     ]
     # A list can be loaded before pixelpost first runs: this makes the store.
     with _store_session(config, create=True) as (runner, store):
         added = runner.run(store.suppress(entries))
-    line = f"added {_counted(added)} to the suppression list as {why.value}"
+    line = (
+        f"added {_counted(added)} to the suppression list{_scope_words(config_set)} as {why.value}"
+    )
     if already := len(entries) - added:
         line += f"; {_counted(already)} already on it (reason now {why.value})"
     print(line)
@@ -160,9 +186,17 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     config = load_config(args.config, environ=os.environ)
     addresses = _addresses(args.addresses)
+    config_set = _scope(config, args.config_set)
     with _store_session(config, create=False) as (runner, store):
-        missing = [address for address in addresses if not runner.run(store.unsuppress(address))]
-    line = f"removed {_counted(len(addresses) - len(missing))} from the suppression list"
+        missing = [
+            address
+            for address in addresses
+            if not runner.run(store.unsuppress(address, config_set))
+        ]
+    line = (
+        f"removed {_counted(len(addresses) - len(missing))} from the suppression list"
+        f"{_scope_words(config_set)}"
+    )
     if missing:
         line += f"; not on it: {', '.join(missing)}"
     print(line)
@@ -241,10 +275,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(runner: asyncio.Runner, store: Store, out: TextIO) -> int:
+def _export(runner: asyncio.Runner, store: Store, out: TextIO, config_set: str | None) -> int:
     count = 0
     suppression_csv.write_header(out)
-    for page in _pages(runner, store, None):
+    for page in _pages(runner, store, None, config_set):
         suppression_csv.write_rows(out, page)
         count += len(page)
     return count
@@ -252,9 +286,10 @@ def _export(runner: asyncio.Runner, store: Store, out: TextIO) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     config = load_config(args.config, environ=os.environ)
+    config_set = _scope(config, args.config_set)
     with _store_session(config, create=False) as (runner, store):
         if args.file in (None, "-"):
-            count = _export(runner, store, sys.stdout)
+            count = _export(runner, store, sys.stdout, config_set)
             # Standard output holds the CSV: the summary goes beside it.
             print(f"exported {_counted(count)}", file=sys.stderr)
             return 0
@@ -264,7 +299,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         partial = path.with_name(f"{path.name}.partial")
         try:
             with partial.open("w", encoding="utf-8", newline="") as out:
-                count = _export(runner, store, out)
+                count = _export(runner, store, out, config_set)
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)

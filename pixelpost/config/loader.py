@@ -529,9 +529,24 @@ def _tracker(root: _Table) -> TrackerConfig:
         ready_max_outbox_lag=table.duration(
             "ready_max_outbox_lag", d["ready_max_outbox_lag"], minimum=0, maximum=30 * DAY
         ),
+        templates=_templates(table),
     )
     table.finish()
     return config
+
+
+def _templates(table: _Table) -> Path | None:
+    """`tracker.templates`: a folder that exists (its files are read and checked when
+    the tracker starts, by `tracker.pages`); empty or absent, None."""
+    text = table.optional("templates", str)
+    if not text:
+        return None
+    path = table.anchored(text)
+    if not path.is_dir():
+        why = "it is a file" if path.exists() else "it does not exist"
+        table.problem("templates", f"{_show(text)} is not a folder of templates ({why})")
+        return None
+    return path
 
 
 def _store(root: _Table) -> StoreConfig:

@@ -141,6 +141,10 @@ class TrackerConfig:
     ready_max_outbox_lag: float = 5 * MINUTE
     """/readyz fails while an event has waited longer than this to be delivered (or
     routed); 0 leaves the outbox out of readiness."""
+    templates: Path | None = None
+    """A folder of templates replacing the built-in unsubscribe pages by name, with
+    translations in folders named by language (`de/unsubscribe.html`); None: the
+    built-in ones (tracker/templates/)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

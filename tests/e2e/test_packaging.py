@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from pixelpost import __version__
+from pixelpost.core.tokens import TokenCodec
+from pixelpost.keys import decode_signing_key
 from tests.e2e.conftest import ROOT, Running, delivered, start
 from tests.e2e.test_serve import MESSAGE, assert_clean_exit, healthz
 from tests.tools import need
@@ -94,9 +96,11 @@ def test_the_wheel_holds_the_program_and_what_it_reads(wheel: Path) -> None:
     read_at_run_time = [
         *source_files("pixelpost", "store/migrations/**/*.sql"),
         *source_files("tracker", "static/*"),
+        *source_files("tracker", "templates/*"),
     ]
     assert any(name.endswith(".sql") for name in read_at_run_time)
     assert "tracker/static/dashboard.html" in read_at_run_time
+    assert "tracker/templates/unsubscribe.html" in read_at_run_time
     code = [name for package in PACKAGES for name in source_files(package, "**/*.py")]
     typed = [f"{package}/py.typed" for package in PACKAGES]
     assert set(read_at_run_time + code + typed) <= names
@@ -193,6 +197,16 @@ def test_the_installed_command_serves_from_an_empty_folder(
     assert page == (ROOT / "tracker/static/dashboard.html").read_bytes()
     script = fetch(f"{running.http_url}/dashboard/static/dashboard.js")
     assert script == (ROOT / "tracker/static/dashboard.js").read_bytes()
+    # The unsubscribe page, from the templates the wheel ships.
+    key = decode_signing_key((tmp_path / "var" / "signing.key").read_text().strip())
+    token = TokenCodec([key]).unsubscribe_token(
+        "01a228d20a21020c7c34c59663927ded",
+        address="rcpt@example.org",
+        config_set="default",
+        account=False,
+    )
+    unsubscribe = fetch(f"{running.http_url}/u/{token}").decode()
+    assert 'Unsubscribe <span class="address">rcpt@example.org</span>' in unsubscribe
     with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
         client.sendmail(
             "sender@example.com",

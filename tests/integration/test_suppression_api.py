@@ -148,6 +148,7 @@ async def test_an_entry_the_relay_made_shows_its_message_id(
             "reason": "BOUNCE",
             "lastUpdateTime": "2026-12-01T09:30:00.000Z",
             "messageId": "m1",
+            "configurationSet": None,
         },
     )
 
@@ -218,7 +219,12 @@ async def test_the_list_comes_in_pages_with_a_cursor(
         ("GET", "?limit=%C2%B2", {}, "limit: '²' is not a number"),
         ("GET", "?reason=spam", {}, "reason: unknown reason 'spam': one of BOUNCE"),
         ("GET", "?reason=" + "B" * 100, {}, 'reason: "BBBBBBBB'),
-        ("GET", "?page=2", {}, "page: unknown parameter (known: after, limit, reason)"),
+        (
+            "GET",
+            "?page=2",
+            {},
+            "page: unknown parameter (known: after, limit, reason, config_set)",
+        ),
         ("GET", "?after=" + "x" * 600, {}, "after: 'xxxxxxxx"),
     ],
 )
@@ -332,3 +338,28 @@ async def test_the_command_line_and_the_api_see_one_list(
 
     assert await cli("remove", "API@EXAMPLE.COM") == 0
     assert (await call(http, "GET", f"{base}/api/v1/suppression/api@example.com"))[0] == 404
+
+
+async def test_a_configuration_sets_list_is_apart_from_the_accounts(
+    start_tracker: TrackerStarter, http: aiohttp.ClientSession, store: SQLiteStore
+) -> None:
+    base = await start_tracker()
+    url = f"{base}/api/v1/suppression"
+    status, body = await call(
+        http, "PUT", f"{url}/jane@example.com?config_set=news", json={"reason": "UNSUBSCRIBE"}
+    )
+    assert status == 200
+    assert (body["reason"], body["configurationSet"]) == ("UNSUBSCRIBE", "news")
+    # Mail of that set stops; the account's list does not have it.
+    assert await store.suppressed(["jane@example.com"], "news") == {"jane@example.com"}
+    assert await store.suppressed(["jane@example.com"], "billing") == frozenset()
+    assert (await call(http, "GET", f"{url}/jane@example.com"))[0] == 404
+    assert await call(http, "GET", f"{url}/jane@example.com?config_set=news") == (200, body)
+    page = await call(http, "GET", f"{url}?config_set=news")
+    assert page == (200, {"suppressedDestinations": [body], "next": None})
+    assert (await call(http, "GET", url))[1]["suppressedDestinations"] == []
+    assert (await call(http, "DELETE", f"{url}/jane@example.com"))[0] == 404
+    assert (await call(http, "DELETE", f"{url}/jane@example.com?config_set=news"))[0] == 204
+    assert await store.suppressed(["jane@example.com"], "news") == frozenset()
+    status, body = await call(http, "GET", f"{url}/jane@example.com?config_set=a%20b")
+    assert (status, body["error"]) == (400, "config_set: 'a b' is not a configuration set's name")

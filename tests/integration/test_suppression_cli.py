@@ -126,12 +126,14 @@ def test_list_json_uses_the_api_names(
             "reason": "BOUNCE",
             "lastUpdateTime": "2026-12-01T09:30:00.000Z",
             "messageId": "m1",
+            "configurationSet": None,
         },
         {
             "emailAddress": "b@example.com",
             "reason": "MANUAL",
             "lastUpdateTime": "2026-12-01T09:30:00.000Z",
             "messageId": None,
+            "configurationSet": None,
         },
     ]
     assert run(config_file, "list", "--json", "--reason", "COMPLAINT") == 0
@@ -292,3 +294,29 @@ def test_export_pages_through_the_list_and_imports_back_the_same(
     ]
     assert run(other_config, "export") == 0
     assert capsys.readouterr().out == captured.out
+
+
+def test_config_set_names_one_sets_list(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file.write_text(config_file.read_text() + "[config_sets.news]\n")
+    assert run(config_file, "add", "jane@example.com", "--config-set", "news") == 0
+    assert "added 1 address to the suppression list of configuration set news as MANUAL" in (
+        capsys.readouterr().out
+    )
+    assert listed(tmp_path) == []  # the account's list
+    assert run(config_file, "list", "--config-set", "news") == 0
+    out = capsys.readouterr().out
+    assert "jane@example.com" in out
+    assert "1 address on the suppression list of configuration set news" in out
+    assert run(config_file, "export", "--config-set", "news") == 0
+    assert "jane@example.com,MANUAL," in capsys.readouterr().out
+    # Entries go only on a configured set's list.
+    assert run(config_file, "add", "bob@example.com", "--config-set", "nws") == 1
+    assert "--config-set: no configuration set 'nws' (configured: news)" in (
+        capsys.readouterr().err
+    )
+    assert run(config_file, "remove", "jane@example.com") == 0
+    assert "not on it: jane@example.com" in capsys.readouterr().out
+    assert run(config_file, "remove", "jane@example.com", "--config-set", "news") == 0
+    assert "removed 1 address" in capsys.readouterr().out

@@ -45,6 +45,26 @@ def test_check_config_prints_one_line_per_problem(
     assert lines[2].startswith('default_config_set: "missing" is not a configuration set')
 
 
+def test_check_config_names_a_template_that_would_not_render(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "pages"
+    (folder / "de").mkdir(parents=True)
+    (folder / "de" / "unsubscribed.html").write_text(
+        '<html lang="de"><body>$address abgemeldet</body></html>'
+    )
+    path = tmp_path / "pixelpost.toml"
+    path.write_text('[tracker]\ntemplates = "pages"\n')
+
+    assert main(["check-config", "-c", str(path)]) == 1
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"tracker.templates: {folder / 'de' / 'unsubscribed.html'}: the placeholder $list "
+        "is missing"
+    ]
+
+
 def test_check_config_names_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
