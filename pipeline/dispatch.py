@@ -81,6 +81,11 @@ class Dispatcher:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._route_loop(), name="dispatch: route"),
+            # Other processes' events and deliveries, as far as the store tells of them.
+            asyncio.create_task(
+                self._store.listen(events=self.wake, deliveries=self.wake_destination),
+                name="dispatch: listen",
+            ),
         ]
         self._tasks += [
             asyncio.create_task(self._destination_loop(sender), name=f"dispatch: {name}")
@@ -90,6 +95,12 @@ class Dispatcher:
     def wake(self) -> None:
         """New events were recorded: route them now rather than at the next poll."""
         self._route_wakeup.set()
+
+    def wake_destination(self, name: str) -> None:
+        """Deliveries for `name` became due (every destination's, for ''): claim now."""
+        for destination, wakeup in self._wakeups.items():
+            if name in ("", destination):
+                wakeup.set()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop claiming; give deliveries in flight `grace` seconds, then cancel them

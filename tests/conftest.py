@@ -32,6 +32,7 @@ from pixelpost.store import Route, SQLiteStore, Store
 from relay.frontdoor.server import RelayServer
 from relay.outbound.queue import DeliveryQueue
 from relay.outbound.spool import Spool
+from tests.postgres import RunDatabase, postgresql  # noqa: F401 (a fixture, for every test)
 from tests.sink import SinkHandler
 from tracker.server import TrackerServer
 
@@ -353,3 +354,13 @@ def corpus() -> Path:
 def corpus_or_none() -> Path | None:
     """The larger corpus for tests that run on the project's own fixtures too, or None."""
     return find_corpus()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`store.url` for a new, empty store: a SQLite file, then a schema of the test run's
+    PostgreSQL database (tests/postgres.py): a test that takes it runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pixelpost.db'}"
+    database: RunDatabase = request.getfixturevalue("postgresql")
+    return await database.new_schema()

@@ -14,6 +14,7 @@ import aiohttp
 from pixelpost.config import Config, WebhookDestination
 from pixelpost.errors import DeliveryError
 from pixelpost.files import blocking_folder
+from pixelpost.store.postgresql import database as postgresql
 from pixelpost.store.sqlite.schema import migrations
 from pixelpost.store.sqlite.store import outbox_path
 from relay.outbound.upstream import open_transport
@@ -81,13 +82,38 @@ def _sqlite_version(path: Path) -> int:
         connection.close()
 
 
+async def _postgresql(config: Config, seconds: float) -> Probe:
+    """The PostgreSQL store reached: its schema against this version's (nothing is
+    created or migrated)."""
+    where = postgresql.describe(config.store.url)
+    try:
+        version = await postgresql.schema_version(config.store.url, within=seconds)
+    except (*postgresql.ERRORS, ValueError) as exc:
+        return Probe(key="store.url", ok=False, detail=f"{where}: {exc}")
+    if version is None:
+        return Probe(
+            key="store.url",
+            ok=True,
+            detail=f"{where} answers; no store there yet: made on first start "
+            "(or by `pixelpost migrate`)",
+        )
+    latest = postgresql.latest_version()
+    if version > latest:
+        return Probe(
+            key="store.url",
+            ok=False,
+            detail=f"{where} has schema version {version}, newer than this pixelpost's ({latest})",
+        )
+    behind = f" (migrated to {latest} on first start)" if version < latest else ""
+    return Probe(
+        key="store.url", ok=True, detail=f"{where} opens, schema version {version}{behind}"
+    )
+
+
 def _store(config: Config) -> Probe:
     """The store opened read-only: its schema against this version's (nothing is
     created or migrated)."""
-    if config.store.kind != "sqlite" or config.store.sqlite_path is None:
-        return Probe(
-            key="store.url", ok=False, detail="PostgreSQL is not supported by this version"
-        )
+    assert config.store.sqlite_path is not None
     path = config.store.sqlite_path
     if not path.exists():
         if (blocking := blocking_folder(path.parent)) is not None:
@@ -122,4 +148,6 @@ async def probe(config: Config, *, seconds: float) -> list[Probe]:
         found = await asyncio.gather(
             _upstream(config, seconds), *(_webhook(session, d, seconds) for d in webhooks)
         )
+    if config.store.kind == "postgresql":
+        return [*found, await _postgresql(config, seconds)]
     return [*found, await asyncio.to_thread(_store, config)]

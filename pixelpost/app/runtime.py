@@ -51,6 +51,7 @@ from pixelpost.store import (
 )
 from relay.frontdoor.access import AccessPolicy
 from relay.frontdoor.auth import Accounts
+    store_description,
 from relay.frontdoor.handler import RelayHandler
 from relay.frontdoor.server import Listener, RelayServer
 from relay.intake.handler import IntakeHandler
@@ -548,9 +549,7 @@ def _setting_lines(config: Config, dispatch: Dispatch) -> list[tuple[str, str]]:
     """The banner's lines after the listeners': where links point, the store, where
     events go (where they are delivered from here) and a generated signing key's file."""
     lines = _link_lines(config)
-    lines.append(
-        ("store", str(config.store.sqlite_path) if config.store.sqlite_path else "postgresql")
-    )
+    lines.append(("store", store_description(config.store)))
     if dispatch is not Dispatch.NONE:
         lines += [(f"destination {name}", _where(d)) for name, d in config.destinations.items()]
     if not config.signing.keys:

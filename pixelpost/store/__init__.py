@@ -23,6 +23,8 @@ from pixelpost.store.base import (
     SuppressionList,
 )
 from pixelpost.store.buffer import HitBuffer
+from pixelpost.store.postgresql import PostgreSQLStore
+from pixelpost.store.postgresql.database import describe
 from pixelpost.store.sqlite import SQLiteStore
 from pixelpost.store.sqlite.store import outbox_path
 
@@ -36,6 +38,7 @@ __all__ = [
     "MessageLog",
     "MessageRecord",
     "Outbox",
+    "PostgreSQLStore",
     "Recorder",
     "Retention",
     "Route",
@@ -45,7 +48,16 @@ __all__ = [
     "StoreError",
     "SuppressionList",
     "open_store",
+    "store_description",
 ]
+
+
+def store_description(config: StoreConfig) -> str:
+    """Where the configured store is, for people (a PostgreSQL URL without its
+    password)."""
+    if config.sqlite_path is not None:
+        return str(config.sqlite_path)
+    return describe(config.url)
 
 
 async def open_store(config: StoreConfig, *, create: bool = True) -> Store:
@@ -60,7 +72,4 @@ async def open_store(config: StoreConfig, *, create: bool = True) -> Store:
                 f"no store at {missing[0]} (store.url): has pixelpost run with this configuration?"
             )
         return await SQLiteStore.open(config.sqlite_path)
-    raise StoreError(
-        "store.url: PostgreSQL is not supported by this version of pixelpost yet; "
-        "use sqlite:///PATH"
-    )
+    return await PostgreSQLStore.open(config.url, create=create)

@@ -13,13 +13,14 @@ can be held to each role's contract tests (tests/contract/).
 
 Unsubscribes are entries of the suppression list, in the scope they were made for.
 
-`SQLiteStore` implements every role for one machine (pixelpost.store.sqlite); a
-PostgreSQL store will implement the same Protocols for many relay and tracker instances.
+`SQLiteStore` implements every role for one machine (pixelpost.store.sqlite);
+`PostgreSQLStore` the same Protocols for many relays, trackers and dispatchers on many
+machines (pixelpost.store.postgresql).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -206,6 +207,13 @@ class Outbox(Protocol):
 
     async def counts(self) -> dict[str, DestinationCounts]:
         """Delivered, failed and dead-lettered events per destination, and the outbox."""
+
+    async def listen(
+        self, *, events: Callable[[], None], deliveries: Callable[[str], None]
+    ) -> None:
+        """From now on call `events()` when another process records events, and
+        `deliveries(destination)` when deliveries for it become due, as far as the store
+        can tell (PostgreSQL's LISTEN; SQLite tells nothing: the dispatcher polls)."""
 
 
 class Statistics(Protocol):

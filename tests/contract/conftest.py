@@ -1,5 +1,6 @@
 """The store's contract: each role of pixelpost.store.base, tested through the Protocol
-alone, against every implementation. A new implementation (PostgreSQL) adds its name to
+alone, against every implementation: SQLite, and PostgreSQL on the machine's server (a
+schema per store, tests/postgres.py). A new implementation adds its name to
 `IMPLEMENTATIONS` and a branch to `open_store`, and must pass every test here."""
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pixelpost.store import SQLiteStore, Store
+from pixelpost.store import PostgreSQLStore, SQLiteStore, Store
+from tests.postgres import RunDatabase
 
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "postgresql"]
 
 StoreOpener = Callable[..., Awaitable[Store]]
 
@@ -22,16 +24,27 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     """Opens a new, empty store of the implementation under test (with `clock=` for
     its time), or one opened before again (`again=`), closed after the test."""
     opened: list[Store] = []
+    places: list[str] = []
+    """Where each store of `opened` is (a file, or a schema's URL)."""
+    database: RunDatabase | None = None
+    if request.param == "postgresql":
+        database = request.getfixturevalue("postgresql")
 
     async def open_one(
         *, clock: Callable[[], float] = time.time, again: int | None = None
     ) -> Store:
         """A new store; with `again`, the `again`-th opened store once more, as another
         process opens it."""
-        assert request.param == "sqlite"
-        number = len(opened) if again is None else again
-        store = await SQLiteStore.open(tmp_path / f"s{number}.db", clock=clock)
+        store: Store
+        if database is None:
+            number = len(opened) if again is None else again
+            place = str(tmp_path / f"s{number}.db")
+            store = await SQLiteStore.open(Path(place), clock=clock)
+        else:
+            place = await database.new_schema() if again is None else places[again]
+            store = await PostgreSQLStore.open(place, clock=clock)
         opened.append(store)
+        places.append(place)
         return store
 
     yield open_one

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = "dashboard-funnel.png"
 
 
-def write_config(tmp_path: Path, sink_port: int, http_port: int) -> Path:
+def write_config(tmp_path: Path, sink_port: int, http_port: int, store_url: str) -> Path:
     path = tmp_path / "pixelpost.toml"
     path.write_text(
         f"""
@@ -62,7 +62,7 @@ api_token = "{TOKEN}"
 [classify]
 click_after_delivery = "{WINDOW:.0f}s"
 [store]
-url = "sqlite:///{tmp_path / "pixelpost.db"}"
+url = "{store_url}"
 [signing]
 key_file = "{tmp_path / "signing.key"}"
 [config_sets.newsletter]
@@ -198,11 +198,11 @@ def pick(data: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 async def test_the_funnel_tells_people_from_machines(
-    tmp_path: Path, sink: ThreadedSink, processes: list[Running]
+    tmp_path: Path, sink: ThreadedSink, processes: list[Running], store_url: str
 ) -> None:
     sink.handler.rcpt_replies["gone@example.org"] = "550 5.1.1 <gone@example.org>: no such user"
     http_port = free_port()
-    config = write_config(tmp_path, sink.port, http_port)
+    config = write_config(tmp_path, sink.port, http_port, store_url)
     running = start([str(BIN / "pixelpost"), "serve", "-c", str(config)], cwd=tmp_path)
     processes.append(running)
     base = running.http_url

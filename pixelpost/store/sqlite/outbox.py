@@ -4,7 +4,7 @@ in the outbox file with the log attached (read only)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import aiosqlite
@@ -167,6 +167,11 @@ class SQLiteOutbox:
             return cursor.rowcount
 
         return await self._db.transaction(work)
+
+    async def listen(
+        self, *, events: Callable[[], None], deliveries: Callable[[str], None]
+    ) -> None:
+        """SQLite has no notices: the dispatcher polls."""
 
     async def outbox_depth(self) -> dict[str, int]:
         return {name: c.pending for name, c in (await self.counts()).items() if c.pending}

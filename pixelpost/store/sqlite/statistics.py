@@ -29,6 +29,7 @@ import sqlite3
 import aiosqlite
 
 from pixelpost.core.stats import Grouping, StatsQuery, StatsTable
+from pixelpost.store.counters import sum_query
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
 
@@ -65,79 +66,12 @@ async def roll_up(connection: aiosqlite.Connection, after: int, upto: int) -> No
     await connection.execute(queries.STATS_ADD)
 
 
-HOUR = 3600
-DAY = 86400
-_GROUP_COLUMNS: dict[Grouping, str] = {
-    "hour": "bucket",
-    "day": "bucket / 86400 * 86400",
-    "link": "link",
-    "tag": "tag",
-    "config_set": "config_set",
-}
-
-Span = tuple[int | None, int | None]
-"""Buckets from (inclusive) and to (exclusive); None is open."""
-
-
-def spans(query: StatsQuery) -> tuple[list[Span], Span | None]:
-    """The hours and the days whose counters together cover the query's range: whole
-    days from the days' counters, and only the hours at either end from the hours'."""
-    since = int(query.since // HOUR * HOUR) if query.since is not None else None
-    until = -int(-query.until // HOUR * HOUR) if query.until is not None else None
-    if query.by == "hour":
-        return [(since, until)], None
-    first_day = -(-since // DAY) * DAY if since is not None else None
-    last_day = until // DAY * DAY if until is not None else None
-    if first_day is not None and last_day is not None and first_day >= last_day:
-        return [(since, until)], None  # within a day or two: hours only
-    hours: list[Span] = []
-    if since is not None and first_day is not None and since < first_day:
-        hours.append((since, first_day))
-    if until is not None and last_day is not None and last_day < until:
-        hours.append((last_day, until))
-    return hours, (first_day, last_day)
-
-
-def _part(
-    query: StatsQuery, by: Grouping | None, period: int, span: Span
-) -> tuple[str, list[object]]:
-    key = _GROUP_COLUMNS[by] if by is not None else "''"
-    clauses = ["period = ?"]
-    params: list[object] = [period]
-    if by == "tag":
-        clauses.append("tag > ''")
-    else:
-        clauses.append("tag = ?")
-        params.append(query.tag or "")
-    clauses.append("link > ''" if by == "link" else "link = ''")
-    if query.config_set is not None:
-        clauses.append("config_set = ?")
-        params.append(query.config_set)
-    low, high = span
-    if low is not None:
-        clauses.append("bucket >= ?")
-        params.append(low)
-    if high is not None:
-        clauses.append("bucket < ?")
-        params.append(high)
-    where = " AND ".join(clauses)
-    return f"SELECT {key} AS key, metric, value FROM outbox.stats WHERE {where}", params  # noqa: S608 (fixed clauses)
-
-
 async def _sum(
     connection: aiosqlite.Connection, query: StatsQuery, by: Grouping | None
 ) -> dict[str | int, dict[str, int]]:
-    hours, days = spans(query)
-    parts = [_part(query, by, HOUR, span) for span in hours]
-    if days is not None:
-        parts.append(_part(query, by, DAY, days))
-    sql = " UNION ALL ".join(part for part, _ in parts)
-    params = [param for _, part_params in parts for param in part_params]
+    sql, params = sum_query(query, by, table="outbox.stats", placeholder=lambda _: "?")
     found: dict[str | int, dict[str, int]] = {}
-    async with connection.execute(
-        f"SELECT key, metric, sum(value) FROM ({sql}) GROUP BY key, metric",  # noqa: S608 (fixed clauses)
-        params,
-    ) as cursor:
+    async with connection.execute(sql, params) as cursor:
         for key, metric, value in await cursor.fetchall():
             found.setdefault(key, {})[metric] = int(value)
     return found
