@@ -15,6 +15,12 @@ Copies go out in rounds of `ROUND_COPIES`; after each round its events are recor
 its bounces notified and the spool's state saved, so that a crash in the middle of a
 large message sends again at most one round. A timeout after the final dot is a
 deferral: a copy may arrive twice, but never not at all.
+
+While the store cannot be read (a PostgreSQL server down or out of reach), nothing is
+sent: the suppression list must be read first. The message waits in the spool and is
+tried again every `STORE_WAIT` seconds, without counting as an attempt or making a
+DeliveryDelay. Events of copies sent just as the store went away are given to it again
+for up to `RECORD_PATIENCE` seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from pixelpost.core.rewrite import MessagePlan
 from pixelpost.core.suppression import DIAGNOSTIC as SUPPRESSED_DIAGNOSTIC
 from pixelpost.core.values import format_duration
 from pixelpost.errors import PermanentDeliveryError, TemporaryDeliveryError
-from pixelpost.logs import fields
+from pixelpost.logs import LogEvery, fields
 from pixelpost.store import MessageRecord, Recorder, StoreError, SuppressionList
 from relay.frontdoor.data import LARGE_MESSAGE
 from relay.outbound.spool import State
@@ -54,7 +60,14 @@ from relay.outbound.upstream import Payload, RecipientsRefused, Transport
 from relay.tracking import Rewriter
 
 log = logging.getLogger(__name__)
+_waiting_logged = LogEvery(10.0)
 
+STORE_WAIT = 10.0
+"""Seconds before a message that waits for the store is tried again (with jitter)."""
+RECORD_PATIENCE = 120.0
+"""Seconds a sent copy's events are retried for while the store refuses them."""
+RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+"""Seconds between those retries; the last one repeats."""
 ROUND_COPIES = 100
 """Copies sent between two checkpoints of a message's state."""
 SUPPRESSED_STATUS = "5.7.1"
@@ -157,7 +170,10 @@ class Attempt:
         todo = [(copy, [r for r in copy.recipients if r not in done]) for copy in envelope.copies]
         todo = [(copy, recipients) for copy, recipients in todo if recipients]
         if todo and not envelope.notification:
-            self._suppressed = await self._look_up([r for _, rs in todo for r in rs])
+            try:
+                self._suppressed = await self._look_up([r for _, rs in todo for r in rs])
+            except StoreError as exc:
+                return self._wait_for_store(exc)
         if todo and envelope.tracking is not None and self._plan is None:
             decision = await self._rewriter.replan(envelope, self._content)
             self._plan, self._replan_failure = decision.plan, decision.failure
@@ -214,19 +230,26 @@ class Attempt:
 
     async def _look_up(self, recipients: list[str]) -> frozenset[str]:
         """Those of `recipients` on the suppression list, lowercased as it keys them:
-        the account's, or the message's configuration set's (its unsubscribes)."""
-        try:
-            return await self._suppression.suppressed(
-                [r.lower() for r in recipients], self._envelope.config_set
-            )
-        except StoreError as exc:
+        the account's, or the message's configuration set's (its unsubscribes). Raises
+        StoreError when the list cannot be read."""
+        return await self._suppression.suppressed(
+            [r.lower() for r in recipients], self._envelope.config_set
+        )
+
+    def _wait_for_store(self, exc: StoreError) -> float:
+        """The store cannot be read: send nothing, and try again soon (not an attempt:
+        the upstream was not asked)."""
+        state = self._state
+        state.next_attempt_at = self._clock() + STORE_WAIT * (0.5 + self._rng.random())
+        if (more := _waiting_logged.due()) is not None:
             log.error(
-                "%s: suppression list not checked, sending to every recipient: %s",
+                "%s: waits in the spool: the suppression list cannot be read: %s%s",
                 self._envelope.id,
                 exc,
+                more,
                 extra=fields(message_id=self._envelope.id),
             )
-            return frozenset()
+        return state.next_attempt_at
 
     async def _copy(self, copy: Copy, recipients: list[str]) -> Outcome:
         if self._suppressed:
@@ -441,9 +464,30 @@ class Attempt:
                     )
                 )
         about = fields(message_id=envelope.id)
-        try:
-            await self._recorder.record(messages=records, events=events)
-        except StoreError as exc:
-            log.error("%s: delivery events not recorded: %s", self._envelope.id, exc, extra=about)
-        except Exception:  # the upstream has the message: never send it again for this
-            log.exception("%s: delivery events not recorded", self._envelope.id, extra=about)
+        give_up_at = self._clock() + RECORD_PATIENCE
+        for retry in range(1_000_000):
+            try:
+                await self._recorder.record(messages=records, events=events)
+            except StoreError as exc:
+                if self._clock() >= give_up_at:
+                    log.error(
+                        "%s: delivery events not recorded after %.0fs: %s",
+                        envelope.id,
+                        RECORD_PATIENCE,
+                        exc,
+                        extra=about,
+                    )
+                    return
+                if retry == 0:
+                    log.warning(
+                        "%s: delivery events not recorded yet, trying again: %s",
+                        envelope.id,
+                        exc,
+                        extra=about,
+                    )
+                await asyncio.sleep(RECORD_RETRY_DELAYS[min(retry, len(RECORD_RETRY_DELAYS) - 1)])
+            except Exception:  # the upstream has the message: never send it again for this
+                log.exception("%s: delivery events not recorded", envelope.id, extra=about)
+                return
+            else:
+                return

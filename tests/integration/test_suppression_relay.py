@@ -4,6 +4,7 @@ Real relays, a real aiosmtpd upstream and the real SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 
 from pixelpost.core.suppression import Reason, Suppressed
 from pixelpost.store import SQLiteStore
+from relay.outbound import attempt
 from tests.conftest import RelayStarter, events_of, make_config, published, until
 from tests.integration.test_delivery import THREE, details, notifications
 from tests.integration.test_relay_passthrough import MESSAGE
@@ -104,25 +106,38 @@ async def test_an_address_suppressed_while_its_message_waits_is_not_sent_to(
     ]
 
 
-async def test_a_store_that_cannot_answer_does_not_hold_mail_back(
+async def test_mail_waits_in_the_spool_while_the_list_cannot_be_read(
     sink: tuple[SinkHandler, int],
     start_relay: RelayStarter,
     tmp_path: Path,
     store: SQLiteStore,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The list's lookup fails (its table is gone): the copies go out, and the log says
-    the list was not checked."""
+    """The list's lookup fails (its table is gone): the message is taken, nothing is
+    sent to anyone (a suppressed address among them must not get it), the log says why;
+    once the list reads again, it goes out, with no DeliveryDelay for the wait."""
+    monkeypatch.setattr(attempt, "STORE_WAIT", 0.2)
     handler, port = sink
     with sqlite3.connect(store.path) as connection:
-        connection.execute("DROP TABLE suppression")
+        connection.execute("ALTER TABLE suppression RENAME TO suppression_away")
     relay = await start_relay(make_config(f"smtp://127.0.0.1:{port}", tmp_path))
 
     assert "queued as" in await send_plain(relay.address.port, MESSAGE, rcpts=THREE)
 
-    await events_of(store, delivery=1)
-    [arrival] = handler.arrivals
-    assert sorted(arrival.rcpt_tos) == sorted(THREE)
-    [line] = [r for r in caplog.records if "suppression list not checked" in r.getMessage()]
+    line = await until(
+        lambda: next((r for r in caplog.records if "waits in the spool" in r.getMessage()), None),
+        "the line that says why the message waits",
+    )
     assert line.levelno == logging.ERROR
     assert "no such table: suppression" in line.getMessage()
+    await asyncio.sleep(1.0)  # several tries of the list meanwhile
+    assert handler.arrivals == []
+    assert len(relay.spool.ids()) == 1
+
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("ALTER TABLE suppression_away RENAME TO suppression")
+    events = await events_of(store, delivery=1)
+    [arrival] = handler.arrivals
+    assert sorted(arrival.rcpt_tos) == sorted(THREE)
+    assert [kind for kind, _, _ in events] == ["send", "delivery"]
