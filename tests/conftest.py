@@ -53,10 +53,12 @@ CORPUS_ENV = "PIXELPOST_CORPUS"
 the corpus tests require it and fail rather than skip."""
 
 
-def config_text(upstream_url: str, tmp_path: Path, *, relay: str = "", upstream: str = "") -> str:
+def config_text(
+    upstream_url: str, tmp_path: Path, *, relay: str = "", upstream: str = "", tracker: str = ""
+) -> str:
     """A configuration like a user's: two configuration sets, a file destination, and
-    the relay and tracker on free ports; deferred mail is retried after 200 ms. `relay`
-    and `upstream` add lines to those tables."""
+    the relay and tracker on free ports; deferred mail is retried after 200 ms. `relay`,
+    `upstream` and `tracker` add lines to those tables."""
     return f"""
 default_config_set = "default"
 
@@ -75,6 +77,7 @@ timeout = "5s"
 [tracker]
 listen = "127.0.0.1:0"
 public_url = "https://t.example"
+{tracker}
 
 [store]
 url = "sqlite:///{tmp_path / "pixelpost.db"}"

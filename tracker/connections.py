@@ -2,13 +2,15 @@
 
 A connection past a limit is answered `503` and closed before aiohttp sees it. Behind a
 reverse proxy every recipient arrives from the proxy's address, so the trusted proxies
-count towards the total only.
+count towards the total only. The limits are those of one process: each tracker process
+(`tracker.workers`) counts the connections it accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -108,16 +110,32 @@ class _Admitted(asyncio.Protocol):
 
 
 class LimitedSite(web.BaseSite):
-    """A TCP site whose connections `limits` admits before aiohttp reads them."""
+    """A TCP site whose connections `limits` admits before aiohttp reads them: on
+    `listen`, or on `sock`, a listening socket that a parent process made."""
 
-    __slots__ = ("_host", "_limits", "_port", "_refusals_logged", "_refused")
+    __slots__ = (
+        "_host",
+        "_limits",
+        "_listening",
+        "_port",
+        "_refusals_logged",
+        "_refused",
+        "_sock",
+    )
 
     def __init__(
-        self, runner: web.BaseRunner, listen: HostPort, *, limits: ConnectionLimits
+        self,
+        runner: web.BaseRunner,
+        listen: HostPort,
+        *,
+        limits: ConnectionLimits,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(runner)
         self._host = listen.host
         self._port = listen.port
+        self._sock = sock
+        self._listening: asyncio.Server | None = None
         self._limits = limits
         self._refusals_logged = LogEvery(REFUSALS_LOGGED_EVERY)
         self._refused: set[asyncio.Transport] = set()
@@ -131,12 +149,23 @@ class LimitedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Admitted(server, self._limits, self._refusals_logged, self._refused),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-        )
+        loop = asyncio.get_running_loop()
+
+        def admitted() -> _Admitted:
+            return _Admitted(server, self._limits, self._refusals_logged, self._refused)
+
+        if self._sock is not None:
+            listening = await loop.create_server(admitted, sock=self._sock, backlog=self._backlog)
+        else:
+            listening = await loop.create_server(
+                admitted, self._host, self._port, backlog=self._backlog
+            )
+        self._server = self._listening = listening
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (none before `start`)."""
+        return tuple(self._listening.sockets) if self._listening is not None else ()
 
     async def stop(self) -> None:
         await super().stop()

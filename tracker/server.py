@@ -1,11 +1,13 @@
 """The tracker's listening socket and its lifecycle, with the limits every client meets:
 the time to send a request's headers, connections at once (`tracker.connections`), and
-one log line, never a traceback, for a request that does not parse."""
+one log line, never a traceback, for a request that does not parse. Further tracker
+processes (`tracker.workers`) serve the first one's listening sockets."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -104,12 +106,19 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
 
 
 class TrackerServer:
-    """Runs an aiohttp application on the caller's event loop, as `config` says."""
+    """Runs an aiohttp application on the caller's event loop, as `config` says: on
+    `config.listen`, or on `sockets` that a parent process made."""
 
     def __init__(
-        self, *, app: web.Application, config: TrackerConfig, name: str = "tracker"
+        self,
+        *,
+        app: web.Application,
+        config: TrackerConfig,
+        name: str = "tracker",
+        sockets: Sequence[socket.socket] = (),
     ) -> None:
         self._listen = config.listen
+        self._inherited = tuple(sockets)
         self._name = name
         """What listens, for the log (the relay's health listener is one too)."""
         # The reverse proxy in front keeps the access log; writing one here would cost
@@ -131,20 +140,30 @@ class TrackerServer:
             per_client=config.max_connections_per_ip,
             exempt=lambda peer: is_trusted(peer, config.trusted_proxies),
         )
-        self._site: LimitedSite | None = None
+        self._sites: list[LimitedSite] = []
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = LimitedSite(self._runner, self._listen, limits=self._limits)
+        sites = [
+            LimitedSite(self._runner, self._listen, limits=self._limits, sock=sock)
+            for sock in self._inherited
+        ] or [LimitedSite(self._runner, self._listen, limits=self._limits)]
         try:
-            await site.start()
+            for site in sites:
+                await site.start()
         except OSError as exc:
             await self._runner.cleanup()
             raise OSError(
                 exc.errno, f"cannot listen for HTTP on {self._listen}: {exc.strerror}"
             ) from exc
-        self._site = site
+        self._sites = sites
         log.info("%s listening on %s", self._name, self.address)
+
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets, duplicated, for further tracker processes to serve
+        (`TrackerServer(sockets=…)`): they share this one's port, and no other program
+        can take it (nothing binds it with SO_REUSEPORT)."""
+        return [sock.dup() for site in self._sites for sock in site.sockets]
 
     @property
     def address(self) -> HostPort:

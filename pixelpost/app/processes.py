@@ -1,4 +1,5 @@
-"""Child processes that pixelpost keeps running: relay workers and the dispatcher.
+"""Child processes that pixelpost keeps running: relay and tracker workers and the
+dispatcher.
 
 A child is spawned (not forked: no event loop or lock state is inherited), restarted
 if it dies, stopped with SIGTERM and a grace period, and it exits by itself when its

@@ -3,10 +3,12 @@ them until SIGINT or SIGTERM, then shuts them down in order.
 
 `serve` runs relay, tracker and dispatcher on one event loop; `relay` and `tracker` run
 their side. Beside that process: `relay.workers - 1` more relay processes serving this
-one's listening sockets and sharing the spool, and for `tracker` the dispatcher in a
-niced process of its own, so that delivering events never competes with answering
-recipients for the interpreter. This is the composition root: the one place that knows
-every concrete collaborator.
+one's listening sockets and sharing the spool, `tracker.workers - 1` more tracker
+processes serving this one's HTTP socket (each with its own store connection and hit
+buffer; the dispatcher stays single), and for `tracker` the dispatcher in a niced
+process of its own, so that delivering events never competes with answering recipients
+for the interpreter. This is the composition root: the one place that knows every
+concrete collaborator.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import enum
 import functools
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -48,10 +51,10 @@ from pixelpost.store import (
     Store,
     SuppressionList,
     open_store,
+    store_description,
 )
 from relay.frontdoor.access import AccessPolicy
 from relay.frontdoor.auth import Accounts
-    store_description,
 from relay.frontdoor.handler import RelayHandler
 from relay.frontdoor.server import Listener, RelayServer
 from relay.intake.handler import IntakeHandler
@@ -171,6 +174,11 @@ def spool_counts(path: Path) -> tuple[int, int] | None:
 def _close_all(listeners: Sequence[Listener]) -> None:
     for listener in listeners:
         listener.socket.close()
+
+
+def _close_sockets(sockets: Sequence[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 async def _check_upstream(transport: Transport) -> None:
@@ -427,18 +435,33 @@ async def start_relay_http(
     return server
 
 
-async def _run_tracker(
+def _api_token(config: Config) -> str | None:
+    """The token of the API and the dashboard: the configured one, or on the built-in
+    defaults one kept in a file beside the signing key (made on the first start), so
+    that the dashboard works from the first start."""
+    if config.tracker.api_token is None and config.source is None:
+        return load_or_create_api_token(_api_token_file(config))
+    return config.tracker.api_token
+
+
+def _api_token_file(config: Config) -> Path:
+    return config.signing.key_file.parent / "api-token"
+
+
+async def start_tracker(
     config: Config,
     stack: contextlib.AsyncExitStack,
     store: Store,
     recorder: Recorder,
     *,
+    api_token: str | None,
     probes: Sequence[Probe],
     collectors: Sequence[Collector] = (),
-) -> list[tuple[str, str]]:
-    """Start the tracker (pixel, redirects, unsubscribe pages, API and dashboard,
-    /metrics with `collectors` too); its banner lines."""
-    lines: list[tuple[str, str]] = []
+    sockets: Sequence[socket.socket] = (),
+) -> TrackerServer:
+    """The tracker (pixel, redirects, unsubscribe pages, API and dashboard, /metrics
+    with `collectors` too), on `sockets` when a parent process made them, with a hit
+    buffer of its own in front of `recorder`; stopped by `stack`."""
     # Read and checked before anything starts: a wrong template stops the start.
     pages = await asyncio.to_thread(load_pages, config.tracker.templates)
     metrics = Metrics()
@@ -462,11 +485,6 @@ async def _run_tracker(
         classifier=classifier_for(config.classify),
         delivered_at=store.delivered_at,
     )
-    api_token = config.tracker.api_token
-    token_file = config.signing.key_file.parent / "api-token"
-    if api_token is None and config.source is None:
-        # The built-in defaults: the dashboard works from the first start.
-        api_token = load_or_create_api_token(token_file)
     access = Access(api_token, trusted_proxies=config.tracker.trusted_proxies)
     app = create_app(
         views=views,
@@ -479,14 +497,95 @@ async def _run_tracker(
             codec=codec, subscriptions=store, pages=pages, metrics=metrics
         ),
     )
-    tracker_server = TrackerServer(app=app, config=config.tracker)
-    await tracker_server.start()
-    stack.push_async_callback(tracker_server.stop)
-    lines.append(("http", f"http://{tracker_server.address}"))
+    server = TrackerServer(app=app, config=config.tracker, sockets=sockets)
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server
+
+
+def tracker_worker_process(
+    config: Config,
+    log_level: int,
+    log_format: logs.LogFormat,
+    sockets: Sequence[socket.socket],
+    relay: bool,
+) -> None:
+    """A further tracker process's entry point: it serves the parent's listening
+    sockets, recording through a store connection of its own. Its /readyz checks what
+    the parent's does (`relay`: the relay runs there too), whichever process answers;
+    its API token is the parent's (a generated one is in its file by now)."""
+    child_setup(log_level, log_format)
+
+    async def main() -> None:
+        async with _signals() as stop, contextlib.AsyncExitStack() as stack:
+            watch_parent(stop)
+            store = await open_store(config.store)
+            stack.push_async_callback(store.close)
+            await start_tracker(
+                config,
+                stack,
+                store,
+                store,
+                api_token=_api_token(config),
+                probes=probes_for(config, store, relay=relay, tracker=True),
+                sockets=sockets,
+            )
+            _ignore_sighup(stack)
+            await stop.wait()
+
+    asyncio.run(main())
+
+
+async def _run_tracker(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    recorder: Recorder,
+    *,
+    relay: bool,
+    probes: Sequence[Probe],
+    collectors: Sequence[Collector] = (),
+    log_level: int,
+    log_format: logs.LogFormat,
+) -> list[tuple[str, str]]:
+    """The tracker here and `tracker.workers - 1` more in child processes (`relay`: the
+    relay runs in this process too); its banner lines."""
+    workers = config.tracker.workers
+    children: list[ChildProcess] = []
+    # Unwound last: the further trackers are waited for after this one has stopped, and
+    # were told to stop first (below), so that all of them stop side by side.
+    stack.push_async_callback(_stop_all, children)
+    api_token = _api_token(config)
+    server = await start_tracker(
+        config,
+        stack,
+        store,
+        recorder,
+        api_token=api_token,
+        probes=probes,
+        collectors=collectors,
+    )
+    # The further trackers serve this one's socket: the kernel hands each new connection
+    # to one of them, and a second installation cannot take the port.
+    sockets = server.sockets() if workers > 1 else []
+    stack.callback(_close_sockets, sockets)
+    children += [
+        ChildProcess(
+            name=f"pixelpost tracker {number}",
+            target=tracker_worker_process,
+            args=(config, log_level, log_format, sockets, relay),
+        )
+        for number in range(1, workers)
+    ]
+    for child in children:
+        await child.start()
+    stack.callback(_request_stop, children)
+    processes = f" ({workers} processes)" if workers > 1 else ""
+    lines = [("http", f"http://{server.address}{processes}")]
     if api_token is not None:
-        lines.append(("dashboard", f"http://{tracker_server.address}/dashboard"))
+        lines.append(("dashboard", f"http://{server.address}/dashboard"))
     if config.tracker.api_token is None and api_token is not None:
-        lines.append(("api token", f"{token_file} (for the dashboard's login)"))
+        lines.append(("api token", f"{_api_token_file(config)} (for the dashboard's login)"))
     return lines
 
 
@@ -594,7 +693,15 @@ async def run(
             collectors = []  # on the relay's /metrics; a registry takes a collector once
         if tracker:
             lines += await _run_tracker(
-                config, stack, store, recorder, probes=probes, collectors=collectors
+                config,
+                stack,
+                store,
+                recorder,
+                relay=relay,
+                probes=probes,
+                collectors=collectors,
+                log_level=log_level,
+                log_format=log_format,
             )
         if not relay:
             _ignore_sighup(stack)

@@ -530,6 +530,7 @@ def _tracker(root: _Table) -> TrackerConfig:
             "ready_max_outbox_lag", d["ready_max_outbox_lag"], minimum=0, maximum=30 * DAY
         ),
         templates=_templates(table),
+        workers=table.integer("workers", d["workers"], minimum=1, maximum=256),
     )
     table.finish()
     return config

@@ -141,6 +141,9 @@ class TrackerConfig:
     ready_max_outbox_lag: float = 5 * MINUTE
     """/readyz fails while an event has waited longer than this to be delivered (or
     routed); 0 leaves the outbox out of readiness."""
+    workers: int = 1
+    """Tracker processes serving the one listening port, each with a store connection
+    and a hit buffer of its own (the dispatcher runs once beside them)."""
     templates: Path | None = None
     """A folder of templates replacing the built-in unsubscribe pages by name, with
     translations in folders named by language (`de/unsubscribe.html`); None: the

@@ -351,6 +351,20 @@ def test_each_kind_of_problem_names_the_key_and_the_value(text: str, expected: s
     assert found[0].startswith(expected), found[0]
 
 
+def test_tracker_workers_from_1_to_256() -> None:
+    assert parse_config_text("", environ={}).tracker.workers == 1
+    for workers in (1, 4, 256):
+        config = parse_config_text(f"[tracker]\nworkers = {workers}", environ={})
+        assert config.tracker.workers == workers
+    for workers in (0, -1, 257):
+        assert problems(f"[tracker]\nworkers = {workers}") == [
+            f"tracker.workers: {workers} is out of range (it must be from 1 to 256)"
+        ]
+    assert problems('[tracker]\nworkers = "2"') == [
+        'tracker.workers: expected an integer, got "2" (a string)'
+    ]
+
+
 def test_unset_environment_variable_names_key_and_variable_but_not_the_secret() -> None:
     found = problems(
         '[upstream]\nurl = "smtp://mx"\nusername = "u"\npassword = "${UPSTREAM_PASSWORD}"\n'
