@@ -53,6 +53,7 @@ from pixelpost.store import (
     open_store,
     store_description,
 )
+from pixelpost.store.journal import HitJournal
 from relay.frontdoor.access import AccessPolicy
 from relay.frontdoor.auth import Accounts
 from relay.frontdoor.handler import RelayHandler
@@ -471,8 +472,12 @@ async def start_tracker(
         metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
     )
     stack.push_async_callback(_cancel, refresher)
-    # Opens and clicks are answered within a bounded time whatever the store does.
-    hits = HitBuffer(recorder, on_dropped=metrics.unrecorded.inc)
+    # Opens and clicks are answered within a bounded time whatever the store does, and
+    # once answered are in the store or in the journal, which outlives the process.
+    hits = HitBuffer(
+        recorder, journal=HitJournal(config.tracker.journal), on_dropped=metrics.unrecorded.inc
+    )
+    await hits.start()
     stack.push_async_callback(hits.close)
     metrics.buffered.set_function(lambda: hits.held)
     codec = _codec(config)

@@ -531,6 +531,7 @@ def _tracker(root: _Table) -> TrackerConfig:
         ),
         templates=_templates(table),
         workers=table.integer("workers", d["workers"], minimum=1, maximum=256),
+        journal=table.file("journal", d["journal"]),
     )
     table.finish()
     return config

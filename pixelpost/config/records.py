@@ -144,6 +144,10 @@ class TrackerConfig:
     workers: int = 1
     """Tracker processes serving the one listening port, each with a store connection
     and a hit buffer of its own (the dispatcher runs once beside them)."""
+    journal: Path = Path("var/hits")
+    """Where opens and clicks answered before the store took them are kept, fsync'd,
+    until it does (pixelpost.store.journal); the tracker processes of one machine may
+    share it."""
     templates: Path | None = None
     """A folder of templates replacing the built-in unsubscribe pages by name, with
     translations in folders named by language (`de/unsubscribe.html`); None: the

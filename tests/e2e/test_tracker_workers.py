@@ -73,7 +73,11 @@ def _socket_holders(pids: set[int]) -> dict[int, int]:
     """Socket inode → the process of `pids` that holds it."""
     held = {}
     for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:  # it has exited meanwhile: it holds nothing
+            continue
+        for fd in fds:
             try:
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except FileNotFoundError:  # closed meanwhile

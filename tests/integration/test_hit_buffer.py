@@ -4,10 +4,12 @@ within a bounded time, and every hit reaches the real SQLite store once it can t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ import pytest
 from pixelpost.core.ids import new_message_id
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.store import Hit, HitBuffer, HitRecorder, SQLiteStore, StoreError
+from pixelpost.store.journal import HitJournal
 from tests.conftest import AppServer, events_of, recorded, until
 from tracker.app import create_app
 from tracker.auth import Access
@@ -43,6 +46,7 @@ async def start_tracker(store: SQLiteStore, serve_app: AppServer) -> AsyncIterat
         metrics = Metrics()
         hits = HitBuffer(recorder or store, on_dropped=metrics.unrecorded.inc, **options)
         buffers.append(hits)
+        await hits.start()
         metrics.buffered.set_function(lambda: hits.held)
         views = Views(
             codec=codec,
@@ -190,3 +194,59 @@ async def test_hits_the_store_never_takes_are_counted_at_shutdown(
     assert any("2 hits (opens and clicks) not recorded" in r.getMessage() for r in caplog.records)
     await answered_fast(http, hit_urls(base, opens=1, clicks=0)[0])  # closed: still answered
     assert await metric(http, base, "pixelpost_hits_unrecorded_total") == 3
+
+
+async def test_with_a_journal_hits_are_on_disk_before_the_answer_and_go_once_recorded(
+    start_tracker: TrackerStarter,
+    http: aiohttp.ClientSession,
+    store: SQLiteStore,
+    tmp_path: Path,
+    locked: sqlite3.Connection,
+) -> None:
+    folder = tmp_path / "hits"
+    base, _hits = await start_tracker(journal=HitJournal(folder))
+    for answered, url in enumerate(hit_urls(base, opens=2, clicks=2), start=1):
+        await answered_fast(http, url)
+        # Answered: its hit is in a file already (the store is locked: not committed).
+        assert journaled(folder) == answered
+    assert recorded(store) == []
+
+    locked.execute("ROLLBACK")
+    await events_of(store, open=2, click=2)
+    await until(lambda: journaled(folder) == 0 or None, "the journal's files gone")
+    assert len(recorded(store)) == 4
+
+
+async def test_hits_a_dead_process_journaled_are_recorded_by_the_next_once(
+    start_tracker: TrackerStarter,
+    http: aiohttp.ClientSession,
+    store: SQLiteStore,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "hits"
+    dead = HitJournal(folder)
+    base, _hits = await start_tracker(recorder=Outage(store), journal=dead, retry_delays=[60])
+    for url in hit_urls(base, opens=3, clicks=2):
+        await answered_fast(http, url)
+    assert journaled(folder) == 5
+
+    # Another process starting meanwhile leaves a live process's hits alone.
+    alive = HitBuffer(store, journal=HitJournal(folder))
+    assert await alive.start() == 0
+    await alive.close()
+
+    dead.close()  # what the kernel does for a killed process: its lock goes, files stay
+    assert journaled(folder) == 5
+    heirs = [HitBuffer(store, journal=HitJournal(folder), retry_delays=[0.01]) for _ in range(3)]
+    taken = await asyncio.gather(*(heir.start() for heir in heirs))
+    assert sorted(taken) == [0, 0, 5]  # one of the three takes them over
+    await events_of(store, open=3, click=2)
+    await until(lambda: journaled(folder) == 0 or None, "the journal's files gone")
+    for heir in heirs:
+        await heir.close()
+    assert len(recorded(store)) == 5
+
+
+def journaled(folder: Path) -> int:
+    """Hits in the journal's files."""
+    return sum(len(json.loads(path.read_bytes())) for path in folder.glob("*.hits"))
