@@ -21,7 +21,7 @@ from typing import TypeAlias
 
 from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
-from pixelpost.app import dkim, healthcheck, suppression
+from pixelpost.app import dkim, healthcheck, store_copy, suppression
 from pixelpost.app.dkim_keys import dkim_keys
 from pixelpost.config import Config, lint, load_config
 from pixelpost.core import reputation
@@ -38,7 +38,7 @@ from pixelpost.core.suppression import REASONS, Reason
 from pixelpost.core.values import format_duration, format_span
 from pixelpost.errors import ConfigError, PixelpostError
 from pixelpost.keys import generate_signing_key, generate_webhook_secret
-from pixelpost.store import DeadLetter, open_store
+from pixelpost.store import DeadLetter, open_store, store_description
 from relay.outbound.spool import Spool
 from tracker.pages import load_pages
 
@@ -78,6 +78,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def cmd_tracker(args: argparse.Namespace) -> int:
     return _run(args, relay=False, tracker=True, dispatch="process")
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    return _run(args, relay=False, tracker=False, dispatch="inline")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -366,6 +370,20 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def migrate() -> None:
+        # Opening creates the store and applies what is missing (on PostgreSQL under an
+        # advisory lock: processes that start together migrate once).
+        store = await open_store(config.store)
+        await store.close()
+
+    asyncio.run(migrate())
+    print(f"store {store_description(config.store)}: migrated to this version's schema")
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     if args.signing_key:
         print(generate_signing_key())
@@ -435,6 +453,12 @@ def _add_service_commands(commands: _Commands) -> None:
         ("serve", cmd_serve, "run the relay and the tracker in one process"),
         ("relay", cmd_relay, "run only the SMTP relay"),
         ("tracker", cmd_tracker, "run only the HTTP tracker and the event dispatcher"),
+        (
+            "dispatch",
+            cmd_dispatch,
+            "run only the event dispatcher and the roll-up (more of them share a PostgreSQL"
+            " store's outbox)",
+        ),
         (
             "check-config",
             cmd_check_config,
@@ -588,6 +612,34 @@ def _add_suppression_commands(commands: _Commands) -> None:
         )
 
 
+def _add_store_commands(commands: _Commands) -> None:
+    """`store copy`."""
+    group = _command(commands, "store", None, "the store itself: copy it to PostgreSQL")
+    actions = group.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    copy = _command(
+        actions,
+        "copy",
+        store_copy.cmd_copy,
+        "copy a SQLite store (read only, while pixelpost runs if need be) into a new, empty "
+        "PostgreSQL store in one transaction, and compare every table's rows",
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="sqlite:///PATH, the log (pixelpost.db); its outbox is read beside it",
+    )
+    copy.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="postgresql://user@host/db (the password from PGPASSWORD or ~/.pgpass, or in the "
+        "URL): created and migrated as needed, and refused unless it is empty",
+    )
+
+
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{args.domain}.{args.selector}.pem")
     return dkim.keygen(
@@ -724,6 +776,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(commands)
     _add_events_commands(commands)
     _add_queue_commands(commands)
+    migrate = _command(
+        commands,
+        "migrate",
+        cmd_migrate,
+        "create the store, or bring its schema up to this version (pixelpost also does at start)",
+    )
+    _config_option(migrate)
+    _add_store_commands(commands)
     _add_stats_command(commands)
     _add_reputation_command(commands)
     _add_suppression_commands(commands)

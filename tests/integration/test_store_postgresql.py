@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from tests.contract.campaign import ARCHIVE, H0, funnel, message, opened, record
 from tests.net import free_port
 from tests.postgres import RunDatabase
 
+BIN = Path(sys.executable).parent
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 Opener = Callable[[str], Awaitable[PostgreSQLStore]]
 
@@ -108,7 +110,8 @@ async def test_an_event_committed_late_is_routed_and_counted_all_the_same(
         transaction = late.transaction()
         await transaction.start()
         row = ("e-late", "m1", "send", H0, "{}")
-        await late.execute(queries.INSERT_EVENTS, *([v] for v in row), 0)
+        # (A counters' shard of its own: the store's must not wait on this transaction.)
+        await late.execute(queries.INSERT_EVENTS, *([v] for v in row), -1)
         await store.record(events=[send_event("m2", now=NOW)])  # a higher number, committed first
         assert await store.route(ARCHIVE) == 1
         assert await store.rollup() == 1
@@ -237,3 +240,53 @@ async def test_a_hit_reads_the_same_on_both_stores(
         await sqlite_store.close()
     assert len(bodies[1]) == 4
     assert bodies[0] == bodies[1]
+
+
+async def test_ten_migrate_commands_at_once_migrate_once(schema: str, tmp_path: Path) -> None:
+    config = tmp_path / "pixelpost.toml"
+    config.write_text(f'[store]\nurl = "{schema}"\n')
+    commands = [
+        await asyncio.create_subprocess_exec(
+            str(BIN / "pixelpost"),
+            "migrate",
+            "-c",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(10)
+    ]
+    results = [await command.communicate() for command in commands]
+    assert [command.returncode for command in commands] == [0] * 10, results
+    for stdout, _ in results:
+        assert "migrated to this version's schema" in stdout.decode()
+        assert "@" not in stdout.decode().split("postgresql://", 1)[1].split("/", 1)[0]
+    applied = [
+        line for _, err in results for line in err.decode().splitlines() if "applying" in line
+    ]
+    assert len(applied) == latest_version()  # each migration once, by one of them
+    connection = await asyncpg.connect(schema)
+    try:
+        versions = await connection.fetch("SELECT version FROM pixelpost_migrations")
+    finally:
+        await connection.close()
+    assert sorted(row[0] for row in versions) == list(range(1, latest_version() + 1))
+
+
+async def test_migrate_refuses_a_server_it_cannot_reach_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "pixelpost.toml"
+    port = free_port()
+    config.write_text(f'[store]\nurl = "postgresql://app:pw-xyz@127.0.0.1:{port}/mail"\n')
+    command = await asyncio.create_subprocess_exec(
+        str(BIN / "pixelpost"),
+        "migrate",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await command.communicate()
+    assert command.returncode != 0
+    assert f"postgresql://app@127.0.0.1:{port}/mail" in stderr.decode()
+    assert "pw-xyz" not in (stdout + stderr).decode()
+    assert "Traceback" not in stderr.decode()

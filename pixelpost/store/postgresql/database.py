@@ -180,7 +180,7 @@ class Database:
         return cls(url=url, pool=pool, schema=schema, clock=clock)
 
     def error(self, exc: BaseException, what: str = "") -> StoreError:
-        return StoreError(f"store {self.where}: {what}{exc}")
+        return StoreError(f"store {self.where}: {what}{exc or type(exc).__name__}")
 
     def _check_open(self) -> None:
         if self._closed:
