@@ -95,8 +95,8 @@ EVENT_COUNTS = "SELECT name, sum(value) FROM counters GROUP BY name"
 # it holds), fanned out by the routing table (one array per column), and what goes to a
 # disabled destination goes straight to the dead letters.
 ROUTE = (
-    "WITH batch AS (DELETE FROM route_queue WHERE seq IN ("
-    "  SELECT seq FROM route_queue ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    "WITH batch AS (DELETE FROM route_queue WHERE seq = ANY(ARRAY("
+    "  SELECT seq FROM route_queue ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED))"
     "  RETURNING seq),"
     " added AS (INSERT INTO deliveries"
     "  (event_seq, destination, state, next_attempt_at, last_error, updated_at)"
@@ -113,7 +113,8 @@ ROUTE = (
     " FROM added GROUP BY destination"
     " UNION ALL SELECT (SELECT count(*) FROM batch), NULL, 0, 0"
 )
-ROUTING_BEHIND = "SELECT EXISTS (SELECT 1 FROM route_queue)"
+# (In key order: the index, not a scan past the rows routed and not vacuumed yet.)
+ROUTING_BEHIND = "SELECT EXISTS (SELECT 1 FROM route_queue ORDER BY seq LIMIT 1)"
 # Due deliveries of one destination, hidden for the lease; what another process holds
 # is skipped, not waited for.
 CLAIM = (
@@ -180,13 +181,13 @@ PENDING_BY_DESTINATION = (
 
 # -- Statistics (pixelpost.store.postgresql.statistics) --------------------------------
 
-ROLLUP_BEHIND = "SELECT EXISTS (SELECT 1 FROM rollup_queue)"
+ROLLUP_BEHIND = "SELECT EXISTS (SELECT 1 FROM rollup_queue ORDER BY seq LIMIT 1)"
 # A batch of events to count, taken off its queue (the roll-up runs in one process at a
 # time: an advisory lock), with what the counters need, one row each.
 STATS_BATCH = (
     "CREATE TEMP TABLE stats_batch ON COMMIT DROP AS"
-    " WITH batch AS (DELETE FROM rollup_queue WHERE seq IN ("
-    "  SELECT seq FROM rollup_queue ORDER BY seq LIMIT $1) RETURNING seq)"
+    " WITH batch AS (DELETE FROM rollup_queue WHERE seq = ANY(ARRAY("
+    "  SELECT seq FROM rollup_queue ORDER BY seq LIMIT $1)) RETURNING seq)"
     " SELECT seq FROM batch"
 )
 STATS_BATCH_SIZE = "SELECT count(*) FROM stats_batch"
