@@ -1,6 +1,7 @@
 """Statistics queries over a million events, side by side with counting the log itself.
 
     .venv/bin/python -m bench.stats [--events 1000000] [--repeat 20] [--store PATH]
+                                    [--store-url URL] [--target-ms 200] [--baseline-runs N]
 
 Records `--events` events through the store's own writer (`record` for the copies and
 their Send, Delivery and Bounce, `record_hits` for opens and clicks, as the relay and
@@ -13,8 +14,11 @@ counts the same totals with one SQL query over the events joined to their copies
 roll-up; its numbers must equal the roll-up's (and, for all mail, what was planned).
 Target (issue 7): with one million events, every query answers in under 200 ms.
 
-With `--store PATH` the store is kept, and a store that already holds events is used as
-it is (nothing is added).
+The store is SQLite in a temporary folder, unless `--store PATH` (a SQLite store kept
+there) or `--store-url URL` (a store URL as `store.url` takes it, such as
+postgresql://127.0.0.1:5432/DB: the database must exist; the store is created in it
+and kept) names one. A store that already holds events is used as it is (nothing is
+added).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,14 +40,17 @@ from typing import Any
 
 import aiohttp
 import aiosqlite
+import asyncpg
 from aiohttp import web
 
+from bench.stores import count, is_postgresql, open_url, sqlite_url, store_config
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event, bounce_event, delivery_event, dumps, send_event
 from pixelpost.core.ids import new_message_id
 from pixelpost.core.mail import common_headers, mail_object
 from pixelpost.core.stats import StatsQuery, parse_query, report
-from pixelpost.store import Hit, MessageRecord, SQLiteStore
+from pixelpost.store import Hit, MessageRecord, Store
+from pixelpost.store.postgresql.database import describe as describe_postgresql
 from pixelpost.store.sqlite import outbox_path
 from tracker.api import add_api
 from tracker.auth import Access
@@ -130,7 +137,7 @@ NAIVE_METRICS = (
     "unique_clicks:human",
     "unique_clicks:bot",
 )
-NAIVE_SQL = """
+_NAIVE_SQL = """
 SELECT
   count(*) FILTER (WHERE type = 'send'),
   count(*) FILTER (WHERE type = 'delivery'),
@@ -138,24 +145,36 @@ SELECT
   count(*) FILTER (WHERE type = 'open' AND NOT machine),
   count(*) FILTER (WHERE type = 'open' AND machine),
   count(*) FILTER (WHERE type = 'open' AND NOT machine AND proxy IS NOT NULL),
-  count(DISTINCT iif(type = 'open', message_id, NULL)),
-  count(DISTINCT iif(type = 'open' AND NOT machine, message_id, NULL)),
-  count(DISTINCT iif(type = 'open' AND machine, message_id, NULL)),
+  count(DISTINCT CASE WHEN type = 'open' THEN message_id END),
+  count(DISTINCT CASE WHEN type = 'open' AND NOT machine THEN message_id END),
+  count(DISTINCT CASE WHEN type = 'open' AND machine THEN message_id END),
   count(*) FILTER (WHERE type = 'click' AND NOT machine),
   count(*) FILTER (WHERE type = 'click' AND machine),
-  count(DISTINCT iif(type = 'click', message_id, NULL)),
-  count(DISTINCT iif(type = 'click' AND NOT machine, message_id, NULL)),
-  count(DISTINCT iif(type = 'click' AND machine, message_id, NULL))
+  count(DISTINCT CASE WHEN type = 'click' THEN message_id END),
+  count(DISTINCT CASE WHEN type = 'click' AND NOT machine THEN message_id END),
+  count(DISTINCT CASE WHEN type = 'click' AND machine THEN message_id END)
 FROM (
   SELECT e.type, e.message_id,
-    CASE e.type WHEN 'open' THEN e.detail ->> '$.machine'
-      WHEN 'click' THEN e.detail ->> '$.bot' END AS machine,
-    iif(e.type = 'open', e.detail ->> '$.proxy', NULL) AS proxy
+    CASE e.type WHEN 'open' THEN {machine} WHEN 'click' THEN {bot} END AS machine,
+    CASE WHEN e.type = 'open' THEN {proxy} END AS proxy
   FROM events AS e JOIN messages AS m ON m.id = e.message_id
-  WHERE (:config_set IS NULL OR m.config_set = :config_set)
-    AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = :tag))
-)
+  WHERE {where}
+) AS facts
 """
+NAIVE_SQL = _NAIVE_SQL.format(
+    machine="e.detail ->> '$.machine'",
+    bot="e.detail ->> '$.bot'",
+    proxy="e.detail ->> '$.proxy'",
+    where="(:config_set IS NULL OR m.config_set = :config_set)"
+    " AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = :tag))",
+)
+# PostgreSQL's log keeps the JSON as text and each copy's tags as an array.
+NAIVE_SQL_POSTGRESQL = _NAIVE_SQL.format(
+    machine="(e.detail::jsonb ->> 'machine')::boolean",
+    bot="(e.detail::jsonb ->> 'bot')::boolean",
+    proxy="e.detail::jsonb ->> 'proxy'",
+    where="($1::text IS NULL OR m.config_set = $1) AND ($2::text IS NULL OR $2 = ANY(m.tags))",
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -355,7 +374,7 @@ def _rows(
     return messages, events, hits
 
 
-async def fill(store: SQLiteStore, events: int, now: float) -> tuple[float, Counter[str]]:
+async def fill(store: Store, events: int, now: float) -> tuple[float, Counter[str]]:
     """Plan and record `events` events; the seconds recording took, and the totals that
     were planned."""
     started = time.perf_counter()
@@ -408,7 +427,7 @@ def _expected(planned: Plan) -> Counter[str]:
     return counts
 
 
-async def catch_up(store: SQLiteStore) -> tuple[int, float]:
+async def catch_up(store: Store) -> tuple[int, float]:
     """Roll up every event not counted yet; how many, and the seconds it took."""
     started = time.perf_counter()
     counted = 0
@@ -433,7 +452,7 @@ async def timed(run: Callable[[], Awaitable[object]], repeat: int) -> list[float
 
 
 @asynccontextmanager
-async def api_server(store: SQLiteStore) -> AsyncIterator[str]:
+async def api_server(store: Store) -> AsyncIterator[str]:
     """The tracker's statistics API on a loopback port, reading `store`; yields its URL."""
     app = web.Application()
     add_api(app, access=Access(TOKEN), stats=store)
@@ -448,13 +467,37 @@ async def api_server(store: SQLiteStore) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def naive_totals(
-    connection: aiosqlite.Connection, *, config_set: str | None = None, tag: str | None = None
-) -> dict[str, int]:
-    async with connection.execute(NAIVE_SQL, {"config_set": config_set, "tag": tag}) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return dict(zip(NAIVE_METRICS, (int(value) for value in row), strict=True))
+NaiveTotals = Callable[[str | None, str | None], Awaitable[dict[str, int]]]
+"""The naive totals for a configuration set and a tag (None: any)."""
+
+
+@asynccontextmanager
+async def naive_totals(url: str) -> AsyncIterator[NaiveTotals]:
+    """Counts the naive totals of the store at `url`, on one connection of its own."""
+
+    def totals(row: Iterable[Any] | None) -> dict[str, int]:
+        assert row is not None
+        return dict(zip(NAIVE_METRICS, (int(str(value)) for value in row), strict=True))
+
+    if is_postgresql(url):
+        connection = await asyncpg.connect(url)
+        try:
+
+            async def on_postgresql(config_set: str | None, tag: str | None) -> dict[str, int]:
+                return totals(await connection.fetchrow(NAIVE_SQL_POSTGRESQL, config_set, tag))
+
+            yield on_postgresql
+        finally:
+            await connection.close()
+        return
+    path = store_config(url).sqlite_path
+    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as sqlite:
+
+        async def on_sqlite(config_set: str | None, tag: str | None) -> dict[str, int]:
+            async with sqlite.execute(NAIVE_SQL, {"config_set": config_set, "tag": tag}) as cursor:
+                return totals(await cursor.fetchone())
+
+        yield on_sqlite
 
 
 def rolled_up(totals: dict[str, int]) -> dict[str, int]:
@@ -489,18 +532,31 @@ class Results:
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
     """The roll-up's totals of the queries without groups."""
     problems: list[str] = field(default_factory=list)
+    size: str = ""
+    """What the store takes on disk."""
 
 
-async def count_rows(path: Path, sql: str) -> int:
-    async with (
-        aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as connection,
-        connection.execute(sql) as cursor,
-    ):
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+def describe(url: str) -> str:
+    """Where the store is, for people."""
+    return describe_postgresql(url) if is_postgresql(url) else str(store_config(url).sqlite_path)
 
 
-async def time_queries(store: SQLiteStore, repeat: int, results: Results) -> None:
+def statistics_url(url: str) -> str:
+    """Where the store at `url` keeps its counters (a SQLite store: its outbox file)."""
+    if is_postgresql(url):
+        return url
+    return sqlite_url(outbox_path(store_config(url).sqlite_path or Path()))
+
+
+async def disk_size(url: str) -> str:
+    if is_postgresql(url):
+        size = await count(url, "SELECT pg_database_size(current_database())")
+        return f"database {size / 1e6:,.0f} MB"
+    path = store_config(url).sqlite_path or Path()
+    return f"log {path.stat().st_size / 1e6:.0f} MB, outbox {outbox_path(path).stat().st_size / 1e6:.0f} MB"
+
+
+async def time_queries(store: Store, repeat: int, results: Results) -> None:
     """Each query through the store and through the API."""
     async with (
         api_server(store) as url,
@@ -527,37 +583,35 @@ async def time_queries(store: SQLiteStore, repeat: int, results: Results) -> Non
                 results.totals[label] = (await store.stats(query)).totals
 
 
-async def baseline(path: Path, runs: int, results: Results, planned: Counter[str] | None) -> None:
+async def baseline(url: str, runs: int, results: Results, planned: Counter[str] | None) -> None:
     """The naive totals: timed for all mail and one set, and checked against the
     roll-up's (and the plan's) for those and one tag."""
-    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as connection:
+    async with naive_totals(url) as naive_totals_of:
         for label, params in QUERIES[:3]:
-            scope: dict[str, str] = {
-                name: params[name] for name in ("config_set", "tag") if name in params
-            }
-            naive = await naive_totals(connection, **scope)
+            scope = (params.get("config_set"), params.get("tag"))
+            naive = await naive_totals_of(*scope)
             rollup = rolled_up(results.totals[label])
             results.problems += compare(label, {"naive": naive, "roll-up": rollup})
-            if not scope and planned is not None:
+            if scope == (None, None) and planned is not None:
                 planned_totals = rolled_up(planned)
                 results.problems += compare(label, {"planned": planned_totals, "naive": naive})
-            if "tag" in scope:
+            if scope[1] is not None:
                 continue  # checked only: the naive baseline is timed for all mail and a set
 
-            async def count(scope: dict[str, str] = scope) -> dict[str, int]:
-                return await naive_totals(connection, **scope)
+            async def count_naive(scope: tuple[str | None, str | None] = scope) -> object:
+                return await naive_totals_of(*scope)
 
-            results.naive.append((label, await timed(count, runs)))
+            results.naive.append((label, await timed(count_naive, runs)))
 
 
-async def measure(args: argparse.Namespace, path: Path) -> Results:
+async def measure(args: argparse.Namespace, url: str) -> Results:
     results = Results()
-    store = await SQLiteStore.open(path)
+    store = await open_url(url)
     try:
-        results.events = await count_rows(path, "SELECT coalesce(max(seq), 0) FROM events")
+        results.events = await count(url, "SELECT coalesce(max(seq), 0) FROM events")
         planned: Counter[str] | None = None
         if results.events:
-            print(f"using the {results.events:,} events already in {path}")
+            print(f"using the {results.events:,} events already in {describe(url)}")
         else:
             results.recorded, planned = await fill(store, args.events, time.time())
             results.events = args.events
@@ -568,10 +622,11 @@ async def measure(args: argparse.Namespace, path: Path) -> Results:
     finally:
         await store.close()
     print("counting the naive way ...", flush=True)
-    await baseline(path, max(3, args.repeat // 4), results, planned)
-    results.copies = await count_rows(path, "SELECT count(*) FROM messages")
-    results.counters = await count_rows(outbox_path(path), "SELECT count(*) FROM stats")
-    results.firsts = await count_rows(outbox_path(path), "SELECT count(*) FROM stats_firsts")
+    await baseline(url, args.baseline_runs or max(3, args.repeat // 4), results, planned)
+    results.copies = await count(url, "SELECT count(*) FROM messages")
+    results.counters = await count(statistics_url(url), "SELECT count(*) FROM stats")
+    results.firsts = await count(statistics_url(url), "SELECT count(*) FROM stats_firsts")
+    results.size = await disk_size(url)
     return results
 
 
@@ -579,14 +634,12 @@ def _ms(times: list[float]) -> str:
     return f"{statistics.median(times):9.2f} {max(times):9.2f}"
 
 
-def show(results: Results, path: Path, repeat: int) -> int:
+def show(results: Results, url: str, repeat: int, target_ms: float) -> int:
     """Print the results; 1 if the target is missed or the counts disagree (the
     target's verdict is then INVALID: the store did not count what was recorded)."""
-    log_mb = path.stat().st_size / 1e6
-    outbox_mb = outbox_path(path).stat().st_size / 1e6
     print(
-        f"\n{results.events:,} events of {results.copies:,} copies over {DAYS} days; "
-        f"log {log_mb:.0f} MB, outbox {outbox_mb:.0f} MB "
+        f"\n{results.events:,} events of {results.copies:,} copies over {DAYS} days "
+        f"in {describe(url)}; {results.size} "
         f"({results.counters:,} counters, {results.firsts:,} firsts)"
     )
     if results.recorded:
@@ -613,11 +666,11 @@ def show(results: Results, path: Path, repeat: int) -> int:
             f"{naive_median / rollup_median:8.0f}x"
         )
     label, _, worst = max(results.queries, key=lambda result: max(result[2]))
-    verdict = "PASS" if max(worst) < TARGET_MS else "FAIL"
+    verdict = "PASS" if max(worst) < target_ms else "FAIL"
     if results.problems:
         verdict = "INVALID"
     print(
-        f"\ntarget: every query through the API under {TARGET_MS:.0f} ms with "
+        f"\ntarget: every query through the API under {target_ms:.0f} ms with "
         f"{results.events:,} events: {verdict} (slowest: {label}, max {max(worst):.1f} ms)"
     )
     if results.problems:
@@ -631,15 +684,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20, help="runs of each query")
-    parser.add_argument("--store", type=Path, help="keep the store here (and reuse it)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--store", type=Path, help="keep a SQLite store here (and reuse it)")
+    where.add_argument(
+        "--store-url", help="keep the store at this URL, e.g. postgresql://127.0.0.1:5432/DB"
+    )
+    parser.add_argument("--target-ms", type=float, default=TARGET_MS)
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        help="runs of each naive count (default: repeat / 4, 3 at least)",
+    )
     args = parser.parse_args()
     if args.events < 1 or args.repeat < 1:
         parser.error("--events and --repeat must be at least 1")
-    if args.store is not None:
-        sys.exit(show(asyncio.run(measure(args, args.store)), args.store, args.repeat))
+    if args.store_url is not None or args.store is not None:
+        url = args.store_url or sqlite_url(args.store.resolve())
+        sys.exit(show(asyncio.run(measure(args, url)), url, args.repeat, args.target_ms))
     with tempfile.TemporaryDirectory(prefix="pixelpost-bench-") as tmp:
-        path = Path(tmp) / "pixelpost.db"
-        code = show(asyncio.run(measure(args, path)), path, args.repeat)
+        url = sqlite_url(Path(tmp) / "pixelpost.db")
+        code = show(asyncio.run(measure(args, url)), url, args.repeat, args.target_ms)
     sys.exit(code)
 
 

@@ -25,7 +25,6 @@ import asyncio
 import json
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,9 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.relay import running
+from bench.stores import count, open_url, sqlite_url
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key, load_or_create_key_file
-from pixelpost.store import MessageRecord, SQLiteStore
+from pixelpost.store import MessageRecord
 from tests.net import free_port
 from tests.relay_config import CONNECTIONS_LIMIT
 
@@ -45,6 +45,19 @@ BIN = Path(sys.executable).parent
 MESSAGE_ID = "01a228d20a21020c7c34c59663927ded"
 TRACKER = "pixelpost tracker"
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+HITS_SQL = "SELECT count(*) FROM events WHERE type IN ('open', 'click')"
+PATHS_LUA = """
+local paths = {{}}
+for line in io.lines("{paths}") do paths[#paths + 1] = line end
+local next_path = {start}
+{setup}
+request = function()
+  next_path = next_path + 1
+  return wrk.format(nil, paths[(next_path - 1) % #paths + 1])
+end
+"""
+"""A wrk script: requests the paths in a file, one after the other from `start`, as
+`setup` (Lua) says."""
 
 
 @dataclass(frozen=True)
@@ -85,16 +98,45 @@ def wrk(url: str, *, duration: int, connections: int, script: Path | None = None
     return Run(rate, float(value) * _UNITS[unit], answered, errors)
 
 
-def prepare(workdir: Path, port: int) -> tuple[Path, dict[str, str]]:
+def paths_script(
+    workdir: Path, name: str, paths: list[str], start: int = 0, setup: str = ""
+) -> Path:
+    """The wrk script that requests `paths` from index `start` (wrapping round)."""
+    listed = workdir / f"{name}.paths"
+    listed.write_text("\n".join(paths) + "\n")
+    lua = workdir / f"{name}-{start}.lua"
+    lua.write_text(PATHS_LUA.format(paths=listed, start=start, setup=setup))
+    return lua
+
+
+def copy_ids(count: int) -> list[str]:
+    """The ids of the benchmark's `count` copies, MESSAGE_ID first."""
+    return [MESSAGE_ID, *(f"{MESSAGE_ID[:24]}{n:08x}" for n in range(1, count))]
+
+
+def codec(workdir: Path) -> TokenCodec:
+    """The token codec of the tracker that `prepare` configured in `workdir`."""
+    return TokenCodec([decode_signing_key(load_or_create_key_file(workdir / "signing.key"))])
+
+
+def prepare(
+    workdir: Path, port: int, *, store_url: str | None = None, workers: int = 1, copies: int = 1
+) -> tuple[Path, dict[str, str]]:
+    """A tracker's configuration in `workdir` (its store at `store_url`, by default
+    SQLite in `workdir`), with the benchmark's `copies` recorded in the store
+    (`copy_ids`); the configuration file, and the path of a pixel and of a link of the
+    first copy by route."""
     config = workdir / "pixelpost.toml"
+    store_url = store_url or sqlite_url(workdir / "pixelpost.db")
     config.write_text(
         f"""
 [tracker]
 listen = "127.0.0.1:{port}"
 max_connections = {CONNECTIONS_LIMIT}
 max_connections_per_ip = {CONNECTIONS_LIMIT}
+workers = {workers}
 [store]
-url = "sqlite:///{workdir / "pixelpost.db"}"
+url = "{store_url}"
 [signing]
 key_file = "{workdir / "signing.key"}"
 [config_sets.news]
@@ -105,24 +147,30 @@ path = "{workdir / "events.jsonl"}"
 """
     )
 
-    async def record_message() -> None:
-        store = await SQLiteStore.open(workdir / "pixelpost.db")
-        mail = json.dumps({"messageId": MESSAGE_ID, "tags": {"ses:configuration-set": ["news"]}})
+    async def record_copies() -> None:
+        store = await open_url(store_url)
+        now = datetime.now(UTC)
         await store.record(
             messages=[
                 MessageRecord(
-                    id=MESSAGE_ID, config_set="news", created_at=datetime.now(UTC), mail=mail
+                    id=message_id,
+                    config_set="news",
+                    created_at=now,
+                    mail=json.dumps(
+                        {"messageId": message_id, "tags": {"ses:configuration-set": ["news"]}}
+                    ),
                 )
+                for message_id in copy_ids(copies)
             ]
         )
         await store.close()
 
-    asyncio.run(record_message())
-    codec = TokenCodec([decode_signing_key(load_or_create_key_file(workdir / "signing.key"))])
+    asyncio.run(record_copies())
+    tokens = codec(workdir)
     paths = {
-        "/o": f"/o/{codec.open_token(MESSAGE_ID)}",
+        "/o": f"/o/{tokens.open_token(MESSAGE_ID)}",
         "/c": "/c/"
-        + codec.click_token(MESSAGE_ID, 3, "https://shop.example.com/sale?a=1&b=2", {}),
+        + tokens.click_token(MESSAGE_ID, 3, "https://shop.example.com/sale?a=1&b=2", {}),
     }
     return config, paths
 
@@ -175,10 +223,7 @@ def main() -> None:
                             flush=True,
                         )
         lines = (workdir / "events.jsonl").read_text().count("\n")
-        with sqlite3.connect(workdir / "pixelpost.db") as connection:
-            (recorded,) = connection.execute(
-                "SELECT count(*) FROM events WHERE type IN ('open', 'click')"
-            ).fetchone()
+        recorded = asyncio.run(count(sqlite_url(workdir / "pixelpost.db"), HITS_SQL))
 
     print(
         f"\n{args.connections} connections, {args.duration}s per run, {args.rounds} rounds; "

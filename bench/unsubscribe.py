@@ -32,24 +32,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.relay import running
-from bench.tracker import BIN, MESSAGE_ID, Run, prepare, wrk
+from bench.tracker import BIN, MESSAGE_ID, Run, paths_script, prepare, wrk
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
 from tests.net import free_port
 
-ONE_CLICK_LUA = """
-local paths = {{}}
-for line in io.lines("{paths}") do paths[#paths + 1] = line end
-local next_path = {start}
+ONE_CLICK = """
 wrk.method = "POST"
 wrk.body = "List-Unsubscribe=One-Click"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-request = function()
-  next_path = next_path + 1
-  return wrk.format(nil, paths[(next_path - 1) % #paths + 1])
-end
 """
-"""A wrk script: POSTs to the paths in a file, one after the other from `start`."""
+"""What the wrk script of a one-click unsubscribe sets up (bench.tracker.PATHS_LUA)."""
 ROUTES = ("pixel", "one-click, new", "one-click, again", "page")
 
 
@@ -66,11 +59,7 @@ def tokens(codec: TokenCodec, count: int) -> list[str]:
 
 def script(workdir: Path, name: str, paths: list[str], start: int) -> Path:
     """The wrk script that POSTs to `paths` from index `start` (wrapping round)."""
-    listed = workdir / f"{name}.paths"
-    listed.write_text("\n".join(paths) + "\n")
-    lua = workdir / f"{name}-{start}.lua"
-    lua.write_text(ONE_CLICK_LUA.format(paths=listed, start=start))
-    return lua
+    return paths_script(workdir, name, paths, start, ONE_CLICK)
 
 
 def main() -> None:
