@@ -54,12 +54,18 @@ def smtp_command(stream: socket.socket, buffer: bytearray, line: bytes) -> bytes
     return smtp_reply(stream, buffer)
 
 
-def readme_block(language: str) -> str:
-    """The README's one example in `language` (```nginx, ```haproxy), as written there:
-    the tests run what users copy."""
-    blocks = re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    assert len(blocks) == 1, f"the README has one {language} example"
+def doc_block(language: str, document: str) -> str:
+    """The one example in `language` (```nginx, ```haproxy) of `document` (a path from
+    the repository's root), as written there: the tests run what users copy."""
+    text = (ROOT / document).read_text()
+    blocks: list[str] = re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1, f"{document} has one {language} example"
     return blocks[0]
+
+
+def readme_block(language: str) -> str:
+    """The README's one example in `language`."""
+    return doc_block(language, "README.md")
 
 
 @dataclass
