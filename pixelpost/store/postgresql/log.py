@@ -14,11 +14,7 @@ from pixelpost.store.base import Hit, MessageRecord
 from pixelpost.store.postgresql import queries
 from pixelpost.store.postgresql.database import Database
 from pixelpost.store.postgresql.writer import PostgreSQLGroupCommit
-
-
-def event_type(name: str) -> EventType:
-    """An event type as the log writes it (`pixelpost.store.groupcommit.TYPE_NAMES`)."""
-    return EventType[name.upper()]
+from pixelpost.store.rows import event_type
 
 
 class PostgreSQLMessageLog:

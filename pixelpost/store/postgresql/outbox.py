@@ -12,14 +12,13 @@ they still poll, in case a notice is missed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from pixelpost.core.events import render
 from pixelpost.store.base import Claimed, DeadLetter, DestinationCounts, Route
 from pixelpost.store.groupcommit import TYPE_NAMES
 from pixelpost.store.postgresql import queries
 from pixelpost.store.postgresql.database import Connection, Database, row_count
-from pixelpost.store.postgresql.log import event_type
+from pixelpost.store.rows import dead_letter, event_type
 
 ROUTE_BATCH = 500
 
@@ -131,18 +130,7 @@ class PostgreSQLOutbox:
     ) -> list[DeadLetter]:
         async with self._db.connection() as connection:
             rows = await connection.fetch(queries.DEAD_LETTERS, destination, limit)
-        return [
-            DeadLetter(
-                event_id=event_id,
-                destination=name,
-                event_type=event_type(type_name),
-                message_id=message_id,
-                attempts=attempts,
-                last_error=error or "",
-                failed_at=datetime.fromtimestamp(updated_at, UTC),
-            )
-            for event_id, name, type_name, message_id, attempts, error, updated_at in rows
-        ]
+        return [dead_letter(row) for row in rows]
 
     async def replay(self, destination: str | None = None) -> int:
         now = self._db.clock()

@@ -4,9 +4,6 @@ the account, else a configuration set's name), shared by every relay and tracker
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-import asyncpg
 
 from pixelpost.core.events import Event
 from pixelpost.core.suppression import Reason, Suppressed
@@ -14,17 +11,7 @@ from pixelpost.store.groupcommit import TYPE_NAMES
 from pixelpost.store.postgresql import queries
 from pixelpost.store.postgresql.database import Connection, Database, row_count
 from pixelpost.store.postgresql.writer import columns, latest_suppressions
-
-
-def _entry(row: asyncpg.Record) -> Suppressed:
-    address, reason, created_at, message_id, config_set = row
-    return Suppressed(
-        address=address,
-        reason=Reason(reason),
-        created_at=datetime.fromtimestamp(float(created_at), UTC),
-        message_id=message_id,
-        config_set=config_set or None,
-    )
+from pixelpost.store.rows import suppressed
 
 
 class PostgreSQLSuppressionList:
@@ -44,7 +31,7 @@ class PostgreSQLSuppressionList:
     async def suppression(self, address: str, config_set: str | None = None) -> Suppressed | None:
         async with self._db.connection() as connection:
             row = await connection.fetchrow(queries.SUPPRESSION, address, config_set or "")
-        return None if row is None else _entry(row)
+        return None if row is None else suppressed(row)
 
     async def suppress(self, entries: Sequence[Suppressed]) -> int:
         if not entries:
@@ -122,4 +109,4 @@ class PostgreSQLSuppressionList:
                 None if reason is None else reason.value,
                 limit,
             )
-        return [_entry(row) for row in rows]
+        return [suppressed(row) for row in rows]

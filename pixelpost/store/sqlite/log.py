@@ -14,13 +14,9 @@ from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event
 from pixelpost.core.suppression import Suppressed
 from pixelpost.store.base import Hit, MessageRecord
+from pixelpost.store.rows import event_type
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
-
-
-def event_type(name: str) -> EventType:
-    """An event type as the log writes it (`pixelpost.store.sqlite.writer.TYPE_NAMES`)."""
-    return EventType[name.upper()]
 
 
 class SQLiteMessageLog:

@@ -5,15 +5,14 @@ in the outbox file with the log attached (read only)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import aiosqlite
 
 from pixelpost.core.events import dumps, render
 from pixelpost.store.base import Claimed, DeadLetter, DestinationCounts, Route
+from pixelpost.store.rows import dead_letter, event_type
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
-from pixelpost.store.sqlite.log import event_type
 from pixelpost.store.sqlite.writer import TYPE_NAMES
 
 ROUTE_BATCH = 500
@@ -143,18 +142,7 @@ class SQLiteOutbox:
             which = (destination, destination, limit)
             async with connection.execute(queries.DEAD_LETTERS, which) as cursor:
                 rows = await cursor.fetchall()
-            return [
-                DeadLetter(
-                    event_id=event_id,
-                    destination=name,
-                    event_type=event_type(type_name),
-                    message_id=message_id,
-                    attempts=attempts,
-                    last_error=error or "",
-                    failed_at=datetime.fromtimestamp(updated_at, UTC),
-                )
-                for event_id, name, type_name, message_id, attempts, error, updated_at in rows
-            ]
+            return [dead_letter(row) for row in rows]
 
         return await self._db.transaction(work)
 

@@ -14,29 +14,18 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import aiosqlite
 
 from pixelpost.core.events import Event, dumps
 from pixelpost.core.suppression import Reason, Suppressed
+from pixelpost.store.rows import suppressed
 from pixelpost.store.sqlite import queries
 from pixelpost.store.sqlite.database import Database
 from pixelpost.store.sqlite.writer import TYPE_NAMES
 
 INLINE_CHUNK = 500
 """Recipients looked up in one statement on the event loop's thread (about 1 ms)."""
-
-
-def _entry(row: sqlite3.Row | tuple[object, ...]) -> Suppressed:
-    address, reason, created_at, message_id, config_set = row
-    return Suppressed(
-        address=str(address),
-        reason=Reason(str(reason)),
-        created_at=datetime.fromtimestamp(float(str(created_at)), UTC),
-        message_id=None if message_id is None else str(message_id),
-        config_set=str(config_set) or None,
-    )
 
 
 def _event_rows(event: Event) -> str:
@@ -92,7 +81,7 @@ class SQLiteSuppressionList:
                 row = await cursor.fetchone()
         except (sqlite3.Error, ValueError) as exc:
             raise self._db.error(exc) from exc
-        return None if row is None else _entry(row)
+        return None if row is None else suppressed(row)
 
     async def suppress(self, entries: Sequence[Suppressed]) -> int:
         if not entries:
@@ -167,6 +156,6 @@ class SQLiteSuppressionList:
             async with reader.execute(
                 queries.SUPPRESSION_PAGE, (config_set or "", after, reason, reason, limit)
             ) as cursor:
-                return [_entry(row) for row in await cursor.fetchall()]
+                return [suppressed(row) for row in await cursor.fetchall()]
         except (sqlite3.Error, ValueError) as exc:
             raise self._db.error(exc) from exc
