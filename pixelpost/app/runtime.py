@@ -322,6 +322,27 @@ def relay_worker_process(
     asyncio.run(main())
 
 
+async def _start_workers(
+    stack: contextlib.AsyncExitStack,
+    children: list[ChildProcess],
+    service: str,
+    *,
+    workers: int,
+    target: Callable[..., None],
+    args: tuple[object, ...],
+) -> None:
+    """Start `workers - 1` further processes of `service` into `children`, which the
+    caller has given to `_stop_all` before starting its own server (so that they are
+    waited for after it); `stack` tells them to stop before it stops."""
+    children += [
+        ChildProcess(name=f"pixelpost {service} {number}", target=target, args=args)
+        for number in range(1, workers)
+    ]
+    for child in children:
+        await child.start()
+    stack.callback(_request_stop, children)
+
+
 async def _run_relay(
     config: Config,
     stack: contextlib.AsyncExitStack,
@@ -345,17 +366,14 @@ async def _run_relay(
     # installation cannot (it fails to bind, as anything else would).
     listeners = server.listeners() if workers > 1 else []
     stack.callback(_close_all, listeners)
-    children += [
-        ChildProcess(
-            name=f"pixelpost relay {number}",
-            target=relay_worker_process,
-            args=(config, log_level, log_format, listeners),
-        )
-        for number in range(1, workers)
-    ]
-    for child in children:
-        await child.start()
-    stack.callback(_request_stop, children)
+    await _start_workers(
+        stack,
+        children,
+        "relay",
+        workers=workers,
+        target=relay_worker_process,
+        args=(config, log_level, log_format, listeners),
+    )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload_tls, server, children)
     stack.callback(loop.remove_signal_handler, signal.SIGHUP)
@@ -574,17 +592,14 @@ async def _run_tracker(
     # to one of them, and a second installation cannot take the port.
     sockets = server.sockets() if workers > 1 else []
     stack.callback(_close_sockets, sockets)
-    children += [
-        ChildProcess(
-            name=f"pixelpost tracker {number}",
-            target=tracker_worker_process,
-            args=(config, log_level, log_format, sockets, relay),
-        )
-        for number in range(1, workers)
-    ]
-    for child in children:
-        await child.start()
-    stack.callback(_request_stop, children)
+    await _start_workers(
+        stack,
+        children,
+        "tracker",
+        workers=workers,
+        target=tracker_worker_process,
+        args=(config, log_level, log_format, sockets, relay),
+    )
     processes = f" ({workers} processes)" if workers > 1 else ""
     lines = [("http", f"http://{server.address}{processes}")]
     if api_token is not None:
