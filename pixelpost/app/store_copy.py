@@ -125,6 +125,21 @@ TABLES = (
         select="SELECT name, disabled_at, reason FROM outbox.disabled_destinations",
     ),
     Table(
+        name="sns_subscriptions",
+        columns=(
+            "destination",
+            "arn",
+            "endpoint",
+            "topic_arn",
+            "token",
+            "state",
+            "requested_at",
+            "changed_at",
+        ),
+        select="SELECT destination, arn, endpoint, topic_arn, token, state, requested_at,"
+        " changed_at FROM outbox.sns_subscriptions",
+    ),
+    Table(
         name="stats",
         columns=("period", "tag", "link", "config_set", "bucket", "metric", "value"),
         select="SELECT period, tag, link, config_set, bucket, metric, value FROM outbox.stats",

@@ -21,9 +21,9 @@ machines (pixelpost.store.postgresql).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import Event
@@ -78,6 +78,8 @@ class Claimed:
     event_id: str
     event_type: EventType
     message_id: str
+    config_set: str
+    """The configuration set of the event's message ('' if it has none)."""
     attempts: int
     """Failed attempts so far."""
     body: bytes
@@ -105,6 +107,26 @@ class DestinationCounts:
     """Failed attempts (a dead letter failed at least once)."""
     dead: int = 0
     pending: int = 0
+
+
+SubscriptionState = Literal["pending", "confirmed", "unsubscribed"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SnsSubscription:
+    """An SNS-compatible destination's subscription of its endpoint to its topic."""
+
+    destination: str
+    arn: str
+    """The subscription's ARN: the topic's, a colon, and a random UUID (which the
+    UnsubscribeURL carries)."""
+    endpoint: str
+    topic_arn: str
+    token: str = field(repr=False)
+    """What the SubscribeURL carries to confirm it."""
+    state: SubscriptionState
+    requested_at: float
+    changed_at: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -284,7 +306,37 @@ class SuppressionList(Protocol):
         given."""
 
 
-class Store(MessageLog, Outbox, Statistics, Retention, SuppressionList, Protocol):
+class SnsSubscriptions(Protocol):
+    """The subscriptions of SNS-compatible destinations: the dispatcher makes them and
+    waits for their confirmation; the tracker's SubscribeURL and UnsubscribeURL change
+    their state."""
+
+    async def sns_subscription(self, destination: str) -> SnsSubscription | None:
+        """The destination's subscription, if it has one."""
+
+    async def sns_subscribe(
+        self, subscription: SnsSubscription, *, replacing: str | None = None
+    ) -> SnsSubscription:
+        """Store a new subscription and return the one stored: with `replacing` None,
+        only if the destination has none (another dispatcher's, made first, wins);
+        otherwise only in place of the subscription whose ARN is `replacing`."""
+
+    async def sns_confirm(self, arn: str, token: str) -> SnsSubscription | None:
+        """The endpoint visited its SubscribeURL: confirm the pending subscription `arn`
+        if `token` is its token (compared in constant time); None if it is not. A
+        confirmed subscription stays confirmed (a second visit changes nothing)."""
+
+    async def sns_unsubscribe(self, arn: str) -> SnsSubscription | None:
+        """The endpoint visited its UnsubscribeURL: the subscription `arn` ends (None if
+        there is no such subscription)."""
+
+    async def sns_subscriptions(self) -> list[SnsSubscription]:
+        """Every destination's subscription."""
+
+
+class Store(
+    MessageLog, Outbox, Statistics, Retention, SuppressionList, SnsSubscriptions, Protocol
+):
     """Every role, in one store that the process opens and closes."""
 
     async def ping(self, *, within: float) -> None:

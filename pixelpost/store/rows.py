@@ -10,7 +10,7 @@ from typing import Any
 
 from pixelpost.core.event_types import EventType
 from pixelpost.core.suppression import Reason, Suppressed
-from pixelpost.store.base import DeadLetter
+from pixelpost.store.base import DeadLetter, SnsSubscription
 
 
 def event_type(name: str) -> EventType:
@@ -41,4 +41,19 @@ def suppressed(row: Iterable[Any]) -> Suppressed:
         created_at=datetime.fromtimestamp(float(created_at), UTC),
         message_id=None if message_id is None else str(message_id),
         config_set=str(config_set) or None,
+    )
+
+
+def sns_subscription(row: Iterable[Any]) -> SnsSubscription:
+    """(destination, arn, endpoint, topic arn, token, state, requested at, changed at)."""
+    destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at = row
+    return SnsSubscription(
+        destination=destination,
+        arn=arn,
+        endpoint=endpoint,
+        topic_arn=topic_arn,
+        token=token,
+        state=state,
+        requested_at=float(requested_at),
+        changed_at=float(changed_at),
     )

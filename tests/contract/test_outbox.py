@@ -36,6 +36,7 @@ async def test_route_claim_deliver(open_store: StoreOpener) -> None:
 
     claimed = await store.claim("archive", limit=10, lease=30)
     assert [c.event_type for c in claimed] == [EventType.SEND, EventType.CLICK]
+    assert [c.config_set for c in claimed] == ["marketing", "marketing"]
     body = json.loads(claimed[1].body)
     assert body["eventType"] == "Click"
     assert body["mail"]["messageId"] == "m1"

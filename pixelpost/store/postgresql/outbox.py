@@ -66,10 +66,20 @@ class PostgreSQLOutbox:
                     event_id=event_id,
                     event_type=event_type(type_name),
                     message_id=message_id,
+                    config_set=config_set or "",
                     attempts=attempts,
                     body=render(event_type(type_name), mail, detail, message_id),
                 )
-                for seq, event_id, type_name, message_id, detail, mail, attempts in rows
+                for (
+                    seq,
+                    event_id,
+                    type_name,
+                    message_id,
+                    detail,
+                    mail,
+                    config_set,
+                    attempts,
+                ) in rows
             ]
 
         return await self._db.transaction(work)
@@ -138,6 +148,8 @@ class PostgreSQLOutbox:
         async def work(connection: Connection) -> int:
             status = await connection.execute(queries.REPLAY, now, destination)
             await connection.execute(queries.ENABLE, destination)
+            # An SNS endpoint that unsubscribed is asked to subscribe again.
+            await connection.execute(queries.SNS_FORGET, destination)
             replayed = row_count(status)
             if replayed:
                 await connection.execute(queries.NOTIFY, queries.OUTBOX_CHANNEL, destination or "")

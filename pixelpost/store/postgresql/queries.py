@@ -124,7 +124,7 @@ CLAIM = (
     "   ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) AS due"
     "  WHERE d.destination = $3 AND d.event_seq = due.event_seq"
     "  RETURNING d.event_seq, d.attempts)"
-    " SELECT e.seq, e.id, e.type, e.message_id, e.detail, m.mail, c.attempts"
+    " SELECT e.seq, e.id, e.type, e.message_id, e.detail, m.mail, m.config_set, c.attempts"
     " FROM claimed AS c JOIN events AS e ON e.seq = c.event_seq"
     " LEFT JOIN messages AS m ON m.id = e.message_id ORDER BY e.seq"
 )
@@ -347,4 +347,32 @@ UNSUBSCRIBE = (
 )
 RESUBSCRIBE = (
     "DELETE FROM suppression WHERE address = $1 AND config_set = $2 AND reason = 'UNSUBSCRIBE'"
+)
+
+# The subscriptions of SNS-compatible destinations (columns as rows.sns_subscription reads).
+SNS_BY_DESTINATION = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM sns_subscriptions WHERE destination = $1"
+)
+SNS_BY_ARN = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM sns_subscriptions WHERE arn = $1"
+)
+SNS_ALL = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM sns_subscriptions ORDER BY destination"
+)
+SNS_INSERT = (
+    "INSERT INTO sns_subscriptions (destination, arn, endpoint, topic_arn, token, state,"
+    " requested_at, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (destination) DO NOTHING"
+)
+SNS_REPLACE = (
+    "UPDATE sns_subscriptions SET arn = $1, endpoint = $2, topic_arn = $3, token = $4,"
+    " state = $5, requested_at = $6, changed_at = $7 WHERE destination = $8 AND arn = $9"
+)
+SNS_SET_STATE = "UPDATE sns_subscriptions SET state = $1, changed_at = $2 WHERE arn = $3"
+SNS_FORGET = (
+    "DELETE FROM sns_subscriptions WHERE ($1::text IS NULL OR destination = $1)"
+    " AND state = 'unsubscribed'"
 )

@@ -17,6 +17,7 @@ from pixelpost.store.postgresql.log import PostgreSQLMessageLog
 from pixelpost.store.postgresql.outbox import PostgreSQLOutbox
 from pixelpost.store.postgresql.retention import PostgreSQLRetention
 from pixelpost.store.postgresql.statistics import PostgreSQLStatistics
+from pixelpost.store.postgresql.subscriptions import PostgreSQLSnsSubscriptions
 from pixelpost.store.postgresql.suppression import PostgreSQLSuppressionList
 from pixelpost.store.postgresql.writer import PostgreSQLGroupCommit
 
@@ -36,6 +37,7 @@ class PostgreSQLStore(
     PostgreSQLStatistics,
     PostgreSQLRetention,
     PostgreSQLSuppressionList,
+    PostgreSQLSnsSubscriptions,
 ):
     """The store in one PostgreSQL database, for many processes on many machines."""
 

@@ -82,10 +82,11 @@ class SQLiteOutbox:
                     event_id=event_id,
                     event_type=event_type(type_name),
                     message_id=message_id,
+                    config_set=config_set or "",
                     attempts=attempts[seq],
                     body=render(event_type(type_name), mail, detail, message_id),
                 )
-                for seq, event_id, type_name, message_id, detail, mail in rows
+                for seq, event_id, type_name, message_id, detail, mail, config_set in rows
             ]
 
         return await self._db.transaction(work)
@@ -152,6 +153,8 @@ class SQLiteOutbox:
         async def work(connection: aiosqlite.Connection) -> int:
             cursor = await connection.execute(queries.REPLAY, (now, now, destination, destination))
             await connection.execute(queries.ENABLE, (destination, destination))
+            # An SNS endpoint that unsubscribed is asked to subscribe again.
+            await connection.execute(queries.SNS_FORGET, (destination, destination))
             return cursor.rowcount
 
         return await self._db.transaction(work)

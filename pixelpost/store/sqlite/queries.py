@@ -107,7 +107,8 @@ CLAIM = (
     " RETURNING event_seq, attempts"
 )
 CLAIMED_EVENTS = (
-    "SELECT e.seq, e.id, e.type, e.message_id, e.detail, m.mail FROM main.events e"
+    "SELECT e.seq, e.id, e.type, e.message_id, e.detail, m.mail, m.config_set"
+    " FROM main.events e"
     " LEFT JOIN main.messages m ON m.id = e.message_id"
     " WHERE e.seq IN (SELECT value FROM json_each(?)) ORDER BY e.seq"
 )
@@ -354,4 +355,32 @@ UNSUBSCRIBE = (
 )
 RESUBSCRIBE = (
     "DELETE FROM suppression WHERE address = ? AND config_set = ? AND reason = 'UNSUBSCRIBE'"
+)
+
+# The subscriptions of SNS-compatible destinations (columns as rows.sns_subscription reads).
+SNS_BY_DESTINATION = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM outbox.sns_subscriptions WHERE destination = ?"
+)
+SNS_BY_ARN = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM outbox.sns_subscriptions WHERE arn = ?"
+)
+SNS_ALL = (
+    "SELECT destination, arn, endpoint, topic_arn, token, state, requested_at, changed_at"
+    " FROM outbox.sns_subscriptions ORDER BY destination"
+)
+SNS_INSERT = (
+    "INSERT INTO outbox.sns_subscriptions (destination, arn, endpoint, topic_arn, token, state,"
+    " requested_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (destination) DO NOTHING"
+)
+SNS_REPLACE = (
+    "UPDATE outbox.sns_subscriptions SET arn = ?, endpoint = ?, topic_arn = ?, token = ?,"
+    " state = ?, requested_at = ?, changed_at = ? WHERE destination = ? AND arn = ?"
+)
+SNS_SET_STATE = "UPDATE outbox.sns_subscriptions SET state = ?, changed_at = ? WHERE arn = ?"
+SNS_FORGET = (
+    "DELETE FROM outbox.sns_subscriptions WHERE (? IS NULL OR destination = ?)"
+    " AND state = 'unsubscribed'"
 )

@@ -13,13 +13,19 @@ from pixelpost.store.sqlite.log import SQLiteMessageLog
 from pixelpost.store.sqlite.outbox import SQLiteOutbox
 from pixelpost.store.sqlite.retention import SQLiteRetention
 from pixelpost.store.sqlite.statistics import SQLiteStatistics
+from pixelpost.store.sqlite.subscriptions import SQLiteSnsSubscriptions
 from pixelpost.store.sqlite.suppression import SQLiteSuppressionList
 
 __all__ = ["SQLiteStore", "outbox_path"]
 
 
 class SQLiteStore(
-    SQLiteMessageLog, SQLiteOutbox, SQLiteStatistics, SQLiteRetention, SQLiteSuppressionList
+    SQLiteMessageLog,
+    SQLiteOutbox,
+    SQLiteStatistics,
+    SQLiteRetention,
+    SQLiteSuppressionList,
+    SQLiteSnsSubscriptions,
 ):
     """The store in two SQLite files (see the package's docstring)."""
 

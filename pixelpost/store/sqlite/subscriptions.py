@@ -1,0 +1,88 @@
+"""The SnsSubscriptions role on SQLite: the subscriptions of SNS-compatible destinations,
+in the outbox file beside the deliveries they hold back until confirmed."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+import aiosqlite
+
+from pixelpost.store.base import SnsSubscription
+from pixelpost.store.rows import sns_subscription
+from pixelpost.store.sqlite import queries
+from pixelpost.store.sqlite.database import Database
+
+
+async def _by(connection: aiosqlite.Connection, sql: str, value: str) -> SnsSubscription | None:
+    async with connection.execute(sql, (value,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else sns_subscription(row)
+
+
+class SQLiteSnsSubscriptions:
+    """Subscriptions of SNS-compatible destinations (`pixelpost.store.SnsSubscriptions`)."""
+
+    _db: Database
+
+    async def sns_subscription(self, destination: str) -> SnsSubscription | None:
+        async def work(connection: aiosqlite.Connection) -> SnsSubscription | None:
+            return await _by(connection, queries.SNS_BY_DESTINATION, destination)
+
+        return await self._db.transaction(work)
+
+    async def sns_subscribe(
+        self, subscription: SnsSubscription, *, replacing: str | None = None
+    ) -> SnsSubscription:
+        s = subscription
+        row: Sequence[object] = (
+            s.arn,
+            s.endpoint,
+            s.topic_arn,
+            s.token,
+            s.state,
+            s.requested_at,
+            s.changed_at,
+        )
+
+        async def work(connection: aiosqlite.Connection) -> SnsSubscription:
+            if replacing is None:
+                await connection.execute(queries.SNS_INSERT, (s.destination, *row))
+            else:
+                await connection.execute(queries.SNS_REPLACE, (*row, s.destination, replacing))
+            stored = await _by(connection, queries.SNS_BY_DESTINATION, s.destination)
+            assert stored is not None
+            return stored
+
+        return await self._db.transaction(work)
+
+    async def sns_confirm(self, arn: str, token: str) -> SnsSubscription | None:
+        now = self._db.clock()
+
+        async def work(connection: aiosqlite.Connection) -> SnsSubscription | None:
+            found = await _by(connection, queries.SNS_BY_ARN, arn)
+            if found is None or found.state == "unsubscribed":
+                return None
+            if not hmac.compare_digest(found.token.encode(), token.encode()):
+                return None
+            if found.state == "pending":
+                await connection.execute(queries.SNS_SET_STATE, ("confirmed", now, arn))
+            return await _by(connection, queries.SNS_BY_ARN, arn)
+
+        return await self._db.transaction(work)
+
+    async def sns_unsubscribe(self, arn: str) -> SnsSubscription | None:
+        now = self._db.clock()
+
+        async def work(connection: aiosqlite.Connection) -> SnsSubscription | None:
+            await connection.execute(queries.SNS_SET_STATE, ("unsubscribed", now, arn))
+            return await _by(connection, queries.SNS_BY_ARN, arn)
+
+        return await self._db.transaction(work)
+
+    async def sns_subscriptions(self) -> list[SnsSubscription]:
+        async def work(connection: aiosqlite.Connection) -> list[SnsSubscription]:
+            async with connection.execute(queries.SNS_ALL) as cursor:
+                return [sns_subscription(row) for row in await cursor.fetchall()]
+
+        return await self._db.transaction(work)
