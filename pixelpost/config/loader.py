@@ -16,8 +16,10 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 from pixelpost.config.records import (
+    AmqpDestination,
     ClassifyConfig,
     ClassifyRule,
     Config,
@@ -28,12 +30,16 @@ from pixelpost.config.records import (
     FileDestination,
     IntakeConfig,
     MaildirUpstream,
+    NatsDestination,
+    RedisDestination,
     RelayConfig,
     RelayTLS,
     RelayUser,
     SignedInput,
     SigningConfig,
     SMTPUpstream,
+    SnsConfig,
+    SnsDestination,
     StoreConfig,
     SuppressOn,
     TrackerConfig,
@@ -47,6 +53,7 @@ from pixelpost.core.passwords import check_hash
 from pixelpost.core.values import (
     DAY,
     HostPort,
+    describe_url,
     format_duration,
     interpolate,
     parse_duration,
@@ -824,6 +831,13 @@ def _events(table: _Table) -> frozenset[EventType]:
     return frozenset(result)
 
 
+DESTINATION_TYPES: Final = ("file", "webhook", "sns", "nats", "redis", "amqp")
+_TEMPLATE_FIELDS: Final = ("config_set", "event_type")
+_NATS_SUBJECT = re.compile(r"[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*")
+_NATS_STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_TOPIC_ARN = re.compile(r"arn:[A-Za-z0-9-]+:sns:[A-Za-z0-9-]*:[A-Za-z0-9-]*:[A-Za-z0-9_.-]{1,256}")
+
+
 def _destination(name: str, table: _Table) -> Destination | None:
     if not _NAME.fullmatch(name):
         table.problems.append(
@@ -832,25 +846,52 @@ def _destination(name: str, table: _Table) -> Destination | None:
     kind = table.get("type", str, "")
     destination: Destination | None
     if kind == "file":
-        path = table.get("path", str, "")
-        if not path:
-            table.problem("path", "is required for a file destination")
-        destination = FileDestination(name=name, events=_events(table), path=table.anchored(path))
+        destination = _file(name, table)
     elif kind == "webhook":
         destination = _webhook(name, table)
+    elif kind == "sns":
+        destination = _sns(name, table)
+    elif kind == "nats":
+        destination = _nats(name, table)
+    elif kind == "redis":
+        destination = _redis(name, table)
+    elif kind == "amqp":
+        destination = _amqp(name, table)
     else:
-        table.problem("type", f"{_show(kind)} is not a destination type (file or webhook)")
+        table.problem(
+            "type", f"{_show(kind)} is not a destination type ({', '.join(DESTINATION_TYPES)})"
+        )
         destination = None
     table.finish()
     return destination
 
 
-def _webhook(name: str, table: _Table) -> WebhookDestination:
+def _file(name: str, table: _Table) -> FileDestination:
+    path = table.get("path", str, "")
+    if not path:
+        table.problem("path", "is required for a file destination")
+    d = field_defaults(FileDestination)
+    file_format = table.choice("format", ("ses", "envelope"), d["format"])
+    return FileDestination(
+        name=name,
+        events=_events(table),
+        path=table.anchored(path),
+        format="envelope" if file_format == "envelope" else "ses",
+    )
+
+
+def _endpoint(table: _Table) -> str:
+    """An http(s) endpoint's URL (a query allowed)."""
     url = table.get("url", str, "")
     try:
         parse_http_url(url.split("?", 1)[0])
     except ValueError as exc:
         table.problem("url", f"{_show(url)} is {exc}")
+    return url
+
+
+def _webhook(name: str, table: _Table) -> WebhookDestination:
+    url = _endpoint(table)
     secret = table.get("secret", str, "", secret=True)
     try:
         decode_webhook_secret(secret)
@@ -863,8 +904,138 @@ def _webhook(name: str, table: _Table) -> WebhookDestination:
         url=url,
         secret=secret,
         retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
-        timeout=table.parsed("timeout", d["timeout"], parse_duration),
+        timeout=table.duration("timeout", d["timeout"], minimum=0.1, maximum=300),
     )
+
+
+def _sns(name: str, table: _Table) -> SnsDestination:
+    url = _endpoint(table)
+    topic_arn = table.get("topic_arn", str, f"arn:pixelpost:sns:local:0:{name}")
+    if not _TOPIC_ARN.fullmatch(topic_arn):
+        table.problem(
+            "topic_arn",
+            f"{_show(topic_arn)} is not a topic ARN (arn:<partition>:sns:<region>:<account>:"
+            "<topic>, such as arn:pixelpost:sns:local:0:marketing)",
+        )
+    d = field_defaults(SnsDestination)
+    version = table.choice("signature_version", ("1", "2"), d["signature_version"])
+    return SnsDestination(
+        name=name,
+        events=_events(table),
+        url=url,
+        topic_arn=topic_arn,
+        confirm=table.get("confirm", bool, d["confirm"]),
+        signature_version="1" if version == "1" else "2",
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
+        timeout=table.duration("timeout", d["timeout"], minimum=0.1, maximum=300),
+    )
+
+
+def _broker_url(table: _Table, default: str, schemes: tuple[str, ...]) -> str:
+    """A broker's URL, which may hold a password: never shown in a problem."""
+    url = table.get("url", str, default, secret=True)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        table.problem("url", f"{_SECRET_SHOWN} is not a URL")
+        return default
+    where = parts.path if parts.scheme == "unix" else parts.hostname  # a socket's path
+    if parts.scheme not in schemes or not where:
+        names = " or ".join(f"{scheme}://" for scheme in schemes)
+        article = "an" if names[0] in "aeiou" else "a"
+        table.problem(
+            "url", f"{_show(describe_url(url))} is not {article} {names} URL with a host"
+        )
+        return default
+    return url
+
+
+def _template(table: _Table, key: str, default: str, pattern: re.Pattern[str]) -> str:
+    """A subject or routing key with `{config_set}` and `{event_type}` filled in per
+    event: only those two, and the rest a valid name."""
+    text = table.get(key, str, default)
+    names = re.findall(r"\{([^{}]*)\}", text)
+    unknown = [n for n in names if n not in _TEMPLATE_FIELDS]
+    if unknown:
+        table.problem(
+            key,
+            f"{_show(text)} names {{{unknown[0]}}}: only {{config_set}} and {{event_type}} "
+            "are filled in",
+        )
+        return default
+    if not pattern.fullmatch(text):
+        table.problem(key, f"{_show(text)} is not a valid name here")
+        return default
+    return text
+
+
+def _nats(name: str, table: _Table) -> NatsDestination:
+    d = field_defaults(NatsDestination)
+    stream = table.get("stream", str, d["stream"])
+    if not _NATS_STREAM.fullmatch(stream):
+        table.problem("stream", f"{_show(stream)} is not a stream name (letters, digits, _ and -)")
+        stream = d["stream"]
+    return NatsDestination(
+        name=name,
+        events=_events(table),
+        url=_broker_url(table, d["url"], ("nats", "tls")),
+        stream=stream,
+        subject=_template(table, "subject", d["subject"], _NATS_SUBJECT),
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
+        timeout=table.duration("timeout", d["timeout"], minimum=0.1, maximum=300),
+    )
+
+
+def _redis(name: str, table: _Table) -> RedisDestination:
+    d = field_defaults(RedisDestination)
+    stream = table.get("stream", str, d["stream"])
+    if not stream or len(stream) > 1024:
+        table.problem("stream", f"{_show(stream)} is not a stream key (1 to 1024 characters)")
+        stream = d["stream"]
+    return RedisDestination(
+        name=name,
+        events=_events(table),
+        url=_broker_url(table, d["url"], ("redis", "rediss", "unix")),
+        stream=stream,
+        maxlen=table.integer("maxlen", d["maxlen"], minimum=0),
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
+        timeout=table.duration("timeout", d["timeout"], minimum=0.1, maximum=300),
+    )
+
+
+_AMQP_NAME = re.compile(r"[A-Za-z0-9_.:{}-]{0,255}")
+
+
+def _amqp(name: str, table: _Table) -> AmqpDestination:
+    d = field_defaults(AmqpDestination)
+    exchange = table.get("exchange", str, d["exchange"])
+    if not exchange or not _AMQP_NAME.fullmatch(exchange) or exchange.startswith("amq."):
+        table.problem(
+            "exchange",
+            f"{_show(exchange)} is not an exchange name of ours (letters, digits, -_.:, "
+            "not amq.*)",
+        )
+        exchange = d["exchange"]
+    return AmqpDestination(
+        name=name,
+        events=_events(table),
+        url=_broker_url(table, d["url"], ("amqp", "amqps")),
+        exchange=exchange,
+        routing_key=_template(table, "routing_key", d["routing_key"], _AMQP_NAME),
+        retry_delays=_delays(table, "retry_delays", d["retry_delays"]),
+        timeout=table.duration("timeout", d["timeout"], minimum=0.1, maximum=300),
+    )
+
+
+def _sns_config(root: _Table) -> SnsConfig:
+    table = root.section("sns")
+    d = field_defaults(SnsConfig)
+    config = SnsConfig(
+        key=table.file("key", d["key"]), certificate=table.file("certificate", d["certificate"])
+    )
+    table.finish()
+    return config
 
 
 def _folder(source: Path | None) -> Path | None:
@@ -885,6 +1056,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
     classify = _classify(root)
     intake = _intake(root)
     dkim = _dkim(root)
+    sns = _sns_config(root)
     config_sets = {name: _config_set(name, t) for name, t in root.subtables("config_sets").items()}
     destinations = {
         name: destination
@@ -902,6 +1074,7 @@ def _sections(root: _Table, source: Path | None) -> Config:
         classify=classify,
         intake=intake,
         dkim=dkim,
+        sns=sns,
         default_config_set=default_set,
         source=source,
     )

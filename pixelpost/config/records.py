@@ -246,6 +246,34 @@ class IntakeConfig:
     proxy_protocol: bool = False
 
 
+FileFormat = Literal["ses", "envelope"]
+
+HTTP_RETRY_DELAYS: tuple[float, ...] = (
+    5.0,
+    5 * MINUTE,
+    30 * MINUTE,
+    2 * HOUR,
+    5 * HOUR,
+    10 * HOUR,
+    10 * HOUR,
+)
+"""Waits between attempts after an endpoint's failure, Standard Webhooks' schedule; after
+the last, the event is a dead letter."""
+BROKER_RETRY_DELAYS: tuple[float, ...] = (
+    1.0,
+    5.0,
+    30.0,
+    2 * MINUTE,
+    10 * MINUTE,
+    30 * MINUTE,
+    2 * HOUR,
+    6 * HOUR,
+    12 * HOUR,
+)
+"""Waits between attempts after a broker refused an event (a broker that cannot be
+reached is no attempt: its events wait, however long, and are never dead letters)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FileDestination:
     """Events appended as JSON lines to a file."""
@@ -253,6 +281,9 @@ class FileDestination:
     name: str
     events: frozenset[EventType]
     path: Path
+    format: FileFormat = "ses"
+    """"ses": each line the SES event; "envelope": `{"id": <event id>, "event": {…}}`,
+    so that a reader can tell a line appended twice (at least once) from a new one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -263,21 +294,96 @@ class WebhookDestination:
     events: frozenset[EventType]
     url: str
     secret: str = field(repr=False)
-    retry_delays: tuple[float, ...] = (
-        5.0,
-        5 * MINUTE,
-        30 * MINUTE,
-        2 * HOUR,
-        5 * HOUR,
-        10 * HOUR,
-        10 * HOUR,
-    )
+    retry_delays: tuple[float, ...] = HTTP_RETRY_DELAYS
     """Waits between attempts after a failure; after the last, the event is a dead
     letter."""
     timeout: float = 15.0
 
 
-Destination = FileDestination | WebhookDestination
+SignatureVersion = Literal["1", "2"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SnsDestination:
+    """Events POSTed to an HTTP(S) endpoint exactly as Amazon SNS delivers a topic's
+    notifications to a subscribed endpoint, signed with `[sns]`'s key."""
+
+    name: str
+    events: frozenset[EventType]
+    url: str
+    topic_arn: str
+    """The topic the endpoint believes it is subscribed to
+    (`arn:pixelpost:sns:local:0:<name>` unless set)."""
+    confirm: bool = True
+    """Send a SubscriptionConfirmation first and the events only once the endpoint has
+    visited its SubscribeURL; false sends events at once."""
+    signature_version: SignatureVersion = "2"
+    """"2": SHA256withRSA; "1": SHA1withRSA (what django-ses 4 verifies)."""
+    retry_delays: tuple[float, ...] = HTTP_RETRY_DELAYS
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NatsDestination:
+    """Events published to a NATS JetStream stream, acknowledged, with `Nats-Msg-Id`."""
+
+    name: str
+    events: frozenset[EventType]
+    url: str = field(default="nats://127.0.0.1:4222", repr=False)
+    stream: str = "pixelpost"
+    """Created, taking `subject`'s subjects, when it does not exist."""
+    subject: str = "pixelpost.events.{config_set}.{event_type}"
+    """`{config_set}` and `{event_type}` (`delivery`, `open` …) are filled in per event."""
+    retry_delays: tuple[float, ...] = BROKER_RETRY_DELAYS
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedisDestination:
+    """Events appended to a Redis stream (`XADD`), fields `id` and `event`."""
+
+    name: str
+    events: frozenset[EventType]
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    stream: str = "pixelpost:events"
+    maxlen: int = 1_000_000
+    """The stream is trimmed to about this many entries (`MAXLEN ~`); 0 never trims."""
+    retry_delays: tuple[float, ...] = BROKER_RETRY_DELAYS
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AmqpDestination:
+    """Events published to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms."""
+
+    name: str
+    events: frozenset[EventType]
+    url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
+    exchange: str = "pixelpost.events"
+    """A durable topic exchange, declared when it does not exist."""
+    routing_key: str = "{config_set}.{event_type}"
+    retry_delays: tuple[float, ...] = BROKER_RETRY_DELAYS
+    timeout: float = 10.0
+
+
+Destination = (
+    FileDestination
+    | WebhookDestination
+    | SnsDestination
+    | NatsDestination
+    | RedisDestination
+    | AmqpDestination
+)
+BrokerDestination = NatsDestination | RedisDestination | AmqpDestination
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SnsConfig:
+    """The key SNS-compatible destinations sign with (`[sns]`), and its certificate,
+    which the tracker serves at `SigningCertURL`."""
+
+    key: Path = Path("var/sns/signing-key.pem")
+    certificate: Path = Path("var/sns/signing-cert.pem")
 
 
 SignedInput = Literal["resign", "skip-tracking", "track"]
@@ -325,6 +431,7 @@ class Config:
     intake: IntakeConfig | None = None
     """None: no intake listener."""
     dkim: DkimConfig = DkimConfig()
+    sns: SnsConfig = SnsConfig()
     default_config_set: str | None = None
     """The set for mail without `X-Config-Set`; None leaves such mail untracked."""
     source: Path | None = None

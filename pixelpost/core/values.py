@@ -137,3 +137,18 @@ def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
     if "${" not in text:
         return text, missing
     return _ENV_REFERENCE.sub(replace, text), missing
+
+
+def describe_url(url: str) -> str:
+    """`url` without its password (and without a query, which may carry one), for
+    messages and logs: `amqp://guest@127.0.0.1:5672/`."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<a malformed URL>"
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
