@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
-from pipeline.destinations import Outcome, Sender, make_sender
+from pipeline.destinations import Outcome, Sender, make_senders
+from pipeline.destinations.base import UNAVAILABLE_PAUSE
 from pipeline.jobs import Jobs
 from pixelpost.aio import wait_event
 from pixelpost.config import Config
@@ -77,6 +78,10 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._resume_at: dict[str, float] = {}
+        """When each unavailable destination is claimed from again."""
+        self._unavailable: dict[str, str] = {}
+        """Why each unavailable destination is, as last heard."""
 
     def start(self) -> None:
         self._tasks = [
@@ -114,6 +119,11 @@ class Dispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for sender in self._senders.values():
+            try:
+                await sender.close()
+            except Exception:  # one sender's failure to close must not keep the rest open
+                log.exception("dispatch %s: closing its connections failed", sender.name)
 
     async def _route_loop(self) -> None:
         while True:
@@ -140,6 +150,9 @@ class Dispatcher:
             wakeup.set()
 
         while True:
+            if (pause := self._resume_at.get(sender.name, 0.0) - self._clock()) > 0:
+                await asyncio.sleep(pause)  # the destination is unavailable: no claims
+                continue
             free = sender.concurrency - len(in_flight)
             claimed: list[Claimed] = []
             if free > 0:
@@ -170,6 +183,8 @@ class Dispatcher:
         delivered = [
             c.seq for c, outcome in zip(batch, outcomes, strict=True) if outcome.delivered
         ]
+        if delivered and self._unavailable.pop(sender.name, None) is not None:
+            log.info("dispatch %s: available again; delivering its events", sender.name)
         try:
             if delivered:
                 await self._store.delivered(sender.name, delivered)
@@ -182,6 +197,9 @@ class Dispatcher:
 
     async def _failed(self, sender: Sender, claimed: Claimed, outcome: Outcome) -> None:
         name = sender.name
+        if outcome.unavailable:
+            await self._wait_for(sender, claimed, outcome)
+            return
         if outcome.gone:
             reason = f"disabled: the endpoint answered {outcome.error}"
             newly = await self._store.disable(
@@ -225,6 +243,23 @@ class Dispatcher:
             name, claimed.seq, attempts=failures, at=self._clock() + delay, error=outcome.error
         )
 
+    async def _wait_for(self, sender: Sender, claimed: Claimed, outcome: Outcome) -> None:
+        """The destination is unavailable: the event waits, its attempts uncounted (an
+        outage makes no dead letters), and nothing is claimed for the destination until
+        the sender's pause is over. Said once per outage, not once per event."""
+        name = sender.name
+        pause = outcome.retry_after if outcome.retry_after is not None else UNAVAILABLE_PAUSE
+        at = self._clock() + pause
+        self._resume_at[name] = max(self._resume_at.get(name, 0.0), at)
+        if self._unavailable.get(name) != outcome.error:
+            log.warning(
+                "dispatch %s: unavailable: %s; its events wait in the outbox", name, outcome.error
+            )
+            self._unavailable[name] = outcome.error
+        await self._store.retry(
+            name, claimed.seq, attempts=claimed.attempts, at=at, error=outcome.error
+        )
+
 
 async def run_dispatcher(config: Config, stop: asyncio.Event) -> None:
     """Dispatch the configured store's events, and run the background jobs beside the
@@ -235,10 +270,7 @@ async def run_dispatcher(config: Config, stop: asyncio.Event) -> None:
             dispatcher = Dispatcher(
                 config=config,
                 store=store,
-                senders={
-                    name: make_sender(destination, session)
-                    for name, destination in config.destinations.items()
-                },
+                senders=make_senders(config, session=session, store=store),
             )
             jobs = Jobs(store=store, retention_days=config.store.retention_days)
             dispatcher.start()

@@ -1,6 +1,8 @@
 """What every destination's sender is: it takes a batch of claimed events and says, for
 each, whether it was delivered, failed (and may be retried, perhaps after a
-Retry-After), or was refused for good by an endpoint that is gone (HTTP 410)."""
+Retry-After), was refused for good by an endpoint that is gone (HTTP 410), or could not
+be offered at all because the destination is unavailable (a broker that cannot be
+reached, an SNS subscription not confirmed yet)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,20 @@ class Outcome:
     error: str = ""
     retry_after: float | None = None
     gone: bool = False
+    unavailable: bool = False
+    """The destination could not be reached at all: no fault of the event's, so no
+    attempt is counted (an outage never makes dead letters); the destination is
+    claimed from again after `retry_after` seconds."""
+
+
+UNAVAILABLE_PAUSE = 5.0
+"""How long an unavailable destination is left alone when its sender names no time."""
+
+
+def unavailable(error: str, retry_after: float | None = None) -> Outcome:
+    """The outcome of every event of a batch offered to a destination that cannot take
+    it now."""
+    return Outcome(delivered=False, error=error, retry_after=retry_after, unavailable=True)
 
 
 DELIVERED = Outcome(delivered=True)
@@ -35,3 +51,6 @@ class Sender(Protocol):
     """How long a claimed batch stays hidden from other claims: longer than an attempt."""
 
     async def deliver(self, batch: Sequence[Claimed]) -> list[Outcome]: ...
+
+    async def close(self) -> None:
+        """Let go of connections; called once, when no delivery is in flight."""

@@ -1,9 +1,12 @@
-"""File destinations: JSON lines, appended and fsync'd, a batch at a time. The file
-system's errors stay in here."""
+"""File destinations: JSON lines, appended and fsync'd, a batch at a time; each line
+the SES event, or (`format = "envelope"`) `{"id": …, "event": …}`, so that a reader can
+drop a line that an append after a crash wrote twice. The file system's errors stay in
+here."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,16 +30,26 @@ class FileSender:
     def __init__(self, destination: FileDestination) -> None:
         self.name = destination.name
         self._path = destination.path
+        self._envelope = destination.format == "envelope"
+
+    async def close(self) -> None:
+        pass  # nothing held between batches
 
     async def deliver(self, batch: Sequence[Claimed]) -> list[Outcome]:
         try:
-            await asyncio.to_thread(self._append, [claimed.body for claimed in batch])
+            await asyncio.to_thread(self._append, [self._line(claimed) for claimed in batch])
         except OSError as exc:
             failed = Outcome(
                 delivered=False, error=f"cannot write {self._path}: {exc.strerror or exc}"
             )
             return [failed] * len(batch)
         return [DELIVERED] * len(batch)
+
+    def _line(self, claimed: Claimed) -> bytes:
+        if not self._envelope:
+            return claimed.body
+        # The event's JSON goes in as it is: no second parse and dump per line.
+        return b'{"id":%s,"event":%s}' % (json.dumps(claimed.event_id).encode(), claimed.body)
 
     def _append(self, bodies: list[bytes]) -> None:
         path: Path = self._path

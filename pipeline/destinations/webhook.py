@@ -55,6 +55,9 @@ class WebhookSender:
         self._session = session
         self._clock = clock
 
+    async def close(self) -> None:
+        pass  # nothing held between batches
+
     async def deliver(self, batch: Sequence[Claimed]) -> list[Outcome]:
         return [await self._post(claimed) for claimed in batch]
 

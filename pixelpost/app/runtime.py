@@ -616,13 +616,13 @@ async def _start_inline_dispatch(
     `stack`; the recorder that wakes the dispatcher whenever something is recorded."""
     import aiohttp  # noqa: PLC0415 (the HTTP client is only needed where it delivers)
 
-    from pipeline.destinations import make_sender  # noqa: PLC0415
+    from pipeline.destinations import make_senders  # noqa: PLC0415
 
     session = await stack.enter_async_context(aiohttp.ClientSession())
     dispatcher = Dispatcher(
         config=config,
         store=store,
-        senders={name: make_sender(d, session) for name, d in config.destinations.items()},
+        senders=make_senders(config, session=session, store=store),
     )
     dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import pytest
 from prometheus_client import generate_latest
 from standardwebhooks import Webhook
 
-from pipeline.destinations import make_sender
+from pipeline.destinations import DELIVERED, Outcome, make_senders, unavailable
 from pipeline.dispatch import Dispatcher
 from pixelpost.config import Config, parse_config_text
 from pixelpost.core.events import open_event, send_event
-from pixelpost.store import MessageRecord, SQLiteStore
+from pixelpost.store import Claimed, MessageRecord, SQLiteStore
 from tests.clock import Clock
 from tests.conftest import until
 from tests.receiver import Receiver, start_receiver
@@ -81,7 +82,7 @@ async def start_dispatcher() -> AsyncIterator[DispatcherStarter]:
         dispatcher = Dispatcher(
             config=cfg,
             store=store,
-            senders={n: make_sender(d, session) for n, d in cfg.destinations.items()},
+            senders=make_senders(cfg, session=session, store=store),
             **kwargs,  # type: ignore[arg-type]
         )
         dispatcher.start()
@@ -323,3 +324,116 @@ async def test_a_crash_before_marking_done_delivers_again_with_the_same_id(
     await hook.wait(2)
     assert [r.headers["webhook-id"] for r in hook.requests] == [event_id, event_id]
     await store.close()
+
+
+async def test_the_file_envelope_carries_each_event_id(tmp_path: Path, store: SQLiteStore) -> None:
+    path = tmp_path / "envelopes.jsonl"
+    cfg = parse_config_text(
+        f"""
+[config_sets.marketing]
+destinations = ["archive"]
+
+[destinations.archive]
+type = "file"
+path = "{path}"
+format = "envelope"
+""",
+        environ={},
+    )
+    ids = await record(store, 3)
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(
+            config=cfg, store=store, senders=make_senders(cfg, session=session, store=store)
+        )
+        dispatcher.start()
+        dispatcher.wake()
+        try:
+            await until(
+                lambda: path.exists() and len(path.read_text().splitlines()) == 3,
+                "three envelopes in the file",
+            )
+        finally:
+            await dispatcher.stop(grace=0)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [sorted(line) for line in lines] == [["event", "id"]] * 3
+    assert sorted(line["id"] for line in lines) == sorted(ids)
+    assert {line["event"]["eventType"] for line in lines} == {"Send", "Open"}
+    assert all(line["event"]["mail"]["messageId"] == "m1" for line in lines)
+
+
+class Switch:
+    """A destination that cannot be reached until the test switches it on, as a broker
+    that is down answers (pipeline.destinations.base.unavailable)."""
+
+    concurrency = 1
+    batch_size = 10
+    retry_delays = (0.2,)
+    lease = 5.0
+
+    def __init__(self) -> None:
+        self.name = "switch"
+        self.up = False
+        self.offered = 0
+        self.received: list[str] = []
+
+    async def deliver(self, batch: Sequence[Claimed]) -> list[Outcome]:
+        self.offered += 1
+        if not self.up:
+            return [unavailable("connection refused", retry_after=0.3)] * len(batch)
+        self.received += [claimed.event_id for claimed in batch]
+        return [DELIVERED] * len(batch)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_unavailable_destination_keeps_its_events_and_counts_no_attempts(
+    tmp_path: Path, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = parse_config_text(
+        f"""
+[config_sets.marketing]
+destinations = ["switch"]
+
+[destinations.switch]
+type = "file"
+path = "{tmp_path / "unused.jsonl"}"
+""",
+        environ={},
+    )
+    caplog.set_level(logging.INFO, "pipeline.dispatch")
+    switch = Switch()
+    ids = await record(store, 5)
+    dispatcher = Dispatcher(config=cfg, store=store, senders={"switch": switch})
+    dispatcher.start()
+    dispatcher.wake()
+    try:
+        await until(lambda: switch.offered >= 3, "three offers to the destination", within=10)
+        # One offer per pause, not a claim loop; and after more failures than the
+        # schedule allows, no dead letter: an outage is no attempt.
+        started = time.monotonic()
+        offered = switch.offered
+        await until(lambda: switch.offered >= offered + 2, "two more offers", within=10)
+        assert time.monotonic() - started >= 0.45
+        assert await store.dead_letters() == []
+        counts = (await store.counts())["switch"]
+        assert counts.pending == 5
+        assert counts.failed >= 5 * 3
+        assert counts.dead == 0
+        warned = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warned) == 1
+        assert warned[0].getMessage() == (
+            "dispatch switch: unavailable: connection refused; its events wait in the outbox"
+        )
+
+        switch.up = True
+        await until(lambda: len(switch.received) == 5, "every event once the destination is up")
+        assert sorted(switch.received) == sorted(ids)
+
+        async def emptied() -> bool:
+            return await store.outbox_depth() == {}
+
+        await until(emptied, "the outbox emptied")
+        assert any("available again" in r.getMessage() for r in caplog.records)
+    finally:
+        await dispatcher.stop(grace=0)

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.destinations import make_sender
+from pipeline.destinations import make_senders
 from pipeline.dispatch import Dispatcher
 from pixelpost.app.runtime import spool_counts, start_relay_http
 from pixelpost.config import Config, parse_config_text
@@ -196,7 +196,7 @@ async def test_an_event_a_webhook_never_takes_makes_readyz_503_until_it_is_a_dea
         dispatcher = Dispatcher(
             config=config,
             store=store,
-            senders={name: make_sender(d, session) for name, d in config.destinations.items()},
+            senders=make_senders(config, session=session, store=store),
         )
         dispatcher.start()
         try:
