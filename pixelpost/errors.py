@@ -5,6 +5,8 @@
     ├── KeyFileError           the signing key file cannot be read or created
     ├── DkimError              a DKIM key does not load, or is too short
     │                          (pixelpost.core.dkim)
+    ├── SnsKeyError            the sns destinations' key or certificate does not load,
+    │                          or they do not match (pixelpost.core.sns)
     ├── InvalidToken           a tracking or return-path token does not verify
     │                          (pixelpost.core.tokens)
     └── DeliveryError          the upstream did not take a message

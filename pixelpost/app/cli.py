@@ -23,7 +23,7 @@ from pipeline.jobs import catch_up
 from pixelpost import __version__, logs
 from pixelpost.app import dkim, healthcheck, store_copy, suppression
 from pixelpost.app.dkim_keys import dkim_keys
-from pixelpost.config import Config, lint, load_config
+from pixelpost.config import Config, SnsConfig, SnsDestination, lint, load_config
 from pixelpost.core import reputation
 from pixelpost.core.passwords import hash_password
 from pixelpost.core.stats import (
@@ -92,6 +92,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(problem)
         return 1
     _, problems = dkim_keys(config.dkim)
+    problems += _sns_key_problems(config)
     try:
         load_pages(config.tracker.templates)
     except ConfigError as exc:
@@ -718,6 +719,73 @@ def _add_dkim_commands(commands: _Commands) -> None:
     )
 
 
+def _sns_key_problems(config: Config) -> list[str]:
+    if not any(isinstance(d, SnsDestination) for d in config.destinations.values()):
+        return []  # the HTTP client loads only where an SNS destination needs the check
+    from pixelpost.app import sns  # noqa: PLC0415
+
+    return sns.sns_key_problems(config)
+
+
+def cmd_sns_keygen(args: argparse.Namespace) -> int:
+    from pixelpost.app import sns  # noqa: PLC0415 (it loads the HTTP client)
+
+    config = _load(args)
+    paths = config.sns
+    if args.out is not None:
+        names = SnsConfig()
+        paths = SnsConfig(
+            key=args.out / names.key.name, certificate=args.out / names.certificate.name
+        )
+    return sns.keygen(
+        paths=paths,
+        public_url=config.tracker.public_url,
+        bits=args.bits,
+        days=args.days,
+        common_name=args.common_name,
+        force=args.force,
+        stdout=sys.stdout,
+    )
+
+
+def _add_sns_commands(commands: _Commands) -> None:
+    """`sns keygen`."""
+    group = _command(
+        commands,
+        "sns",
+        None,
+        "the key SNS-compatible destinations sign with: make it and its certificate",
+    )
+    actions = group.add_subparsers(dest="sns_command", required=True, metavar="ACTION")
+    keygen = _command(
+        actions,
+        "keygen",
+        cmd_sns_keygen,
+        "write a new RSA key (mode 0600) and its self-signed certificate, and print the "
+        "SigningCertURL and the [sns] configuration",
+    )
+    _config_option(keygen)
+    keygen.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write signing-key.pem and signing-cert.pem in DIR (default: the files [sns] names)",
+    )
+    keygen.add_argument(
+        "--bits", type=int, default=2048, metavar="N", help="the key's size (2048 to 4096)"
+    )
+    keygen.add_argument(
+        "--days", type=int, default=3650, metavar="N", help="the certificate's validity (3650)"
+    )
+    keygen.add_argument(
+        "--common-name",
+        default="pixelpost-sns",
+        metavar="NAME",
+        help="the certificate's subject CN (pixelpost-sns)",
+    )
+    keygen.add_argument("--force", action="store_true", help="replace files that exist")
+
+
 def _add_secret_commands(commands: _Commands) -> None:
     """keygen and hash-password: they make secrets and read no configuration."""
     keygen = _command(
@@ -788,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reputation_command(commands)
     _add_suppression_commands(commands)
     _add_dkim_commands(commands)
+    _add_sns_commands(commands)
     _add_secret_commands(commands)
     _add_healthcheck_command(commands)
     return parser

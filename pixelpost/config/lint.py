@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from pixelpost.config.records import Config, SMTPUpstream, WebhookDestination
+from pixelpost.config.records import Config, SMTPUpstream, SnsDestination, WebhookDestination
 
 RESERVED_DOMAINS = ("example.com", "example.net", "example.org", "example", "test", "invalid")
 """Names kept for documentation and testing (RFC 2606, RFC 6761): nobody receives mail
@@ -69,6 +69,7 @@ def warnings(config: Config) -> list[str]:
                     f"destinations.{name}.url: the endpoint's host {host!r} is on {domain}, "
                     "a name reserved for examples: its events would end as dead letters"
                 )
+    found += _sns_warnings(config)
     found += _dkim_warnings(config)
     found += _unsubscribe_warnings(config)
     if domain := _placeholder(config.relay.hostname):
@@ -115,3 +116,29 @@ def _dkim_warnings(config: Config) -> list[str]:
             "signed, and without [dkim.domains] nothing signs it again"
         ]
     return []
+
+
+def _sns_warnings(config: Config) -> list[str]:
+    """What keeps an SNS-compatible destination's endpoint from taking its messages:
+    consumers fetch the SigningCertURL (under tracker.public_url) over https only, and
+    an endpoint on a reserved name is nobody's."""
+    sns = sorted(
+        (name, d) for name, d in config.destinations.items() if isinstance(d, SnsDestination)
+    )
+    found: list[str] = []
+    if sns and urlsplit(config.tracker.public_url).scheme != "https":
+        names = ", ".join(name for name, _ in sns)
+        found.append(
+            f"tracker.public_url: {config.tracker.public_url!r} is not https: the SNS "
+            f"messages of {names} name their SigningCertURL and SubscribeURL under it, "
+            "and SNS consumers such as django-ses fetch a certificate over https only: they "
+            "would refuse every message"
+        )
+    for name, destination in sns:
+        host = urlsplit(destination.url).hostname or ""
+        if domain := _placeholder(host):
+            found.append(
+                f"destinations.{name}.url: the endpoint's host {host!r} is on {domain}, "
+                "a name reserved for examples: its subscription would never be confirmed"
+            )
+    return found

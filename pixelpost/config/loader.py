@@ -835,7 +835,11 @@ DESTINATION_TYPES: Final = ("file", "webhook", "sns", "nats", "redis", "amqp")
 _TEMPLATE_FIELDS: Final = ("config_set", "event_type")
 _NATS_SUBJECT = re.compile(r"[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*")
 _NATS_STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_TOPIC_ARN = re.compile(r"arn:[A-Za-z0-9-]+:sns:[A-Za-z0-9-]*:[A-Za-z0-9-]*:[A-Za-z0-9_.-]{1,256}")
+_TOPIC_ARN = re.compile(
+    r"arn:[A-Za-z0-9-]{1,32}:sns:[A-Za-z0-9-]{0,32}:[A-Za-z0-9-]{0,32}:[A-Za-z0-9_.-]{1,256}"
+)
+"""SNS's own bounds on a topic's name (256); the rest bounded so that the subscription
+URLs that carry it stay short."""
 
 
 def _destination(name: str, table: _Table) -> Destination | None:

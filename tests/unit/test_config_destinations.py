@@ -109,6 +109,11 @@ def test_file_format() -> None:
             'destinations.s.topic_arn: "marketing" is not a topic ARN',
         ),
         (
+            f'[destinations.s]\ntype = "sns"\nurl = "https://a.test/"\n'
+            f'topic_arn = "arn:aws:sns:{"x" * 40}:1:t"',
+            'destinations.s.topic_arn: "arn:aws:sns:xxxx',
+        ),
+        (
             '[destinations.s]\ntype = "sns"\nurl = "https://a.test/"\nsignature_version = 2',
             "destinations.s.signature_version: expected a string, got 2",
         ),
