@@ -3,9 +3,10 @@
 Opens, clicks, unsubscribes and latency are counted where they happen. Events by type
 (the relay's delivery outcomes among them) and what became of events at their
 destinations are read from the store every few seconds, so that they add up whichever
-process, or how many, recorded or delivered them; the relay's queue is counted in its
-spool. A relay-only process shows its queue alone (`RelayMetrics`); both show the
-process's own CPU, memory and file descriptors (`process_*`) and Python's (`python_*`).
+process, or how many, recorded or delivered them, and so are the states of SNS-compatible
+destinations' subscriptions; the relay's queue is counted in its spool. A relay-only
+process shows its queue alone (`RelayMetrics`); both show the process's own CPU, memory
+and file descriptors (`process_*`) and Python's (`python_*`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pixelpost.core.event_types import EventType
-from pixelpost.store import DestinationCounts, StoreError
+from pixelpost.store import DestinationCounts, SnsSubscription, StoreError
+from pixelpost.store.base import SubscriptionState
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ class CountsReader(Protocol):
     async def counts(self) -> dict[str, DestinationCounts]: ...
 
     async def event_counts(self) -> dict[EventType, int]: ...
+
+
+class SubscriptionsReader(Protocol):
+    """What the subscription gauge reads from the store (`pixelpost.store.Store` has it)."""
+
+    async def sns_subscriptions(self) -> list[SnsSubscription]: ...
 
 
 def _queue(spool: tuple[int, int]) -> Metric:
@@ -76,12 +84,17 @@ def add_process_metrics(registry: CollectorRegistry) -> None:
     GCCollector(registry=registry)
 
 
+SUBSCRIPTION_STATES: tuple[SubscriptionState, ...] = ("pending", "confirmed", "unsubscribed")
+
+
 class _Destinations(Collector):
     def __init__(self) -> None:
         self.counts: Mapping[str, DestinationCounts] = {}
         self.events: Mapping[EventType, int] = {}
         self.spool: tuple[int, int] | None = None
         """Messages in the relay's spool: all, and those deferred."""
+        self.subscriptions: Mapping[str, SubscriptionState] | None = None
+        """Each SNS-compatible destination's subscription state; None: not read."""
 
     def collect(self) -> Iterator[Metric]:
         recorded = CounterMetricFamily(
@@ -113,6 +126,24 @@ class _Destinations(Collector):
             for destination, counts in sorted(self.counts.items()):
                 family.add_metric([destination], getattr(counts, field))
             yield family
+        if self.subscriptions is not None:
+            yield _subscriptions(self.subscriptions)
+
+
+def _subscriptions(states: Mapping[str, SubscriptionState]) -> Metric:
+    # Every state, 1 for the current one: an alert on `state="confirmed"} == 0` fires
+    # for a subscription that never was confirmed as for one that ended.
+    gauge = GaugeMetricFamily(
+        "pixelpost_sns_subscription",
+        "Each SNS-compatible destination's subscription: 1 for its state (pending: its"
+        " endpoint has not visited the SubscribeURL yet; unsubscribed: it visited the"
+        " UnsubscribeURL), 0 for the others",
+        labels=["destination", "state"],
+    )
+    for destination, current in sorted(states.items()):
+        for state in SUBSCRIPTION_STATES:
+            gauge.add_metric([destination, state], 1 if state == current else 0)
+    return gauge
 
 
 class Metrics:
@@ -165,22 +196,37 @@ class Metrics:
         registry.register(self._destinations)
         add_process_metrics(registry)
 
-    async def refresh(self, store: CountsReader, spool_depth: SpoolDepth | None = None) -> None:
-        """Read the destinations' and the events' counts from the store, and the depth of
-        the relay's spool when it is on this machine."""
+    async def refresh(
+        self,
+        store: CountsReader,
+        spool_depth: SpoolDepth | None = None,
+        *,
+        subscriptions: SubscriptionsReader | None = None,
+    ) -> None:
+        """Read the destinations' and the events' counts from the store, the depth of
+        the relay's spool when it is on this machine, and with `subscriptions` (where a
+        destination is SNS-compatible) the states of their subscriptions."""
         self._destinations.counts = await store.counts()
         self._destinations.events = await store.event_counts()
         if spool_depth is not None:
             self._destinations.spool = await asyncio.to_thread(spool_depth)
+        if subscriptions is not None:
+            self._destinations.subscriptions = {
+                s.destination: s.state for s in await subscriptions.sns_subscriptions()
+            }
 
     async def keep_refreshed(
         self,
         store: CountsReader,
         spool_depth: SpoolDepth | None = None,
         interval: float = REFRESH_INTERVAL,
+        *,
+        subscriptions: SubscriptionsReader | None = None,
     ) -> None:
         """Refresh every `interval` seconds, until cancelled (see `_keep_refreshing`)."""
-        await _keep_refreshing(lambda: self.refresh(store, spool_depth), interval)
+        await _keep_refreshing(
+            lambda: self.refresh(store, spool_depth, subscriptions=subscriptions), interval
+        )
 
 
 class RelayMetrics:

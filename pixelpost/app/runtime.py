@@ -35,7 +35,7 @@ from pipeline.jobs import Jobs
 from pixelpost import __version__, logs
 from pixelpost.app.dkim_keys import load_dkim_keys
 from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
-from pixelpost.config import Config
+from pixelpost.config import Config, SnsDestination
 from pixelpost.core.dkim import Signer
 from pixelpost.core.events import Event
 from pixelpost.core.suppression import Suppressed
@@ -74,6 +74,7 @@ from tracker.health import create_health_app
 from tracker.metrics import Metrics, RelayMetrics
 from tracker.pages import load_pages
 from tracker.server import TrackerServer
+from tracker.sns import sns_views
 from tracker.unsubscribe import UnsubscribeViews
 from tracker.views import Views
 
@@ -483,11 +484,16 @@ async def start_tracker(
     buffer of its own in front of `recorder`; stopped by `stack`."""
     # Read and checked before anything starts: a wrong template stops the start.
     pages = await asyncio.to_thread(load_pages, config.tracker.templates)
+    sns = await asyncio.to_thread(sns_views, config, store)
     metrics = Metrics()
     for collector in collectors:
         metrics.registry.register(collector)
     refresher = asyncio.create_task(
-        metrics.keep_refreshed(store, functools.partial(spool_counts, config.relay.spool))
+        metrics.keep_refreshed(
+            store,
+            functools.partial(spool_counts, config.relay.spool),
+            subscriptions=store if sns is not None else None,
+        )
     )
     stack.push_async_callback(_cancel, refresher)
     # Opens and clicks are answered within a bounded time whatever the store does, and
@@ -519,6 +525,7 @@ async def start_tracker(
         unsubscribe=UnsubscribeViews(
             codec=codec, subscriptions=store, pages=pages, metrics=metrics
         ),
+        sns=sns,
     )
     server = TrackerServer(app=app, config=config.tracker, sockets=sockets)
     await server.start()
@@ -646,6 +653,11 @@ async def _start_dispatch(
     if dispatch is Dispatch.INLINE:
         return await _start_inline_dispatch(config, stack, store)
     if dispatch is Dispatch.PROCESS:
+        if any(isinstance(d, SnsDestination) for d in config.destinations.values()):
+            from pipeline.destinations.sns import read_signing_key  # noqa: PLC0415
+
+            # A bad key stops the start here, rather than in the dispatcher's process.
+            await asyncio.to_thread(read_signing_key, config.sns)
         child = ChildProcess(
             name="pixelpost dispatch",
             target=dispatch_process,
