@@ -201,7 +201,11 @@ class Dispatcher:
             await self._wait_for(sender, claimed, outcome)
             return
         if outcome.gone:
-            reason = f"disabled: the endpoint answered {outcome.error}"
+            # An HTTP status is the endpoint's answer; anything else says what happened.
+            said = outcome.error
+            reason = (
+                f"disabled: {'the endpoint answered ' if said.startswith('HTTP ') else ''}{said}"
+            )
             newly = await self._store.disable(
                 name, reason, seq=claimed.seq, attempts=claimed.attempts + 1
             )

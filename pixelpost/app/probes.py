@@ -1,5 +1,6 @@
 """`check-config --connect`: reach what a configuration names (the upstream, each
-webhook endpoint, the store) as pixelpost would, change nothing, and say how it went."""
+webhook and SNS endpoint, each broker, the store) as pixelpost would, change nothing,
+and say how it went."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from pixelpost.config import Config, WebhookDestination
+from pixelpost.config import Config, SnsDestination, WebhookDestination
 from pixelpost.errors import DeliveryError
 from pixelpost.files import blocking_folder
 from pixelpost.store.postgresql import database as postgresql
@@ -54,8 +55,10 @@ async def _upstream(config: Config, seconds: float) -> Probe:
     return Probe(key="upstream.url", ok=True, detail=f"{transport.describe()}: {detail}")
 
 
-async def _webhook(
-    session: aiohttp.ClientSession, destination: WebhookDestination, seconds: float
+async def _endpoint(
+    session: aiohttp.ClientSession,
+    destination: WebhookDestination | SnsDestination,
+    seconds: float,
 ) -> Probe:
     key = f"destinations.{destination.name}.url"
     shown = _shown(destination.url)
@@ -142,11 +145,16 @@ def _store(config: Config) -> Probe:
 
 
 async def probe(config: Config, *, seconds: float) -> list[Probe]:
-    """Try the upstream, every webhook and the store, side by side."""
-    webhooks = [d for d in config.destinations.values() if isinstance(d, WebhookDestination)]
+    """Try the upstream, every webhook and SNS endpoint, every broker and the store,
+    side by side."""
+    endpoints = [
+        d
+        for d in config.destinations.values()
+        if isinstance(d, WebhookDestination | SnsDestination)
+    ]
     async with aiohttp.ClientSession() as session:
         found = await asyncio.gather(
-            _upstream(config, seconds), *(_webhook(session, d, seconds) for d in webhooks)
+            _upstream(config, seconds), *(_endpoint(session, d, seconds) for d in endpoints)
         )
     if config.store.kind == "postgresql":
         return [*found, await _postgresql(config, seconds)]
