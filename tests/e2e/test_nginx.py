@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from pixelpost.core.sns import fingerprint
 from pixelpost.core.tokens import TokenCodec
 from pixelpost.keys import decode_signing_key
 from tests.e2e.conftest import BIN, Running, readme_block, start, until
@@ -25,9 +26,24 @@ def test_the_readme_nginx_example_proxies_the_tracker(
     nginx = need("nginx")
     need("curl")
     tracker_port, nginx_port = free_port(), free_port()
+    keys = tmp_path / "sns"
+    subprocess.run(
+        [str(BIN / "pixelpost"), "sns", "keygen", "--out", str(keys)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    certificate = (keys / "signing-cert.pem").read_bytes()
     config = tmp_path / "pixelpost.toml"
     config.write_text(
         f"""
+[sns]
+key = "{keys / "signing-key.pem"}"
+certificate = "{keys / "signing-cert.pem"}"
+[destinations.app]
+type = "sns"
+url = "https://app.example.net/ses/"
+confirm = false
 [tracker]
 listen = "127.0.0.1:{tracker_port}"
 trusted_proxies = ["127.0.0.1/32"]
@@ -79,6 +95,7 @@ http {{
             return True
 
         until(listening, "nginx listening", within=10)
+        certificate_name = f"SimpleNotificationService-{fingerprint(certificate)}.pem"
 
         codec = TokenCodec([decode_signing_key((tmp_path / "signing.key").read_text().strip())])
         destination = "https://shop.example.com/a//b/%2F?q=%20x&y=1"
@@ -128,6 +145,14 @@ http {{
             check=True,
         ).stdout
         assert other == "404"  # only the pixel, the links and /healthz are public
+        # The sns destinations' certificate is public: SNS consumers fetch it.
+        served = subprocess.run(
+            ["curl", "-s", "-f", f"http://127.0.0.1:{nginx_port}/sns/{certificate_name}"],
+            capture_output=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        assert served == certificate
         stats = subprocess.run(
             [
                 "curl",
