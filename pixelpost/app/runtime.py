@@ -653,11 +653,6 @@ async def _start_dispatch(
     if dispatch is Dispatch.INLINE:
         return await _start_inline_dispatch(config, stack, store)
     if dispatch is Dispatch.PROCESS:
-        if any(isinstance(d, SnsDestination) for d in config.destinations.values()):
-            from pipeline.destinations.sns import read_signing_key  # noqa: PLC0415
-
-            # A bad key stops the start here, rather than in the dispatcher's process.
-            await asyncio.to_thread(read_signing_key, config.sns)
         child = ChildProcess(
             name="pixelpost dispatch",
             target=dispatch_process,
@@ -700,6 +695,14 @@ async def run(
     log_level = logging.getLogger().getEffectiveLevel()
     log_format = logs.current_format()
     async with _signals() as stop, contextlib.AsyncExitStack() as stack:
+        if (tracker or dispatch is not Dispatch.NONE) and any(
+            isinstance(d, SnsDestination) for d in config.destinations.values()
+        ):
+            from pipeline.destinations.sns import read_signing_key  # noqa: PLC0415
+
+            # A bad key stops the start before anything opens, in this process rather
+            # than in a dispatcher's of its own.
+            await asyncio.to_thread(read_signing_key, config.sns)
         store = await open_store(config.store)
         stack.push_async_callback(store.close)
         recorder = await _start_dispatch(
