@@ -51,7 +51,8 @@ async def test_confirmation_needs_the_right_token(open_store: StoreOpener) -> No
     assert await store.sns_confirm(made.arn, "") is None
     assert await store.sns_confirm(f"{TOPIC}:nope", made.token) is None
     still = await store.sns_subscription("django")
-    assert still is not None and still.state == "pending"
+    assert still is not None
+    assert still.state == "pending"
 
     clock.now += 5
     confirmed = await store.sns_confirm(made.arn, made.token)
@@ -87,7 +88,8 @@ async def test_unsubscribe_ends_it_and_replay_forgets_it(open_store: StoreOpener
 
     assert await store.sns_unsubscribe(f"{TOPIC}:nope") is None
     ended = await store.sns_unsubscribe(made.arn)
-    assert ended is not None and ended.state == "unsubscribed"
+    assert ended is not None
+    assert ended.state == "unsubscribed"
     assert await store.sns_confirm(made.arn, made.token) is None  # no way back in
 
     await store.replay("other")
