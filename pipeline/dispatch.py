@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 1.0
 """How often to look for work that another process put in the store."""
 ROUTE_INTERVAL = 0.05
-"""Routing waits this long between rounds, so that a busy tracker routes its hits in
-batches rather than one transaction each."""
+"""Routing waits this long after a round that routed less than a full batch, so that a
+busy tracker routes its hits in batches rather than one transaction each; a backlog is
+routed without waiting."""
+ROUTE_BATCH = 500
+"""Events routed in one round (one transaction)."""
 ROUTE_POLL_INTERVAL = 0.25
 """How often to look for new events when nobody says there are (the dispatcher runs in
 a process of its own, or events come from a relay elsewhere)."""
@@ -128,7 +131,7 @@ class Dispatcher:
     async def _route_loop(self) -> None:
         while True:
             try:
-                routed = await self._store.route(self._routes)
+                routed = await self._store.route(self._routes, limit=ROUTE_BATCH)
             except StoreError as exc:
                 log.error("dispatch: cannot route events: %s", exc)
                 await asyncio.sleep(STORE_ERROR_PAUSE)
@@ -136,6 +139,9 @@ class Dispatcher:
             if routed:
                 for wakeup in self._wakeups.values():
                     wakeup.set()
+            if routed >= ROUTE_BATCH:
+                await asyncio.sleep(0)  # a backlog: the next batch at once
+                continue
             await asyncio.sleep(ROUTE_INTERVAL)
             if not routed:
                 await wait_event(self._route_wakeup, ROUTE_POLL_INTERVAL)

@@ -39,6 +39,14 @@ def unavailable(error: str, retry_after: float | None = None) -> Outcome:
 
 DELIVERED = Outcome(delivered=True)
 
+HTTP_REQUESTS_IN_FLIGHT = 8
+"""Requests in flight to one HTTP endpoint (webhook, sns)."""
+HTTP_BATCH = 8
+"""Events an HTTP sender takes per claim, POSTed side by side; two batches are out at
+once, so a claim and the record of what was delivered serve eight events, not one,
+while no more than HTTP_REQUESTS_IN_FLIGHT requests are open."""
+HTTP_BATCHES = 2
+
 
 class Sender(Protocol):
     """Delivers batches of events to one destination."""

@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
-from pipeline.destinations.base import DELIVERED, Outcome, unavailable
+from pipeline.destinations.base import (
+    DELIVERED,
+    HTTP_BATCH,
+    HTTP_BATCHES,
+    HTTP_REQUESTS_IN_FLIGHT,
+    Outcome,
+    unavailable,
+)
 from pixelpost import __version__
 from pixelpost.config import Config, SnsConfig, SnsDestination
 from pixelpost.core import sns
@@ -30,8 +37,6 @@ from pixelpost.store import Claimed, SnsSubscription, SnsSubscriptions, StoreErr
 
 log = logging.getLogger(__name__)
 
-SNS_CONCURRENCY = 8
-"""Requests in flight to one endpoint."""
 PENDING_PAUSE = 2.0
 """Seconds the dispatcher leaves a destination alone while its subscription waits for
 the endpoint's confirmation: how soon events flow once it confirms."""
@@ -79,8 +84,8 @@ class SnsSender:
     """POSTs each event to an endpoint as an SNS Notification, once the endpoint has
     confirmed its subscription."""
 
-    concurrency = SNS_CONCURRENCY
-    batch_size = 1
+    concurrency = HTTP_BATCHES
+    batch_size = HTTP_BATCH
 
     def __init__(
         self,
@@ -95,8 +100,9 @@ class SnsSender:
     ) -> None:
         self.name = destination.name
         self.retry_delays = destination.retry_delays
-        # A delivery may wait for a SubscriptionConfirmation's POST, then make its own.
-        self.lease = 2 * destination.timeout + 5
+        # A delivery may wait for a SubscriptionConfirmation's POST and for the other
+        # batch's requests, then make its own.
+        self.lease = 3 * destination.timeout + 5
         self._destination = destination
         self._key = read_signing_key(config.sns)
         self._public_url = config.tracker.public_url
@@ -108,6 +114,7 @@ class SnsSender:
         self._pending_pause = pending_pause
         self._recheck = recheck
         self._lock = asyncio.Lock()
+        self._requests = asyncio.Semaphore(HTTP_REQUESTS_IN_FLIGHT)
         self._subscription: SnsSubscription | None = None
         self._read_at = float("-inf")
         self._resend_arn = ""
@@ -145,7 +152,9 @@ class SnsSender:
                 gone=True,
             )
             return [gone] * len(batch)
-        return [await self._notify(claimed, subscription) for claimed in batch]
+        return list(
+            await asyncio.gather(*(self._notify(claimed, subscription) for claimed in batch))
+        )
 
     def _fits(self, subscription: SnsSubscription) -> bool:
         """Whether `subscription` is one for the destination as configured now."""
@@ -243,6 +252,10 @@ class SnsSender:
         return False
 
     async def _notify(self, claimed: Claimed, subscription: SnsSubscription) -> Outcome:
+        async with self._requests:
+            return await self._notify_now(claimed, subscription)
+
+    async def _notify_now(self, claimed: Claimed, subscription: SnsSubscription) -> Outcome:
         message = sns.notification(
             message_id=claimed.event_id,
             topic_arn=subscription.topic_arn,

@@ -7,6 +7,7 @@ webhook-id is the event's stable id, webhook-signature "v1,<base64 HMAC-SHA256>"
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,15 +16,19 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
-from pipeline.destinations.base import DELIVERED, Outcome
+from pipeline.destinations.base import (
+    DELIVERED,
+    HTTP_BATCH,
+    HTTP_BATCHES,
+    HTTP_REQUESTS_IN_FLIGHT,
+    Outcome,
+)
 from pixelpost import __version__
 from pixelpost.config import WebhookDestination
 from pixelpost.core.retry import parse_retry_after
 from pixelpost.keys import decode_webhook_secret
 from pixelpost.store import Claimed
 
-WEBHOOK_CONCURRENCY = 8
-"""Requests in flight to one webhook endpoint."""
 _ERROR_BODY_LIMIT = 300
 
 
@@ -36,8 +41,8 @@ def sign(secret: bytes, event_id: str, timestamp: int, body: bytes) -> str:
 class WebhookSender:
     """POSTs each event to a Standard Webhooks endpoint."""
 
-    concurrency = WEBHOOK_CONCURRENCY
-    batch_size = 1
+    concurrency = HTTP_BATCHES
+    batch_size = HTTP_BATCH
 
     def __init__(
         self,
@@ -48,18 +53,24 @@ class WebhookSender:
     ) -> None:
         self.name = destination.name
         self.retry_delays = destination.retry_delays
+        # A request may wait for the other batch's to finish, then take its own time.
         self.lease = 2 * destination.timeout + 5
         self._url = destination.url
         self._secret = decode_webhook_secret(destination.secret)
         self._timeout = aiohttp.ClientTimeout(total=destination.timeout)
         self._session = session
         self._clock = clock
+        self._requests = asyncio.Semaphore(HTTP_REQUESTS_IN_FLIGHT)
 
     async def close(self) -> None:
         pass  # nothing held between batches
 
     async def deliver(self, batch: Sequence[Claimed]) -> list[Outcome]:
-        return [await self._post(claimed) for claimed in batch]
+        return list(await asyncio.gather(*(self._limited(claimed) for claimed in batch)))
+
+    async def _limited(self, claimed: Claimed) -> Outcome:
+        async with self._requests:
+            return await self._post(claimed)
 
     async def _post(self, claimed: Claimed) -> Outcome:
         timestamp = int(self._clock())

@@ -152,8 +152,11 @@ def fingerprint(certificate_pem: bytes) -> str:
 
 def certificate_url(public_url: str, certificate_pem: bytes) -> str:
     """The SigningCertURL: where the tracker at `public_url` serves the certificate."""
-    path = CERTIFICATE_PATH.format(fingerprint=fingerprint(certificate_pem))
-    return public_url.rstrip("/") + path
+    return _certificate_url(public_url, fingerprint(certificate_pem))
+
+
+def _certificate_url(public_url: str, fingerprint: str) -> str:
+    return public_url.rstrip("/") + CERTIFICATE_PATH.format(fingerprint=fingerprint)
 
 
 def subscribe_url(public_url: str, arn: str, token: str) -> str:
@@ -254,7 +257,7 @@ def notification(
         body["Subject"] = subject
     body |= {"Message": message, "Timestamp": timestamp(at), "SignatureVersion": version}
     body["Signature"] = sign(body, key, version)
-    body["SigningCertURL"] = certificate_url(public_url, key.certificate)
+    body["SigningCertURL"] = _certificate_url(public_url, key.fingerprint)
     body["UnsubscribeURL"] = unsubscribe_url(public_url, subscription_arn)
     return body
 
@@ -290,7 +293,7 @@ def subscription_confirmation(
         "SignatureVersion": version,
     }
     body["Signature"] = sign(body, key, version)
-    body["SigningCertURL"] = certificate_url(public_url, key.certificate)
+    body["SigningCertURL"] = _certificate_url(public_url, key.fingerprint)
     return body
 
 
