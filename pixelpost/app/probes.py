@@ -12,7 +12,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from pixelpost.config import Config, SnsDestination, WebhookDestination
+from pipeline.destinations.brokers import scrub, secrets_in
+from pixelpost.config import (
+    AmqpDestination,
+    BrokerDestination,
+    Config,
+    NatsDestination,
+    RedisDestination,
+    SnsDestination,
+    WebhookDestination,
+)
+from pixelpost.core.values import describe_url
 from pixelpost.errors import DeliveryError
 from pixelpost.files import blocking_folder
 from pixelpost.store.postgresql import database as postgresql
@@ -75,6 +85,61 @@ async def _endpoint(
     except aiohttp.ClientError as exc:
         return Probe(key=key, ok=False, detail=f"{shown}: {exc or type(exc).__name__}")
     return Probe(key=key, ok=True, detail=f"{shown}: answered HTTP {status} to HEAD")
+
+
+async def _connect(destination: BrokerDestination, seconds: float) -> str:
+    """Connect to the broker and let go again, declaring nothing; what it said."""
+    # Each client is imported here: a configuration without its broker never loads it.
+    if isinstance(destination, NatsDestination):
+        import nats  # noqa: PLC0415
+        import nats.errors  # noqa: PLC0415
+
+        heard: list[str] = []
+
+        async def quietly(exc: Exception) -> None:  # nats-py would log a traceback
+            heard.append(str(exc) or type(exc).__name__)
+
+        try:
+            client = await nats.connect(
+                destination.url,
+                connect_timeout=max(1, round(seconds)),
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                error_cb=quietly,
+            )
+        except nats.errors.NoServersError as exc:
+            raise ConnectionError(heard[-1] if heard else str(exc)) from None
+        version = client.connected_server_version
+        await client.close()
+        return f"NATS {version} answered"
+    if isinstance(destination, RedisDestination):
+        from redis.asyncio import Redis  # noqa: PLC0415
+
+        redis = Redis.from_url(destination.url, socket_connect_timeout=seconds)
+        try:
+            await redis.ping()
+        finally:
+            await redis.aclose()
+        return "Redis answered PING"
+    import aio_pika  # noqa: PLC0415
+
+    connection = await aio_pika.connect(destination.url, timeout=seconds)
+    await connection.close()
+    return "RabbitMQ took the login"
+
+
+async def _broker(destination: BrokerDestination, seconds: float) -> Probe:
+    key = f"destinations.{destination.name}.url"
+    where = describe_url(destination.url)
+    try:
+        async with asyncio.timeout(seconds):
+            detail = await _connect(destination, seconds)
+    except TimeoutError:
+        return Probe(key=key, ok=False, detail=f"{where}: no answer within {seconds:g}s")
+    except Exception as exc:  # each client's own errors, all said the same way
+        text = scrub(str(exc) or type(exc).__name__, secrets_in(destination.url))
+        return Probe(key=key, ok=False, detail=f"{where}: {text}")
+    return Probe(key=key, ok=True, detail=f"{where}: {detail}")
 
 
 def _sqlite_version(path: Path) -> int:
@@ -152,9 +217,16 @@ async def probe(config: Config, *, seconds: float) -> list[Probe]:
         for d in config.destinations.values()
         if isinstance(d, WebhookDestination | SnsDestination)
     ]
+    brokers = [
+        d
+        for d in config.destinations.values()
+        if isinstance(d, NatsDestination | RedisDestination | AmqpDestination)
+    ]
     async with aiohttp.ClientSession() as session:
         found = await asyncio.gather(
-            _upstream(config, seconds), *(_endpoint(session, d, seconds) for d in endpoints)
+            _upstream(config, seconds),
+            *(_endpoint(session, d, seconds) for d in endpoints),
+            *(_broker(d, seconds) for d in brokers),
         )
     if config.store.kind == "postgresql":
         return [*found, await _postgresql(config, seconds)]
