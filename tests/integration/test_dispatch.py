@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -420,6 +421,14 @@ path = "{tmp_path / "unused.jsonl"}"
         assert counts.pending == 5
         assert counts.failed >= 5 * 3
         assert counts.dead == 0
+        metrics = Metrics()  # what an operator sees of the outage
+        await metrics.refresh(store)
+        text = generate_latest(metrics.registry).decode()
+        assert 'pixelpost_outbox_depth{destination="switch"} 5.0' in text
+        failed = re.search(r'pixelpost_events_failed_total\{destination="switch"\} (\d+)', text)
+        assert failed is not None
+        assert int(failed[1]) >= counts.failed
+        assert 'pixelpost_events_dead_lettered_total{destination="switch"} 0.0' in text
         warned = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(warned) == 1
         assert warned[0].getMessage() == (
