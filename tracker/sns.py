@@ -8,13 +8,16 @@
     GET /sns/unsubscribe?SubscriptionArn=…        UnsubscribeURL: ends it
 
 A confirmation or an unsubscribe is committed before its answer, Amazon's XML
-response; an unknown subscription or a wrong token is 404, the store failing 503.
+response; an unknown subscription or a wrong token is 404, the store failing 503. A
+SubscriptionArn that is not a configured topic's ARN and a UUID is refused before the
+store is asked, and refusals are logged at most once a minute (anyone may send them).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -29,6 +32,7 @@ from pixelpost.core.sns import (
     fingerprint,
 )
 from pixelpost.errors import ConfigError
+from pixelpost.logs import LogEvery
 from pixelpost.store import SnsSubscription, SnsSubscriptions, StoreError
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 NOT_FOUND = "No such subscription, or the token is not its token.\n"
 UNAVAILABLE = "The subscription could not be changed just now; try again.\n"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+REFUSED_LOG_INTERVAL = 60.0
 
 
 class BadParameters(ValueError):
@@ -116,10 +121,36 @@ class SnsViews:
     """The /sns/ routes' handlers, on the subscriptions passed in, serving `certificate`
     (PEM) at its SigningCertURL (`certificate_path`)."""
 
-    def __init__(self, *, subscriptions: SnsSubscriptions, certificate: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        subscriptions: SnsSubscriptions,
+        certificate: bytes,
+        topics: Collection[str] | None = None,
+    ) -> None:
         self._subscriptions = subscriptions
         self._certificate = certificate
+        self._topics = None if topics is None else frozenset(topics)
+        """The configured topics' ARNs (None: any)."""
+        self._refused = LogEvery(REFUSED_LOG_INTERVAL)
         self.certificate_path = CERTIFICATE_PATH.format(fingerprint=fingerprint(certificate))
+
+    def _ours(self, arn: str) -> bool:
+        """Whether `arn` could be one of our subscriptions: a topic's ARN and a UUID."""
+        topic, _, suffix = arn.rpartition(":")
+        try:
+            if str(uuid.UUID(suffix)) != suffix:
+                return False
+        except ValueError:
+            return False
+        return self._topics is None or topic in self._topics
+
+    def _refuse(self, url: str) -> web.Response:
+        if (more := self._refused.due()) is not None:
+            log.warning(
+                "sns: refused %s for no subscription of ours, or a wrong token%s", url, more
+            )
+        return _plain(NOT_FOUND, status=404)
 
     async def certificate(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -133,13 +164,14 @@ class SnsViews:
             arn, token = _parameters(request, "SubscriptionArn", "Token")
         except BadParameters as exc:
             return _plain(f"{exc}\n", status=400)
+        if not self._ours(arn):
+            return self._refuse("a SubscribeURL")
         try:
             subscription = await self._subscriptions.sns_confirm(arn, token)
         except StoreError as exc:
             return _store_failed("confirm", arn, exc)
         if subscription is None:
-            log.warning("sns: a SubscribeURL for %s with no such subscription or token", arn)
-            return _plain(NOT_FOUND, status=404)
+            return self._refuse("a SubscribeURL")
         log.info(
             "sns: destination %s's endpoint confirmed its subscription %s",
             subscription.destination,
@@ -152,13 +184,14 @@ class SnsViews:
             [arn] = _parameters(request, "SubscriptionArn")
         except BadParameters as exc:
             return _plain(f"{exc}\n", status=400)
+        if not self._ours(arn):
+            return self._refuse("an UnsubscribeURL")
         try:
             subscription = await self._subscriptions.sns_unsubscribe(arn)
         except StoreError as exc:
             return _store_failed("unsubscribe", arn, exc)
         if subscription is None:
-            log.warning("sns: an UnsubscribeURL for %s, no such subscription", arn)
-            return _plain(NOT_FOUND, status=404)
+            return self._refuse("an UnsubscribeURL")
         log.info(
             "sns: destination %s's endpoint unsubscribed (subscription %s): its events wait"
             " until it subscribes again",
@@ -176,10 +209,13 @@ def _store_failed(action: str, arn: str, exc: StoreError) -> web.Response:
 def sns_views(config: Config, subscriptions: SnsSubscriptions) -> SnsViews | None:
     """The /sns/ routes' handlers when a destination is SNS-compatible (reading
     `sns.certificate`, ConfigError if it cannot be), else None: no /sns/ routes."""
-    if not any(isinstance(d, SnsDestination) for d in config.destinations.values()):
+    topics = [d.topic_arn for d in config.destinations.values() if isinstance(d, SnsDestination)]
+    if not topics:
         return None
     return SnsViews(
-        subscriptions=subscriptions, certificate=load_certificate(config.sns.certificate)
+        subscriptions=subscriptions,
+        certificate=load_certificate(config.sns.certificate),
+        topics=topics,
     )
 
 

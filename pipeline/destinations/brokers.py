@@ -8,6 +8,7 @@ import random
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pixelpost.core.retry import next_delay
+from pixelpost.core.values import TOKEN_SCHEMES
 from pixelpost.store import Claimed
 
 RECONNECT_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -43,9 +44,12 @@ def fill(template: str, claimed: Claimed) -> str:
 
 def secrets_in(url: str) -> frozenset[str]:
     """The password a broker URL carries (in its user part or a `password` query
-    parameter), as written and percent-decoded: what an error text must never show."""
+    parameter; for NATS, a token in place of the user), as written and percent-decoded:
+    what an error text must never show."""
     parts = urlsplit(url)
     written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+    if parts.scheme in TOKEN_SCHEMES and parts.password is None:
+        written.append(parts.username or "")
     return frozenset(s for raw in written for s in (raw, unquote(raw)) if s)
 
 

@@ -139,15 +139,22 @@ def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
     return _ENV_REFERENCE.sub(replace, text), missing
 
 
+TOKEN_SCHEMES = frozenset(("nats", "tls"))
+"""Schemes whose user part, given without a password, is a token (NATS's token login)."""
+
+
 def describe_url(url: str) -> str:
     """`url` without its password (and without a query, which may carry one), for
-    messages and logs: `amqp://guest@127.0.0.1:5672/`."""
+    messages and logs: `amqp://guest@127.0.0.1:5672/`. A NATS token, written where a
+    user name goes, is a password too: `nats://***@127.0.0.1:4222`."""
     try:
         parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<a malformed URL>"
     user = f"{parts.username}@" if parts.username else ""
+    if parts.username and parts.password is None and parts.scheme in TOKEN_SCHEMES:
+        user = "***@"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"

@@ -91,7 +91,7 @@ def start(tmp_path: Path, store: SQLiteStore, serve_app: AppServer, pem: bytes) 
             access=Access(None),
             stats=store,
             suppression=store,
-            sns=SnsViews(subscriptions=store, certificate=pem),
+            sns=SnsViews(subscriptions=store, certificate=pem, topics=[TOPIC]),
         )
         return await serve_app(app), metrics
 
@@ -124,6 +124,33 @@ async def test_the_certificate_is_served_at_its_fingerprint_only(
         async with http.get(f"{base}/sns/{name}") as response:
             assert response.status == 404, name
             assert b"BEGIN CERTIFICATE" not in await response.read()
+
+
+async def test_an_arn_of_no_topic_of_ours_is_refused_unasked_and_logged_once_a_minute(
+    start: Starter,
+    http: aiohttp.ClientSession,
+    store: SQLiteStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    base, _ = await start()
+    made = await store.sns_subscribe(pending())
+    other_topic = "arn:pixelpost:sns:local:0:other:" + ARN.rpartition(":")[2]
+    forged = [
+        f"{TOPIC}:not-a-uuid",
+        other_topic,
+        f"{ARN}\nWARNING forged log line",
+        ARN.upper(),  # a UUID, but not as pixelpost writes one
+    ]
+    with caplog.at_level(logging.INFO, logger="tracker.sns"):
+        for arn in forged:
+            for path, extra in (("unsubscribe", {}), ("confirm", {"Token": TOKEN})):
+                url = f"{base}/sns/{path}?{query(SubscriptionArn=arn, **extra)}"
+                async with http.get(url) as response:
+                    assert response.status == 404, (path, arn)
+    assert await store.sns_subscription("app") == made  # nothing changed
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1  # 8 refusals, one line: anyone may send them
+    assert "forged" not in caplog.text
 
 
 async def test_the_subscribe_url_confirms_with_its_token_only(
@@ -286,7 +313,11 @@ async def test_metrics_show_each_subscription_state(
 ) -> None:
     base, metrics = await start()
     await store.sns_subscribe(pending())
-    await store.sns_subscribe(pending(destination="crm", arn=f"{TOPIC}:crm", token="crm-t"))
+    await store.sns_subscribe(
+        pending(
+            destination="crm", arn=f"{TOPIC}:5d3c0b0e-2f7a-4c1e-8a55-3b0d9e6f1c22", token="crm-t"
+        )
+    )
     await metrics.refresh(store, subscriptions=store)
 
     async def scraped() -> str:
@@ -299,7 +330,9 @@ async def test_metrics_show_each_subscription_state(
 
     async with http.get(f"{base}/sns/confirm?{query(SubscriptionArn=ARN, Token=TOKEN)}") as r:
         assert r.status == 200
-    async with http.get(f"{base}/sns/unsubscribe?{query(SubscriptionArn=f'{TOPIC}:crm')}") as r:
+    async with http.get(
+        f"{base}/sns/unsubscribe?{query(SubscriptionArn=f'{TOPIC}:5d3c0b0e-2f7a-4c1e-8a55-3b0d9e6f1c22')}"
+    ) as r:
         assert r.status == 200
     await metrics.refresh(store, subscriptions=store)
     text = await scraped()
@@ -342,14 +375,20 @@ async def test_the_runtime_serves_the_configured_certificate_and_gauges_subscrip
     certificate = tmp_path / "sns-cert.pem"
     certificate.write_bytes(pem)
     await store.sns_subscribe(pending())
-    await store.sns_subscribe(pending(destination="crm", arn=f"{TOPIC}:crm", token="crm-t"))
+    await store.sns_subscribe(
+        pending(
+            destination="crm", arn=f"{TOPIC}:5d3c0b0e-2f7a-4c1e-8a55-3b0d9e6f1c22", token="crm-t"
+        )
+    )
     assert await store.sns_confirm(ARN, TOKEN) is not None
     base = await runtime_tracker(sns_config_text(tmp_path, certificate))
 
     async with http.get(f"{base}/sns/SimpleNotificationService-{fingerprint_of(pem)}.pem") as r:
         assert r.status == 200
         assert await r.read() == pem
-    async with http.get(f"{base}/sns/unsubscribe?{query(SubscriptionArn=f'{TOPIC}:crm')}") as r:
+    async with http.get(
+        f"{base}/sns/unsubscribe?{query(SubscriptionArn=f'{TOPIC}:5d3c0b0e-2f7a-4c1e-8a55-3b0d9e6f1c22')}"
+    ) as r:
         assert r.status == 200
     stored = await store.sns_subscription("crm")
     assert stored is not None

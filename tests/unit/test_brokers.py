@@ -40,6 +40,8 @@ def test_a_password_in_any_spelling_is_scrubbed() -> None:
         "login as app with *** (***) or *** refused"
     )
     assert secrets_in("nats://127.0.0.1:4222") == frozenset()
+    assert secrets_in("nats://s3cr3t-t0ken@127.0.0.1:4222") == {"s3cr3t-t0ken"}
+    assert secrets_in("nats://app:pw@127.0.0.1:4222") == {"pw"}
 
 
 def test_the_pause_grows_with_outages_in_a_row_and_starts_again_after_one_gets_through() -> None:

@@ -204,4 +204,8 @@ def test_urls_are_described_without_their_password() -> None:
     assert describe_url("amqp://guest:guest@127.0.0.1:5672/") == "amqp://guest@127.0.0.1:5672/"
     assert describe_url("redis://:pw@[::1]:6379/0?password=x") == "redis://[::1]:6379/0"
     assert describe_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
+    # NATS reads a user without a password as a token.
+    assert describe_url("nats://s3cr3t@127.0.0.1:4222") == "nats://***@127.0.0.1:4222"
+    assert describe_url("tls://app:pw@nats.internal") == "tls://app@nats.internal"
+    assert describe_url("redis://app@127.0.0.1/0") == "redis://app@127.0.0.1/0"
     assert describe_url("redis://h:99999/") == "<a malformed URL>"

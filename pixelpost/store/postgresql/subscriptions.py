@@ -65,6 +65,9 @@ class PostgreSQLSnsSubscriptions:
         now = self._db.clock()
 
         async def work(connection: Connection) -> SnsSubscription | None:
+            found = await _by(connection, queries.SNS_BY_ARN, arn)
+            if found is None or found.state == "unsubscribed":
+                return found  # nothing to write
             await connection.execute(queries.SNS_SET_STATE, "unsubscribed", now, arn)
             return await _by(connection, queries.SNS_BY_ARN, arn)
 

@@ -75,6 +75,9 @@ class SQLiteSnsSubscriptions:
         now = self._db.clock()
 
         async def work(connection: aiosqlite.Connection) -> SnsSubscription | None:
+            found = await _by(connection, queries.SNS_BY_ARN, arn)
+            if found is None or found.state == "unsubscribed":
+                return found  # nothing to write
             await connection.execute(queries.SNS_SET_STATE, ("unsubscribed", now, arn))
             return await _by(connection, queries.SNS_BY_ARN, arn)
 
