@@ -37,6 +37,19 @@ DUPLICATE_WINDOW = 120.0
 covers a claim that lapsed (the lease) and the first retries after a lost ack."""
 
 
+FULL_CODES = frozenset((10023, 10028, 10047))
+"""JetStream's "insufficient resources", "memory resources exceeded" and "storage
+resources exceeded"."""
+FULL_WORDS = ("maximum messages", "maximum bytes", "resources exceeded")
+
+
+def _full(exc: nats.js.errors.APIError) -> bool:
+    """Whether JetStream refused for want of room (a stream at its limits, a server out
+    of storage): an outage, which counts no attempt, not the event's fault."""
+    text = (exc.description or "").lower()
+    return exc.err_code in FULL_CODES or any(words in text for words in FULL_WORDS)
+
+
 class _Unreachable(Exception):
     """The server, or its JetStream, cannot be used now: no fault of any event's."""
 
@@ -137,6 +150,8 @@ class NatsSender:
         if isinstance(exc, nats.errors.MaxPayloadError):
             return Outcome(delivered=False, error=f"{size} bytes is more than the server takes")
         unanswered = nats.js.errors.ServiceUnavailableError
+        if isinstance(exc, nats.js.errors.APIError) and _full(exc):
+            return unavailable(f"stream {self._stream} is full: {self._text(exc)}")
         if isinstance(exc, nats.js.errors.APIError) and not isinstance(exc, unanswered):
             error = f"stream {self._stream} refused it: {self._text(exc)}"
             return Outcome(delivered=False, error=error)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 REDIS_BATCH = 500
 """Events appended in one pipeline."""
+SERVER_STATES = (
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "LOADING",
+    "BUSY",
+    "MISCONF",
+    "NOREPLICAS",
+)
+"""Error replies that tell of the server's state, not of the entry: an outage, which
+counts no attempt."""
 
 
 class RedisSender:
@@ -76,18 +90,26 @@ class RedisSender:
         except (redis.exceptions.ConnectionError, OSError) as exc:
             error = f"cannot reach {self._where}: {self._text(exc)}"
         else:
-            self._backoff.reset()
-            return [self._outcome(reply) for reply in replies]
+            outcomes = [self._outcome(reply) for reply in replies]
+            if not any(outcome.unavailable for outcome in outcomes):
+                self._backoff.reset()
+                return outcomes
+            # The server is full, read-only or failing over: no fault of the events'.
+            pause = self._backoff.pause()
+            return [replace(o, retry_after=pause) if o.unavailable else o for o in outcomes]
         # Some entries may have been appended: sent again, the reader sees their ids twice.
         await self._drop()
         return [unavailable(error, self._backoff.pause())] * len(batch)
 
     def _outcome(self, reply: object) -> Outcome:
-        """One XADD's reply: the entry's id, or the error it met (WRONGTYPE, OOM, NOPERM…)."""
-        if isinstance(reply, Exception):
-            error = f"stream {self._stream} refused it: {self._text(reply)}"
-            return Outcome(delivered=False, error=error)
-        return DELIVERED
+        """One XADD's reply: the entry's id, or the error it met: the server's state
+        (OOM, READONLY …: it is unavailable) or the event's (WRONGTYPE, NOPERM …)."""
+        if not isinstance(reply, Exception):
+            return DELIVERED
+        text = self._text(reply)
+        if text.startswith(SERVER_STATES):
+            return unavailable(f"{self._where} cannot take events now: {text}")
+        return Outcome(delivered=False, error=f"stream {self._stream} refused it: {text}")
 
     def _connection(self) -> Redis:
         """The client and its pool, made at the first batch; redis-py connects when the

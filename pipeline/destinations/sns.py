@@ -46,6 +46,10 @@ tracker, perhaps in another process, confirms it there)."""
 CONFIRMED_RECHECK = 10.0
 """A confirmed subscription is read again this often: how soon an unsubscribe (the
 tracker's UnsubscribeURL) stops the notifications."""
+CONFIRM_WITHIN = 3 * 86400.0
+"""A subscription not confirmed within this long ends, as SNS's confirmation tokens
+expire after three days: its events become dead letters (replayable, which subscribes
+again) rather than waiting, and holding the store's retention back, for ever."""
 RESEND_FIRST = 60.0
 RESEND_MAX = 3600.0
 """A SubscriptionConfirmation is sent again while the subscription is pending, first
@@ -129,6 +133,11 @@ class SnsSender:
         async with self._lock:
             try:
                 subscription = await self._current()
+                if (
+                    subscription.state == "pending"
+                    and self._clock() - subscription.requested_at > CONFIRM_WITHIN
+                ):
+                    return [await self._expire(subscription)] * len(batch)
                 if subscription.state == "pending" and await self._confirm_when_due(subscription):
                     # An endpoint may confirm before it answers (django-ses does).
                     subscription = await self._current(again=True)
@@ -154,6 +163,20 @@ class SnsSender:
             return [gone] * len(batch)
         return list(
             await asyncio.gather(*(self._notify(claimed, subscription) for claimed in batch))
+        )
+
+    async def _expire(self, subscription: SnsSubscription) -> Outcome:
+        """End a subscription its endpoint never confirmed: the destination is disabled
+        (its events dead letters) until a replay subscribes it again."""
+        ended = await self._store.sns_unsubscribe(subscription.arn)
+        if ended is not None:
+            self._subscription = ended
+        return Outcome(
+            delivered=False,
+            error=f"the endpoint {self._where} did not confirm subscription "
+            f"{subscription.arn} within {CONFIRM_WITHIN / 86400:g} days; `pixelpost events "
+            f"replay --destination {self.name}` subscribes it again",
+            gone=True,
         )
 
     def _fits(self, subscription: SnsSubscription) -> bool:

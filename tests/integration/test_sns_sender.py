@@ -20,13 +20,20 @@ import trustme
 from aiohttp import web
 
 from pipeline.destinations import DELIVERED, Outcome, Sender, make_senders
-from pipeline.destinations.sns import CONFIRMED_RECHECK, RESEND_FIRST, RESEND_MAX, SnsSender
+from pipeline.destinations.sns import (
+    CONFIRM_WITHIN,
+    CONFIRMED_RECHECK,
+    RESEND_FIRST,
+    RESEND_MAX,
+    SnsSender,
+)
 from pipeline.dispatch import Dispatcher
 from pixelpost import __version__
 from pixelpost.app.sns import new_key_and_certificate
 from pixelpost.config import Config, SnsDestination, parse_config_text
 from pixelpost.core.event_types import EventType
 from pixelpost.core.events import open_event, send_event
+from pixelpost.core.values import describe_url
 from pixelpost.store import Claimed, MessageRecord, SQLiteStore
 from tests.clock import Clock
 from tests.conftest import until
@@ -437,6 +444,48 @@ async def test_a_confirmation_is_sent_again_on_a_bounded_backoff(
     assert consumer.notifications == []
     assert len({c.message["MessageId"] for c in consumer.confirmations}) == 1
     assert all(c.verified for c in consumer.confirmations)
+
+
+async def test_a_subscription_not_confirmed_in_three_days_ends_until_a_replay(
+    store: SQLiteStore,
+    keys: tuple[Path, Path],
+    tracker: str,
+    endpoint: tuple[SnsConsumer, str],
+    session: aiohttp.ClientSession,
+) -> None:
+    consumer, url = endpoint
+    consumer.confirm = False  # it takes the confirmation, and never visits the URL
+    cfg = config(keys, tracker, url)
+    clock = Clock()
+    sender = SnsSender(destination(cfg), config=cfg, session=session, store=store, clock=clock)
+    [outcome] = await sender.deliver([claimed()])
+    assert outcome.unavailable
+
+    clock.now += CONFIRM_WITHIN - 60
+    [outcome] = await sender.deliver([claimed()])
+    assert outcome.unavailable  # still waiting on the third day
+    clock.now += 120
+    [outcome] = await sender.deliver([claimed()])
+    assert outcome.gone
+    ended = await store.sns_subscription("app")
+    assert ended is not None
+    assert ended.state == "unsubscribed"
+    assert outcome.error.startswith(
+        f"the endpoint {describe_url(url)} did not confirm subscription {ended.arn} within 3 days"
+    )
+    assert "`pixelpost events replay --destination app`" in outcome.error
+    # Its SubscribeURL no longer confirms anything.
+    late = consumer.confirmations[0].message["SubscribeURL"]
+    assert await consumer.visit(late) == 404
+
+    await store.replay("app")
+    clock.now += 2
+    [outcome] = await sender.deliver([claimed()])
+    assert outcome.unavailable  # a new handshake
+    again = await store.sns_subscription("app")
+    assert again is not None
+    assert (again.state, again.arn != ended.arn) == ("pending", True)
+    assert len(consumer.confirmations) >= 2
 
 
 async def test_an_unsubscribe_stops_the_destination_until_a_replay(

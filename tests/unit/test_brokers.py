@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import random
 
+import nats.js.errors
+import redis.exceptions
+
 from pipeline.destinations.brokers import RECONNECT_DELAYS, Backoff, fill, scrub, secrets_in
+from pipeline.destinations.nats import _full
+from pipeline.destinations.redis import RedisSender
+from pixelpost.config import RedisDestination
 from pixelpost.core.event_types import EventType
 from pixelpost.store import Claimed
 
@@ -51,3 +57,35 @@ def test_the_pause_grows_with_outages_in_a_row_and_starts_again_after_one_gets_t
         assert delay * 0.8 <= pause <= delay * 1.2
     backoff.reset()
     assert backoff.pause() <= RECONNECT_DELAYS[0] * 1.2
+
+
+def test_a_full_or_failing_over_redis_is_an_outage_and_a_wrong_key_the_events_fault() -> None:
+    sender = RedisSender(RedisDestination(name="r", events=frozenset(EventType)))
+    for reply in (
+        redis.exceptions.OutOfMemoryError(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        ),
+        redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+        redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"),
+    ):
+        outcome = sender._outcome(reply)
+        assert outcome.unavailable, reply
+        assert outcome.error.startswith("redis://127.0.0.1:6379/0 cannot take events now: ")
+    wrong = sender._outcome(
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    )
+    assert not wrong.unavailable
+    assert wrong.error.startswith("stream pixelpost:events refused it: WRONGTYPE")
+
+
+def test_a_stream_out_of_room_is_an_outage_and_other_refusals_the_events_fault() -> None:
+    full = nats.js.errors.APIError(code=503, err_code=10047, description="insufficient storage")
+    limits = nats.js.errors.APIError(
+        code=503, err_code=10077, description="maximum messages exceeded"
+    )
+    wrong = nats.js.errors.APIError(
+        code=400, err_code=10060, description="expected stream does not match"
+    )
+    assert _full(full)
+    assert _full(limits)
+    assert not _full(wrong)
