@@ -44,6 +44,9 @@ from tests.relay_config import CONNECTIONS_LIMIT
 BIN = Path(sys.executable).parent
 MESSAGE_ID = "01a228d20a21020c7c34c59663927ded"
 TRACKER = "pixelpost tracker"
+TRACKER_ASYNCIO = "pixelpost, asyncio"
+"""The same tracker on the standard library's event loop (PIXELPOST_EVENT_LOOP), where
+the first runs on uvloop when it is installed."""
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 HITS_SQL = "SELECT count(*) FROM events WHERE type IN ('open', 'click')"
 PATHS_LUA = """
@@ -197,6 +200,19 @@ def main() -> None:
                 [str(BIN / "pixelpost"), "--log-level", "warning", "tracker", "-c", str(config)],
                 port,
             ),
+            TRACKER_ASYNCIO: (
+                [
+                    "env",
+                    "PIXELPOST_EVENT_LOOP=asyncio",
+                    str(BIN / "pixelpost"),
+                    "--log-level",
+                    "warning",
+                    "tracker",
+                    "-c",
+                    str(config),
+                ],
+                port,
+            ),
             "minimal, typical": (
                 [sys.executable, "-m", "bench.minimal_http", str(typical_port), "--typical"],
                 typical_port,
@@ -214,7 +230,7 @@ def main() -> None:
                         warmup = wrk(url, duration=1, connections=args.connections)
                         run = wrk(url, duration=args.duration, connections=args.connections)
                         run = replace(run, errors=run.errors + warmup.errors)
-                        if name == TRACKER:
+                        if name in (TRACKER, TRACKER_ASYNCIO):
                             answered += warmup.answered + run.answered
                         results.setdefault((name, route), []).append(run)
                         print(

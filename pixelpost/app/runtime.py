@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.dispatch import Dispatcher, run_dispatcher
 from pipeline.jobs import Jobs
-from pixelpost import __version__, logs
+from pixelpost import __version__, aio, logs
 from pixelpost.app.dkim_keys import load_dkim_keys
 from pixelpost.app.processes import ChildProcess, child_setup, watch_parent
 from pixelpost.config import Config, SnsDestination
@@ -298,7 +298,7 @@ def dispatch_process(config: Config, log_level: int, log_format: logs.LogFormat)
             watch_parent(stop)
             await run_dispatcher(config, stop)
 
-    asyncio.run(main())
+    aio.run(main(), uvloop=True)
 
 
 def relay_worker_process(
@@ -320,7 +320,7 @@ def relay_worker_process(
             stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             await stop.wait()
 
-    asyncio.run(main())
+    aio.run(main(), uvloop=False)
 
 
 async def _start_workers(
@@ -563,7 +563,7 @@ def tracker_worker_process(
             _ignore_sighup(stack)
             await stop.wait()
 
-    asyncio.run(main())
+    aio.run(main(), uvloop=True)
 
 
 async def _run_tracker(
@@ -741,6 +741,7 @@ async def run(
         if not relay:
             _ignore_sighup(stack)
         lines += _setting_lines(config, dispatch)
+        lines.append(("event loop", aio.loop_name()))
         out.write(_banner(config, lines))
         out.flush()
         await stop.wait()
