@@ -8,7 +8,6 @@ for comes back, and fails. aio-pika's errors stay in here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -68,16 +67,13 @@ class AmqpSender:
             exchange = await self._connected()
         except _Unreachable as exc:
             return [unavailable(str(exc), self._backoff.pause())] * len(batch)
-        outcomes = await asyncio.gather(*(self._publish(exchange, c) for c in batch))
-        if not any(outcome.unavailable for outcome in outcomes):
-            self._backoff.reset()
-            return outcomes
-        # An unconfirmed publish or a lost channel: start again with a new connection.
-        await self._drop()
-        pause = self._backoff.pause()
-        return [
-            dataclasses.replace(o, retry_after=pause) if o.unavailable else o for o in outcomes
-        ]
+        outcomes = self._backoff.settle(
+            await asyncio.gather(*(self._publish(exchange, c) for c in batch))
+        )
+        if any(outcome.unavailable for outcome in outcomes):
+            # An unconfirmed publish or a lost channel: a new connection next time.
+            await self._drop()
+        return outcomes
 
     def routing_key(self, claimed: Claimed) -> str:
         """The routing key `claimed` is published with."""

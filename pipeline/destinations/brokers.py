@@ -5,8 +5,11 @@ library's error text with the URL's password taken out."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pipeline.destinations.base import Outcome
 from pixelpost.core.retry import next_delay
 from pixelpost.core.values import TOKEN_SCHEMES
 from pixelpost.store import Claimed
@@ -32,6 +35,15 @@ class Backoff:
 
     def reset(self) -> None:
         self._outages = 0
+
+    def settle(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """A batch's outcomes, each unavailable one told to wait the next pause; the
+        pauses start over after a batch with none."""
+        if not any(outcome.unavailable for outcome in outcomes):
+            self.reset()
+            return list(outcomes)
+        pause = self.pause()
+        return [replace(o, retry_after=pause) if o.unavailable else o for o in outcomes]
 
 
 def fill(template: str, claimed: Claimed) -> str:

@@ -10,7 +10,6 @@ does not take fails with an error that says so. nats-py's errors stay in here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
@@ -109,16 +108,13 @@ class NatsSender:
             js = await self._connected()
         except _Unreachable as exc:
             return [unavailable(str(exc), self._backoff.pause())] * len(batch)
-        outcomes = await asyncio.gather(*(self._publish(js, claimed) for claimed in batch))
-        if not any(outcome.unavailable for outcome in outcomes):
-            self._backoff.reset()
-            return outcomes
-        # An unanswered publish or a lost connection: start again with a new connection.
-        await self._drop()
-        pause = self._backoff.pause()
-        return [
-            dataclasses.replace(o, retry_after=pause) if o.unavailable else o for o in outcomes
-        ]
+        outcomes = self._backoff.settle(
+            await asyncio.gather(*(self._publish(js, claimed) for claimed in batch))
+        )
+        if any(outcome.unavailable for outcome in outcomes):
+            # An unanswered publish or a lost connection: a new connection next time.
+            await self._drop()
+        return outcomes
 
     def subject(self, claimed: Claimed) -> str:
         """The subject `claimed` is published on."""

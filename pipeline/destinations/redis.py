@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -90,13 +89,8 @@ class RedisSender:
         except (redis.exceptions.ConnectionError, OSError) as exc:
             error = f"cannot reach {self._where}: {self._text(exc)}"
         else:
-            outcomes = [self._outcome(reply) for reply in replies]
-            if not any(outcome.unavailable for outcome in outcomes):
-                self._backoff.reset()
-                return outcomes
-            # The server is full, read-only or failing over: no fault of the events'.
-            pause = self._backoff.pause()
-            return [replace(o, retry_after=pause) if o.unavailable else o for o in outcomes]
+            # A server full, read-only or failing over is unavailable, not the events' fault.
+            return self._backoff.settle([self._outcome(reply) for reply in replies])
         # Some entries may have been appended: sent again, the reader sees their ids twice.
         await self._drop()
         return [unavailable(error, self._backoff.pause())] * len(batch)

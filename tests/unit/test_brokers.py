@@ -8,6 +8,7 @@ import random
 import nats.js.errors
 import redis.exceptions
 
+from pipeline.destinations.base import DELIVERED, Outcome, unavailable
 from pipeline.destinations.brokers import RECONNECT_DELAYS, Backoff, fill, scrub, secrets_in
 from pipeline.destinations.nats import _full
 from pipeline.destinations.redis import RedisSender
@@ -89,3 +90,21 @@ def test_a_stream_out_of_room_is_an_outage_and_other_refusals_the_events_fault()
     assert _full(full)
     assert _full(limits)
     assert not _full(wrong)
+
+
+def test_settle_tells_the_unavailable_outcomes_of_a_batch_to_wait_the_same_pause() -> None:
+    backoff = Backoff(random.Random(1))
+    refused = Outcome(delivered=False, error="WRONGTYPE")
+    down = unavailable("READONLY")
+    settled = backoff.settle([DELIVERED, down, refused, down])
+    pause = settled[1].retry_after
+    assert pause is not None
+    assert RECONNECT_DELAYS[0] * 0.8 <= pause <= RECONNECT_DELAYS[0] * 1.2
+    assert settled == [DELIVERED, unavailable("READONLY", pause), refused, settled[1]]
+    second = backoff.settle([down])[0].retry_after  # the next outage in a row waits longer
+    assert second is not None
+    assert second >= RECONNECT_DELAYS[1] * 0.8
+    assert backoff.settle([DELIVERED, refused]) == [DELIVERED, refused]  # starts over
+    after = backoff.settle([down])[0].retry_after
+    assert after is not None
+    assert after <= RECONNECT_DELAYS[0] * 1.2
